@@ -1,0 +1,59 @@
+"""Lazy imports of optional dependencies, with errors that name the extra to install."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from types import ModuleType
+
+from fmlab.exceptions import MissingDependencyError
+
+# module -> (pip distribution, fmlab extra that installs it)
+_EXTRAS: dict[str, tuple[str, str]] = {
+    "torch": ("torch==2.13.0", "torch"),
+    "transformers": ("transformers", "hf"),
+    "gguf": ("gguf", "hf"),
+    "safetensors": ("safetensors", "hf"),
+    "sentence_transformers": ("sentence-transformers", "hf"),
+    "optuna": ("optuna", "hpo"),
+    "psycopg": ("psycopg[binary]", "hpo"),
+    "matplotlib": ("matplotlib", "report"),
+    "pandas": ("pandas", "report"),
+    "pyarrow": ("pyarrow", "report"),
+    "skimage": ("scikit-image", "vision"),
+    "PIL": ("pillow", "vision"),
+    "gensim": ("gensim==4.4.0", "data"),
+}
+
+
+def install_hint(module: str) -> str:
+    """Return the command that installs the package providing ``module``."""
+    top = module.split(".")[0]
+    dist, extra = _EXTRAS.get(top, (top, ""))
+    if extra:
+        return f'pip install "fmlab[{extra}]"  (or: pip install "{dist}")'
+    return f'pip install "{dist}"'
+
+
+def require(module: str, *, feature: str = "This feature") -> ModuleType:
+    """Import ``module`` or raise :class:`MissingDependencyError` naming the install command.
+
+    Args:
+        module: Dotted module name, e.g. ``"transformers"``.
+        feature: What needs it, used in the message (e.g. ``"fmlab.embeddings"``).
+    """
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"{feature} requires '{module.split('.')[0]}', which is not installed. "
+            f"Install it with: {install_hint(module)}"
+        ) from exc
+
+
+def is_available(module: str) -> bool:
+    """Whether ``module`` can be imported, checked without importing it."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False

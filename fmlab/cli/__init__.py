@@ -1,0 +1,81 @@
+"""The ``fmlab`` command: ``fmlab <command> [...]``; ``fmlab --help`` lists the commands.
+
+Exit codes: 0 success, 1 failure (one-line message; traceback with ``--debug``), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+
+from fmlab.cli._base import Command
+from fmlab.version import __version__
+
+__all__ = ["main"]
+
+# name -> "module:Class". Each capability adds one line; modules import nothing heavy at the top.
+COMMANDS: dict[str, str] = {
+    "reproduce": "fmlab.cli._reproduce:ReproduceCommand",
+    "report": "fmlab.cli._reproduce:ReportCommand",
+    "models": "fmlab.cli._zoo:ModelsCommand",
+    "data": "fmlab.cli._zoo:DataCommand",
+}
+
+
+def _load(target: str) -> Command:
+    module, _, attr = target.partition(":")
+    cls = getattr(importlib.import_module(module), attr)
+    return cls()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fmlab",
+        description="Reliability results for foundation models, as software.",
+        epilog="Examples:\n  fmlab reproduce --quick --out results\n  fmlab models list\n"
+        "  fmlab data list\nRun 'fmlab COMMAND --help' for a command's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"fmlab {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, target in COMMANDS.items():
+        cmd = _load(target)
+        p = sub.add_parser(
+            name, help=cmd.help, description=cmd.help, epilog=cmd.epilog or None,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show full tracebacks on errors")
+        cmd.configure(p)
+        p.set_defaults(_command=cmd)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``fmlab`` command. Returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    cmd: Command | None = getattr(args, "_command", None)
+    if cmd is None:
+        parser.print_help()
+        return 2
+    debug = bool(getattr(args, "debug", False)) or os.environ.get("FMLAB_DEBUG") == "1"
+    try:
+        return int(cmd.run(args) or 0)
+    except KeyboardInterrupt:
+        print("fmlab: interrupted", file=sys.stderr)
+        return 130
+    except SystemExit:
+        raise
+    except Exception as exc:
+        if debug:
+            raise
+        msg = str(exc).strip() or type(exc).__name__
+        print(f"fmlab {args.command}: error: {msg}", file=sys.stderr)
+        if "\n" not in msg:
+            print("(run with --debug for the traceback)", file=sys.stderr)
+        return 1

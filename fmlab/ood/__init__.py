@@ -1,0 +1,1 @@
+"""Placeholder: this capability is not built yet."""

@@ -1,0 +1,16 @@
+"""The study registry. Each capability adds one lazy line here (its module imports nothing heavy
+until the study runs)."""
+
+from __future__ import annotations
+
+from fmlab._registry import Registry
+from fmlab.studies._base import Study
+
+STUDIES: Registry[type[Study]] = Registry("study")
+
+# name -> "module:Class"; keep sorted by name. Imports happen only when a study is looked up.
+_LAZY: dict[str, str] = {
+}
+
+for _name, _target in _LAZY.items():
+    STUDIES.register(_name, _target)

@@ -1,0 +1,120 @@
+"""Render the static HTML report from the study folders under one output directory."""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from fmlab._io import atomic_write
+from fmlab.version import __version__
+
+__all__ = ["render_report"]
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d2430;
+background:#f6f7f9}
+header{background:#1d2430;color:#fff;padding:1.2rem 2rem}header h1{margin:0;font-size:1.5rem}
+header p{margin:.3rem 0 0;color:#c9d1dc}main{max-width:1100px;margin:0 auto;padding:1rem 2rem}
+nav ul{columns:2;padding-left:1.2rem}section.study{background:#fff;border-radius:8px;
+padding:1rem 1.5rem;margin:1.2rem 0;box-shadow:0 1px 3px rgba(0,0,0,.08)}
+h2{margin-top:.2rem}.meta{color:#5b6675;font-size:.9rem}table{border-collapse:collapse;
+width:100%;margin:.6rem 0;font-size:.92rem}th,td{border-bottom:1px solid #e3e6ea;padding:.35rem .5rem;
+text-align:left;vertical-align:top}th{background:#f0f2f5}.holds{color:#0a6b2d;font-weight:600}
+.fails{color:#a1260d;font-weight:600}figure{margin:1rem 0}figure img{max-width:100%;
+border:1px solid #e3e6ea;border-radius:4px}figcaption{color:#5b6675;font-size:.88rem}
+.summary td:nth-child(3){white-space:nowrap}.error{background:#fff4f2;border-left:4px solid #a1260d}
+"""
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    head = "".join(f"<th>{_e(c)}</th>" for c in cols)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{_e(_fmt(r.get(c, '')))}</td>" for c in cols) + "</tr>" for r in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _study_section(rec: dict[str, Any]) -> str:
+    name = rec["study"]
+    claims = rec.get("claims", [])
+    rows = []
+    for c in claims:
+        verdict = '<span class="holds">holds</span>' if c["holds"] else (
+            '<span class="fails">does not hold</span>')
+        crit = f"<br><small>criterion: {_e(c['criterion'])}</small>" if c.get("criterion") else ""
+        ref = f"<br><small>reference: {_e(c['reference'])}</small>" if c.get("reference") else ""
+        rows.append(f"<tr><td>{_e(c['claim'])}</td><td>{_e(c['measured'])}{crit}{ref}</td>"
+                    f"<td>{verdict}</td></tr>")
+    claims_html = (
+        "<table class='claims'><thead><tr><th>claim</th><th>measured</th><th>verdict</th></tr>"
+        f"</thead><tbody>{''.join(rows)}</tbody></table>" if rows else "<p>No claim checks.</p>"
+    )
+    figs = "".join(
+        f"<figure><img src='{_e(name)}/{_e(fname)}' alt='{_e(caption or fname)}'>"
+        f"<figcaption>{_e(caption)}</figcaption></figure>"
+        for fname, caption in rec.get("figures", {}).items()
+    )
+    tables = "".join(f"<h3>{_e(t)}</h3>{_table(r)}" for t, r in rec.get("tables", {}).items())
+    return (
+        f"<section class='study' id='{_e(name)}'><h2>{_e(rec.get('title') or name)}</h2>"
+        f"<p class='meta'><code>{_e(name)}</code> · capability <b>{_e(rec.get('capability'))}</b>"
+        f" · {_e(rec.get('paper'))} · scale <b>{_e(rec.get('scale'))}</b> · "
+        f"{_e(rec.get('seconds'))} s · seed {_e(rec.get('seed'))}</p>"
+        f"<p>{_e(rec.get('summary', ''))}</p>{claims_html}{figs}{tables}</section>"
+    )
+
+
+def render_report(out: str | Path, failed: dict[str, str] | None = None) -> Path:
+    """Write ``out/report.html`` from every ``out/<study>/metrics.json``; return its path."""
+    from fmlab.studies._runner import load_results
+
+    out = Path(out)
+    records = load_results(out)
+    failed = dict(failed or {})
+    for err in sorted(out.glob("*.error.txt")):
+        failed.setdefault(err.name[: -len(".error.txt")], err.read_text().strip().splitlines()[-1])
+    n_claims = sum(len(r.get("claims", [])) for r in records)
+    n_hold = sum(bool(c["holds"]) for r in records for c in r.get("claims", []))
+    summary_rows = "".join(
+        f"<tr><td><a href='#{_e(r['study'])}'>{_e(r['study'])}</a></td><td>{_e(r.get('title'))}</td>"
+        f"<td>{sum(bool(c['holds']) for c in r.get('claims', []))}/{len(r.get('claims', []))}</td></tr>"
+        for r in records
+    )
+    failed_html = "".join(
+        f"<section class='study error'><h2>{_e(n)}: failed</h2><pre>{_e(msg)}</pre>"
+        f"<p>Full traceback: <code>{_e(n)}.error.txt</code></p></section>"
+        for n, msg in failed.items()
+    )
+    body = (
+        f"<header><h1>fmlab reproduction report</h1><p>{len(records)} studies · {n_hold} of "
+        f"{n_claims} claims hold · fmlab {_e(__version__)} · rendered "
+        f"{_e(time.strftime('%Y-%m-%d %H:%M'))}</p></header><main>"
+        "<table class='summary'><thead><tr><th>study</th><th>title</th><th>claims holding</th></tr>"
+        f"</thead><tbody>{summary_rows}</tbody></table>"
+        + "".join(_study_section(r) for r in records) + failed_html
+        + f"<script type='application/json' id='fmlab-data'>"
+        f"{_e(json.dumps([{'study': r['study'], 'claims': r.get('claims', [])} for r in records]))}"
+        "</script></main>"
+    )
+    page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>fmlab report</title>"
+            f"<style>{_CSS}</style></head><body>{body}</body></html>\n")
+    path = out / "report.html"
+    with atomic_write(path) as fh:
+        fh.write(page)
+    return path

@@ -1,0 +1,195 @@
+"""Run studies and keep their results: ``DIR/<study>/metrics.json`` + figures, then the report."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fmlab._imports import require
+from fmlab._io import atomic_dir, write_json
+from fmlab._validation import check_option
+from fmlab.studies._base import Scale, Study, StudyContext, StudyResult
+from fmlab.studies._catalog import STUDIES
+from fmlab.version import __version__
+
+__all__ = ["ReproduceResult", "list_studies", "load_results", "reproduce", "run_study"]
+
+METRICS_FILE = "metrics.json"
+
+
+def list_studies(pattern: str | None = None) -> list[str]:
+    """Names of the registered studies, optionally filtered by an fnmatch pattern."""
+    return STUDIES.names(pattern)
+
+
+def get_study(name: str) -> type[Study]:
+    """The study class registered under ``name``."""
+    return STUDIES.get(name)
+
+
+def _finished(study_dir: Path, scale: Scale) -> dict[str, Any] | None:
+    path = study_dir / METRICS_FILE
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if record.get("scale") != scale or record.get("status") != "ok":
+        return None
+    return record
+
+
+def run_study(
+    name: str,
+    out: str | Path,
+    *,
+    scale: Scale = "quick",
+    seed: int = 0,
+    options: dict[str, Any] | None = None,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Run one study into ``out/<name>`` atomically and return its record (metrics.json content).
+
+    The study runs in a temporary folder that replaces ``out/<name>`` only when it finishes, so an
+    interrupted run leaves the previous result (or nothing), never a half-written one.
+    """
+    check_option(scale, "scale", ("quick", "full"), owner="reproduce")
+    cls = get_study(name)
+    for module in cls.requires:
+        require(module, feature=f"The study {name!r}")
+    out = Path(out)
+    started = time.time()
+    with atomic_dir(out / name) as tmp:
+        ctx = StudyContext(tmp, scale=scale, seed=seed, options=options, show_progress=show_progress)
+        result = cls().run(ctx)
+        if not isinstance(result, StudyResult):
+            raise TypeError(f"{cls.__name__}.run() must return a StudyResult, got {type(result)}")
+        missing = [f for f in result.figures if not (tmp / f).is_file()]
+        if missing:
+            raise RuntimeError(f"Study {name!r} lists figures it did not write: {missing}")
+        record = {
+            "study": name,
+            "title": cls.title,
+            "capability": cls.capability,
+            "paper": cls.paper,
+            "summary": cls.summary,
+            "scale": scale,
+            "seed": seed,
+            "options": dict(options or {}),
+            "status": "ok",
+            "seconds": round(time.time() - started, 2),
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "fmlab_version": __version__,
+            "python": platform.python_version(),
+            "claims": [c.to_dict() for c in result.claims],
+            "figures": dict(result.figures),
+            "tables": result.tables,
+            "metrics": result.metrics,
+        }
+        write_json(tmp / METRICS_FILE, record)
+    return record
+
+
+@dataclass
+class ReproduceResult:
+    """Outcome of :func:`reproduce`: which studies ran, were skipped or failed; the report path."""
+
+    out: Path
+    report: Path | None
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+
+def reproduce(
+    names: Sequence[str] | None = None,
+    *,
+    out: str | Path = "fmlab-results",
+    scale: Scale = "quick",
+    force: bool = False,
+    seed: int = 0,
+    options: dict[str, Any] | None = None,
+    show_progress: bool = True,
+    report: bool = True,
+) -> ReproduceResult:
+    """Run studies (all registered ones by default) and render ``out/report.html``.
+
+    A study whose ``out/<name>/metrics.json`` already holds a finished run at the same scale is
+    skipped unless ``force``. A study that raises is recorded as failed (with its traceback in
+    ``out/<name>.error.txt``) and the others still run.
+
+    Args:
+        names: Study names or fnmatch patterns (``"sam.*"``); ``None`` runs every study.
+        out: Output folder.
+        scale: ``"quick"`` (minutes) or ``"full"``.
+        force: Re-run studies that already have results.
+        seed: Base random seed passed to every study.
+        options: Extra options passed to every study's context.
+    """
+    check_option(scale, "scale", ("quick", "full"), owner="reproduce")
+    selected: list[str] = []
+    for pattern in names or ["*"]:
+        matched = STUDIES.names(pattern) if any(c in pattern for c in "*?[") else None
+        if matched is None:
+            STUDIES.entry(pattern)  # raises UnknownNameError with suggestions
+            matched = [pattern]
+        if not matched:
+            raise ValueError(f"No study matches {pattern!r}. Available: {', '.join(STUDIES.names())}")
+        selected += [m for m in matched if m not in selected]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    result = ReproduceResult(out=out, report=None)
+    for i, name in enumerate(selected, 1):
+        if not force and _finished(out / name, scale) is not None:
+            result.skipped.append(name)
+            if show_progress:
+                print(f"[{i}/{len(selected)}] {name}: finished before, skipped (use --force to re-run)")
+            continue
+        if show_progress:
+            print(f"[{i}/{len(selected)}] {name}: running at {scale} scale", flush=True)
+        error_file = out / f"{name}.error.txt"
+        try:
+            record = run_study(name, out, scale=scale, seed=seed, options=options,
+                               show_progress=show_progress)
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # one failed study must not stop the others
+            result.failed[name] = f"{type(exc).__name__}: {exc}"
+            error_file.write_text(traceback.format_exc())
+            if show_progress:
+                print(f"    failed: {type(exc).__name__}: {exc}", flush=True)
+            continue
+        error_file.unlink(missing_ok=True)
+        result.ran.append(name)
+        if show_progress:
+            verdicts = ", ".join("holds" if c["holds"] else "does not hold" for c in record["claims"])
+            print(f"    done in {record['seconds']:.0f} s; claims: {verdicts or 'none'}", flush=True)
+    if report:
+        from fmlab.studies._report import render_report
+
+        result.report = render_report(out, failed=result.failed)
+    return result
+
+
+def load_results(out: str | Path) -> list[dict[str, Any]]:
+    """Every finished study record under ``out`` (sorted by study name)."""
+    records = []
+    for path in sorted(Path(out).glob(f"*/{METRICS_FILE}")):
+        try:
+            records.append(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError):
+            continue
+    return records
+
+
