@@ -21,8 +21,20 @@ from typing import Any
 from fmlab.version import __version__
 
 _SUBMODULES = (
-    "attacks", "autoft", "context", "data", "embeddings", "exceptions", "jailbreak", "models",
-    "ood", "quant", "sam", "scaling", "studies", "testing",
+    "attacks",
+    "autoft",
+    "context",
+    "data",
+    "embeddings",
+    "exceptions",
+    "jailbreak",
+    "models",
+    "ood",
+    "quant",
+    "sam",
+    "scaling",
+    "studies",
+    "testing",
 )
 
 __all__ = ["__version__", *_SUBMODULES]

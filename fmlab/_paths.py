@@ -44,10 +44,11 @@ def data_dir(*parts: str, create: bool = True) -> Path:
 def shared_dir(*parts: str) -> Path | None:
     """The reference-data root joined with ``parts``, or ``None`` when no root can be found."""
     env = os.environ.get("FMLAB_SHARED")
-    candidates = [Path(env).expanduser()] if env else []
+    if env:  # an explicit root is the only one looked at
+        root = Path(env).expanduser()
+        return root.joinpath(*parts) if root.is_dir() else None
     checkout = Path(__file__).resolve().parents[1]  # the folder holding the fmlab package
-    candidates += [checkout.parent / "shared", Path.cwd().parent / "shared", Path.cwd() / "shared"]
-    for root in candidates:
-        if (root / "briefs").is_dir() or (env and root.is_dir()):
+    for root in (checkout.parent / "shared", Path.cwd().parent / "shared", Path.cwd() / "shared"):
+        if (root / "briefs").is_dir():
             return root.joinpath(*parts)
     return None

@@ -106,7 +106,8 @@ def check_bool(value: Any, name: str, *, owner: str | None = None) -> bool:
 def check_option(value: Any, name: str, options: Iterable[Any], *, owner: str | None = None) -> Any:
     """Check that ``value`` is one of ``options``.
 
-    The message reads ``Invalid pooling 'avg' for EchoEncoder. Valid options are: ('mean', 'last').``
+    The message reads ``Invalid pooling 'avg' for EchoEncoder. Valid options are:
+    ('mean', 'last').``
     """
     opts = tuple(options)
     if value not in opts:
@@ -130,7 +131,9 @@ def check_array(
     try:
         arr = np.asarray(value, dtype=dtype)
     except (TypeError, ValueError) as exc:
-        raise TypeError(f"{name!r} must be array-like of numbers. Got {type(value).__name__}: {exc}")
+        raise TypeError(
+            f"{name!r} must be array-like of numbers. Got {type(value).__name__}: {exc}"
+        ) from exc
     if ndim is not None:
         allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
         if arr.ndim not in allowed:
@@ -150,8 +153,10 @@ def check_probabilities(value: Any, name: str, *, atol: float = 1e-3) -> np.ndar
     """Check an array of class probabilities (last axis sums to one, entries in [0, 1])."""
     arr = check_array(value, name, ndim=(2, 3))
     if (arr < 0).any() or (arr > 1).any():
-        raise ValueError(f"{name!r} must hold probabilities in [0, 1]. Got min {arr.min():.3g}, "
-                         f"max {arr.max():.3g}. Apply a softmax to logits first.")
+        raise ValueError(
+            f"{name!r} must hold probabilities in [0, 1]. Got min {arr.min():.3g}, "
+            f"max {arr.max():.3g}. Apply a softmax to logits first."
+        )
     sums = arr.sum(-1)
     worst = float(sums.flat[int(np.abs(sums - 1).argmax())]) if sums.size else 1.0
     if abs(worst - 1) > atol:

@@ -45,11 +45,18 @@ def build_parser() -> argparse.ArgumentParser:
     for name, target in COMMANDS.items():
         cmd = _load(target)
         p = sub.add_parser(
-            name, help=cmd.help, description=cmd.help, epilog=cmd.epilog or None,
+            name,
+            help=cmd.help,
+            description=cmd.help,
+            epilog=cmd.epilog or None,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                       help="show full tracebacks on errors")
+        p.add_argument(
+            "--debug",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="show full tracebacks on errors",
+        )
         cmd.configure(p)
         p.set_defaults(_command=cmd)
     return parser

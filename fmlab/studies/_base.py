@@ -104,8 +104,9 @@ class StudyContext:
         """Path for a figure file inside the study's folder (``name`` should end in .png)."""
         return self.out_dir / name
 
-    def progress(self, iterable: Iterable[_T], desc: str = "", total: int | None = None,
-                 leave: bool = False) -> Iterator[_T]:
+    def progress(
+        self, iterable: Iterable[_T], desc: str = "", total: int | None = None, leave: bool = False
+    ) -> Iterator[_T]:
         """Wrap ``iterable`` in a progress bar (tqdm) unless progress is disabled."""
         if not self.show_progress:
             yield from iterable

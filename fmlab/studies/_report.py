@@ -21,7 +21,8 @@ header p{margin:.3rem 0 0;color:#c9d1dc}main{max-width:1100px;margin:0 auto;padd
 nav ul{columns:2;padding-left:1.2rem}section.study{background:#fff;border-radius:8px;
 padding:1rem 1.5rem;margin:1.2rem 0;box-shadow:0 1px 3px rgba(0,0,0,.08)}
 h2{margin-top:.2rem}.meta{color:#5b6675;font-size:.9rem}table{border-collapse:collapse;
-width:100%;margin:.6rem 0;font-size:.92rem}th,td{border-bottom:1px solid #e3e6ea;padding:.35rem .5rem;
+width:100%;margin:.6rem 0;font-size:.92rem}
+th,td{border-bottom:1px solid #e3e6ea;padding:.35rem .5rem;
 text-align:left;vertical-align:top}th{background:#f0f2f5}.holds{color:#0a6b2d;font-weight:600}
 .fails{color:#a1260d;font-weight:600}figure{margin:1rem 0}figure img{max-width:100%;
 border:1px solid #e3e6ea;border-radius:4px}figcaption{color:#5b6675;font-size:.88rem}
@@ -55,15 +56,22 @@ def _study_section(rec: dict[str, Any]) -> str:
     claims = rec.get("claims", [])
     rows = []
     for c in claims:
-        verdict = '<span class="holds">holds</span>' if c["holds"] else (
-            '<span class="fails">does not hold</span>')
+        verdict = (
+            '<span class="holds">holds</span>'
+            if c["holds"]
+            else ('<span class="fails">does not hold</span>')
+        )
         crit = f"<br><small>criterion: {_e(c['criterion'])}</small>" if c.get("criterion") else ""
         ref = f"<br><small>reference: {_e(c['reference'])}</small>" if c.get("reference") else ""
-        rows.append(f"<tr><td>{_e(c['claim'])}</td><td>{_e(c['measured'])}{crit}{ref}</td>"
-                    f"<td>{verdict}</td></tr>")
+        rows.append(
+            f"<tr><td>{_e(c['claim'])}</td><td>{_e(c['measured'])}{crit}{ref}</td>"
+            f"<td>{verdict}</td></tr>"
+        )
     claims_html = (
         "<table class='claims'><thead><tr><th>claim</th><th>measured</th><th>verdict</th></tr>"
-        f"</thead><tbody>{''.join(rows)}</tbody></table>" if rows else "<p>No claim checks.</p>"
+        f"</thead><tbody>{''.join(rows)}</tbody></table>"
+        if rows
+        else "<p>No claim checks.</p>"
     )
     figs = "".join(
         f"<figure><img src='{_e(name)}/{_e(fname)}' alt='{_e(caption or fname)}'>"
@@ -80,6 +88,10 @@ def _study_section(rec: dict[str, Any]) -> str:
     )
 
 
+def _n_holding(record: dict[str, Any]) -> int:
+    return sum(bool(c["holds"]) for c in record.get("claims", []))
+
+
 def render_report(out: str | Path, failed: dict[str, str] | None = None) -> Path:
     """Write ``out/report.html`` from every ``out/<study>/metrics.json``; return its path."""
     from fmlab.studies._runner import load_results
@@ -92,8 +104,8 @@ def render_report(out: str | Path, failed: dict[str, str] | None = None) -> Path
     n_claims = sum(len(r.get("claims", [])) for r in records)
     n_hold = sum(bool(c["holds"]) for r in records for c in r.get("claims", []))
     summary_rows = "".join(
-        f"<tr><td><a href='#{_e(r['study'])}'>{_e(r['study'])}</a></td><td>{_e(r.get('title'))}</td>"
-        f"<td>{sum(bool(c['holds']) for c in r.get('claims', []))}/{len(r.get('claims', []))}</td></tr>"
+        f"<tr><td><a href='#{_e(r['study'])}'>{_e(r['study'])}</a></td>"
+        f"<td>{_e(r.get('title'))}</td><td>{_n_holding(r)}/{len(r.get('claims', []))}</td></tr>"
         for r in records
     )
     failed_html = "".join(
@@ -107,13 +119,19 @@ def render_report(out: str | Path, failed: dict[str, str] | None = None) -> Path
         f"{_e(time.strftime('%Y-%m-%d %H:%M'))}</p></header><main>"
         "<table class='summary'><thead><tr><th>study</th><th>title</th><th>claims holding</th></tr>"
         f"</thead><tbody>{summary_rows}</tbody></table>"
-        + "".join(_study_section(r) for r in records) + failed_html
+        + "".join(_study_section(r) for r in records)
+        + failed_html
         + f"<script type='application/json' id='fmlab-data'>"
         f"{_e(json.dumps([{'study': r['study'], 'claims': r.get('claims', [])} for r in records]))}"
         "</script></main>"
+        # Marks each figure once the browser has decoded it, so a headless check can see it shown.
+        "<script>window.addEventListener('load',()=>{document.querySelectorAll('img').forEach("
+        "i=>{i.dataset.loaded=(i.complete&&i.naturalWidth>0)?'yes':'no'})})</script>"
     )
-    page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>fmlab report</title>"
-            f"<style>{_CSS}</style></head><body>{body}</body></html>\n")
+    page = (
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>fmlab report</title>"
+        f"<style>{_CSS}</style></head><body>{body}</body></html>\n"
+    )
     path = out / "report.html"
     with atomic_write(path) as fh:
         fh.write(page)

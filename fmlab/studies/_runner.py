@@ -67,7 +67,9 @@ def run_study(
     out = Path(out)
     started = time.time()
     with atomic_dir(out / name) as tmp:
-        ctx = StudyContext(tmp, scale=scale, seed=seed, options=options, show_progress=show_progress)
+        ctx = StudyContext(
+            tmp, scale=scale, seed=seed, options=options, show_progress=show_progress
+        )
         result = cls().run(ctx)
         if not isinstance(result, StudyResult):
             raise TypeError(f"{cls.__name__}.run() must return a StudyResult, got {type(result)}")
@@ -145,7 +147,9 @@ def reproduce(
             STUDIES.entry(pattern)  # raises UnknownNameError with suggestions
             matched = [pattern]
         if not matched:
-            raise ValueError(f"No study matches {pattern!r}. Available: {', '.join(STUDIES.names())}")
+            raise ValueError(
+                f"No study matches {pattern!r}. Available: {', '.join(STUDIES.names())}"
+            )
         selected += [m for m in matched if m not in selected]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -154,14 +158,18 @@ def reproduce(
         if not force and _finished(out / name, scale) is not None:
             result.skipped.append(name)
             if show_progress:
-                print(f"[{i}/{len(selected)}] {name}: finished before, skipped (use --force to re-run)")
+                print(
+                    f"[{i}/{len(selected)}] {name}: finished before, skipped "
+                    "(use --force to re-run)"
+                )
             continue
         if show_progress:
             print(f"[{i}/{len(selected)}] {name}: running at {scale} scale", flush=True)
         error_file = out / f"{name}.error.txt"
         try:
-            record = run_study(name, out, scale=scale, seed=seed, options=options,
-                               show_progress=show_progress)
+            record = run_study(
+                name, out, scale=scale, seed=seed, options=options, show_progress=show_progress
+            )
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # one failed study must not stop the others
@@ -173,8 +181,12 @@ def reproduce(
         error_file.unlink(missing_ok=True)
         result.ran.append(name)
         if show_progress:
-            verdicts = ", ".join("holds" if c["holds"] else "does not hold" for c in record["claims"])
-            print(f"    done in {record['seconds']:.0f} s; claims: {verdicts or 'none'}", flush=True)
+            verdicts = ", ".join(
+                "holds" if c["holds"] else "does not hold" for c in record["claims"]
+            )
+            print(
+                f"    done in {record['seconds']:.0f} s; claims: {verdicts or 'none'}", flush=True
+            )
     if report:
         from fmlab.studies._report import render_report
 
@@ -191,5 +203,3 @@ def load_results(out: str | Path) -> list[dict[str, Any]]:
         except (OSError, json.JSONDecodeError):
             continue
     return records
-
-
