@@ -1,0 +1,171 @@
+"""Validation of an ensemble's outputs: probabilities or argmax predictions, on ID and OOD data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["EnsembleOutputs", "check_ensemble_outputs"]
+
+
+@dataclass
+class EnsembleOutputs:
+    """Checked inputs of an OOD estimator.
+
+    Attributes:
+        id_preds: Argmax predictions on labelled ID data, (n_models, n_id), small int dtype.
+        id_labels: ID labels, (n_id,).
+        ood_preds: Argmax predictions on unlabelled OOD data, (n_models, n_ood).
+        id_probs, ood_probs: The probabilities, (n_models, n, n_classes), or ``None`` when only
+            predictions were given.
+        n_classes: Number of classes.
+    """
+
+    id_preds: np.ndarray
+    id_labels: np.ndarray
+    ood_preds: np.ndarray
+    id_probs: np.ndarray | None
+    ood_probs: np.ndarray | None
+    n_classes: int
+
+    @property
+    def n_models(self) -> int:
+        return int(self.id_preds.shape[0])
+
+
+def _label_dtype(k: int) -> type:
+    return np.uint8 if k <= 256 else np.uint16 if k <= 65536 else np.int64
+
+
+def _check_outputs(value: Any, name: str, owner: str, atol: float) -> tuple[np.ndarray, Any]:
+    """Return (predictions, probabilities or None) for one array of model outputs."""
+    arr = np.asarray(value)
+    if arr.dtype == object or arr.dtype.kind not in "biuf":
+        raise TypeError(
+            f"{name!r} of {owner} must be a numeric array: probabilities of shape "
+            f"(n_models, n_examples, n_classes) or integer predictions of shape "
+            f"(n_models, n_examples). Got dtype {arr.dtype} instead."
+        )
+    if arr.ndim == 3:
+        if arr.dtype.kind != "f":
+            arr = arr.astype(np.float64)
+        if arr.shape[1] == 0:
+            raise ValueError(f"{name!r} of {owner} holds no examples (shape {arr.shape}).")
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{name!r} of {owner} must contain only finite values; got NaN or "
+                             "inf.")
+        lo, hi = float(arr.min()), float(arr.max())
+        if lo < 0 or hi > 1:
+            raise ValueError(
+                f"{name!r} of {owner} must hold probabilities in [0, 1]; got values in "
+                f"[{lo:.3g}, {hi:.3g}]. Apply a softmax to logits first."
+            )
+        sums = arr.sum(axis=-1, dtype=np.float64)  # (n_models, n)
+        worst = float(np.abs(sums - 1.0).max())
+        if worst > atol:
+            raise ValueError(
+                f"Each row of {name!r} of {owner} must sum to 1 (tolerance atol={atol:g}); the "
+                f"worst row is off by {worst:.3g}. Pass softmax probabilities, not logits or "
+                "scores, or renormalise the rows."
+            )
+        k = arr.shape[2]
+        return arr.argmax(axis=-1).astype(_label_dtype(k)), arr
+    if arr.ndim == 2:
+        if arr.dtype.kind not in "iub":
+            raise ValueError(
+                f"A 2-D {name!r} of {owner} is read as argmax predictions (n_models, n_examples) "
+                f"and must have an integer dtype; got {arr.dtype}. Pass probabilities as a 3-D "
+                "array (n_models, n_examples, n_classes)."
+            )
+        if arr.shape[1] == 0:
+            raise ValueError(f"{name!r} of {owner} holds no examples (shape {arr.shape}).")
+        if arr.size and int(arr.min()) < 0:
+            raise ValueError(f"Predictions in {name!r} of {owner} must be class indices >= 0; "
+                             f"got {int(arr.min())}.")
+        return arr, None
+    raise ValueError(
+        f"{name!r} of {owner} must be 3-D probabilities (n_models, n_examples, n_classes) or 2-D "
+        f"integer predictions (n_models, n_examples). Got shape {arr.shape} instead. For a single "
+        "model add a leading axis: probs[None]."
+    )
+
+
+def check_ensemble_outputs(
+    id_probs: Any,
+    id_labels: Any,
+    ood_probs: Any,
+    *,
+    owner: str,
+    min_models: int = 1,
+    need_probs: bool = False,
+    atol: float = 1e-3,
+) -> EnsembleOutputs:
+    """Check the three inputs of an OOD estimator and return them in one record.
+
+    Raises:
+        ValueError: On wrong shapes, mismatched model/class/example counts, rows that do not sum
+            to one, labels out of range, or fewer than ``min_models`` models.
+        TypeError: On non-numeric input.
+    """
+    id_preds, id_p = _check_outputs(id_probs, "id_probs", owner, atol)
+    ood_preds, ood_p = _check_outputs(ood_probs, "ood_probs", owner, atol)
+    if need_probs and (id_p is None or ood_p is None):
+        raise ValueError(
+            f"{owner} uses confidences, so 'id_probs' and 'ood_probs' must be 3-D probabilities "
+            "(n_models, n_examples, n_classes), not integer predictions."
+        )
+    if (id_p is None) != (ood_p is None):
+        raise ValueError(
+            f"'id_probs' and 'ood_probs' of {owner} must both be probabilities or both be "
+            f"predictions; got shapes {np.shape(id_probs)} and {np.shape(ood_probs)}."
+        )
+    m = id_preds.shape[0]
+    if ood_preds.shape[0] != m:
+        raise ValueError(
+            f"'id_probs' and 'ood_probs' of {owner} must hold the same models (axis 0): got "
+            f"{m} models on ID data and {ood_preds.shape[0]} on OOD data."
+        )
+    if m < min_models:
+        raise ValueError(
+            f"{owner} needs an ensemble of at least {min_models} models (axis 0 of id_probs); "
+            f"got {m}. "
+            + ("ALine's pairwise system has full rank only for n_models >= 3. " if min_models == 3
+               else "")
+            + "Train more models (e.g. fmlab.ood.build_ensemble)."
+        )
+    labels = np.asarray(id_labels)
+    if labels.ndim != 1 or labels.dtype.kind not in "iub":
+        raise ValueError(
+            f"'id_labels' of {owner} must be a 1-D integer array of class indices; got shape "
+            f"{labels.shape} and dtype {labels.dtype}."
+        )
+    if labels.shape[0] != id_preds.shape[1]:
+        raise ValueError(
+            f"'id_labels' of {owner} must have one label per ID example: id_probs has "
+            f"{id_preds.shape[1]} examples but id_labels has {labels.shape[0]}."
+        )
+    if id_p is not None:
+        k = id_p.shape[2]
+        if ood_p is not None and ood_p.shape[2] != k:
+            raise ValueError(
+                f"'id_probs' and 'ood_probs' of {owner} must have the same number of classes "
+                f"(last axis): got {k} and {ood_p.shape[2]}."
+            )
+    else:
+        k = int(max(id_preds.max(), ood_preds.max(), labels.max() if labels.size else 0)) + 1
+    if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= k):
+        raise ValueError(
+            f"'id_labels' of {owner} must be class indices in [0, {k - 1}]; got values in "
+            f"[{int(labels.min())}, {int(labels.max())}]."
+        )
+    dt = _label_dtype(k)
+    return EnsembleOutputs(
+        id_preds=id_preds.astype(dt, copy=False),
+        id_labels=labels.astype(dt, copy=False),
+        ood_preds=ood_preds.astype(dt, copy=False),
+        id_probs=id_p,
+        ood_probs=ood_p,
+        n_classes=k,
+    )
