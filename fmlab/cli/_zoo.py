@@ -9,7 +9,53 @@ from fmlab.cli._base import Command
 
 class ModelsCommand(Command):
     name = "models"
-    help = "List the model zoo (filled in by fmlab.models)."
+    help = "The offline model zoo: list models, show one, convert one into the cache."
+    epilog = (
+        "Examples:\n  fmlab models list                     # installed or missing, cached or not\n"
+        "  fmlab models list 'tiny-*' --json\n"
+        "  fmlab models info smollm2-135m-instruct\n"
+        "  fmlab models prepare smollm2-135m-instruct   # one-off GGUF -> safetensors conversion"
+    )
+
+    def configure(self, parser: argparse.ArgumentParser) -> None:
+        sub = parser.add_subparsers(dest="action", metavar="ACTION")
+        p = sub.add_parser("list", help="list the zoo (default action)")
+        p.add_argument("pattern", nargs="?", default=None, help="fnmatch pattern, e.g. 'tiny-*'")
+        p.add_argument("--json", action="store_true", help="print JSON")
+        p = sub.add_parser("info", help="describe one model")
+        p.add_argument("name", help="zoo name")
+        p.add_argument("--json", action="store_true", help="print JSON")
+        p = sub.add_parser("prepare", help="convert a GGUF model into the verified cache")
+        p.add_argument("name", help="zoo name of a causal LM")
+        p.add_argument("--json", action="store_true", help="print JSON")
+        parser.set_defaults(action="list", pattern=None, json=False)
+
+    def run(self, args: argparse.Namespace) -> int:
+        from fmlab.cli._base import emit
+        from fmlab.models import list_models, model_info
+
+        if args.action == "prepare":
+            from fmlab.models import prepare_model
+
+            path = prepare_model(args.name)
+            emit({"name": args.name, "cache_path": str(path)}, as_json=args.json,
+                 text=f"{args.name}: ready in {path}")
+            return 0
+        if args.action == "info":
+            info = model_info(args.name).to_dict()
+            text = "\n".join(
+                f"{k:12s} {v if v not in ((), None) else '-'}" for k, v in info.items()
+            )
+            emit(info, as_json=args.json, text=text)
+            return 0
+        infos = [model_info(n) for n in list_models(args.pattern)]
+        lines = [f"{'NAME':23s} {'KIND':17s} {'CACHED':7s} STATUS"]
+        for i in infos:
+            status = "available" if i.available else f"missing; install: {i.install}"
+            cached = ("yes" if i.cached else "no") if i.cache_path else "-"
+            lines.append(f"{i.name:23s} {i.kind:17s} {cached:7s} {status}")
+        emit([i.to_dict() for i in infos], as_json=args.json, text="\n".join(lines))
+        return 0
 
 
 class DataCommand(Command):

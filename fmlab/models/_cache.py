@@ -176,6 +176,7 @@ def cached_build(
         for stale in path.parent.glob(f".{path.name}.*.tmp"):
             shutil.rmtree(stale, ignore_errors=True)
         with atomic_dir(path) as tmp:
+            os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is readable like ~/.cache
             build(tmp)
             _write_manifest(tmp, key)
         _VERIFIED.pop(str(path), None)
