@@ -179,7 +179,7 @@ add("sickr", "fmlab.data._text:load_sickr", kind="pairs",
 # -- tables -----------------------------------------------------------------------------------
 add("countryinfo", "fmlab.data._tables:load_countryinfo", kind="table",
     description="Country facts: capital, region, population, languages, borders, ...",
-    splits=("all",), size="254 countries and territories (248 with a capital)",
+    splits=("all",), size="254 countries and territories (249 with a capital)",
     schema="columns name, capital, region, subregion, population, area, demonym, languages, "
            "currencies, borders, iso2, iso3, capital_lat, capital_lng, alt_spellings",
     source="PyPI countryinfo 1.0.1, countryinfo/data/*.json", license="MIT",

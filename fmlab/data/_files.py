@@ -79,6 +79,7 @@ SHARED_INSTALL = (
 )
 
 _VERIFIED: set[tuple[str, int, int, str]] = set()
+_ALGO_NAMES = {"sha256": "SHA-256", "md5": "MD5"}
 
 
 def _digest(path: Path, algo: str) -> str:
@@ -111,7 +112,7 @@ def verify_file(path: Path, expected: str, *, algo: str = "sha256", what: str, i
     actual = _digest(path, algo)
     if not _matches(actual, expected):
         raise DataUnavailableError(
-            f"{what} at {path} is corrupt or a different version: its {algo.upper()} is "
+            f"{what} at {path} is corrupt or a different version: its {_ALGO_NAMES[algo]} is "
             f"{actual[:16]}..., expected {expected} ({source}). Delete it and get it again with: "
             f"{install}"
         )
@@ -160,19 +161,24 @@ def _package_root(module: str) -> Path | None:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def _record_hash(distribution: str, module: str, relpath: str) -> str | None:
-    from importlib import metadata
+_RECORDS: dict[str, dict[str, str]] = {}
 
-    try:
-        files = metadata.distribution(distribution).files or []
-    except metadata.PackageNotFoundError:
-        return None
-    target = f"{module}/{relpath}"
-    for f in files:
-        if str(f).replace("\\", "/") == target and f.hash is not None and f.hash.mode == "sha256":
-            raw = base64.urlsafe_b64decode(f.hash.value + "=" * (-len(f.hash.value) % 4))
-            return raw.hex()
-    return None
+
+def _record_hash(distribution: str, module: str, relpath: str) -> str | None:
+    """The SHA-256 (hex) that the installed wheel's RECORD lists for ``<module>/<relpath>``."""
+    if distribution not in _RECORDS:
+        from importlib import metadata
+
+        table: dict[str, str] = {}
+        try:
+            for f in metadata.distribution(distribution).files or []:
+                if f.hash is not None and f.hash.mode == "sha256":
+                    raw = base64.urlsafe_b64decode(f.hash.value + "=" * (-len(f.hash.value) % 4))
+                    table[str(f).replace("\\", "/")] = raw.hex()
+        except metadata.PackageNotFoundError:
+            pass
+        _RECORDS[distribution] = table
+    return _RECORDS[distribution].get(f"{module}/{relpath}")
 
 
 def package_file(module: str, relpath: str, *, distribution: str, install: str,

@@ -83,7 +83,8 @@ def make_dominoes(
     Returns:
         ImageDataset with ``images`` uint8 ``(n, 56, 28)``, binary ``labels``, ``classes`` naming
         the two label classes, and attributes ``digit``, ``fashion``, ``spurious``, ``group``
-        (int64), ``agree`` (bool), ``digit_class``, ``fashion_class`` (source class ids).
+        (int64), ``agree`` (bool), ``digit_class``, ``fashion_class`` (source class ids) and
+        ``digit_index``, ``fashion_index`` (rows of the source split used).
 
     Example:
         >>> train = make_dominoes(2000, p=1.0, seed=0)           # doctest: +SKIP
@@ -132,7 +133,7 @@ def make_dominoes(
         "digit": digit.astype(np.int64), "fashion": fashion.astype(np.int64),
         "spurious": spurious.astype(np.int64), "group": (2 * y + spurious).astype(np.int64),
         "agree": agree, "digit_class": np.asarray(dc)[digit],
-        "fashion_class": np.asarray(fc)[fashion],
+        "fashion_class": np.asarray(fc)[fashion], "digit_index": d_idx, "fashion_index": f_idx,
     }
     return ImageDataset(images, y.astype(np.int64), classes, "dominoes", split, attrs)
 

@@ -19,7 +19,7 @@ FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sanda
 _PREFIX = {"train": "train", "test": "t10k"}
 
 # Parsed arrays, kept read-only per process; loaders hand out copies.
-_CACHE: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+_CACHE: dict[tuple[tuple[str, int, int], ...], tuple[np.ndarray, np.ndarray]] = {}
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -43,16 +43,20 @@ def read_idx(path: Path) -> np.ndarray:
 
 
 def _arrays(source: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Cached read-only (images, labels) for ``source`` in {"mnist", "fashion-mnist"}."""
-    key = (source, split)
+    """Cached read-only (images, labels) for ``source`` in {"mnist", "fashion-mnist"}.
+
+    The cache is keyed by the verified files' paths, sizes and modification times, so a changed
+    data directory or a replaced file is read (and verified) again.
+    """
+    prefix = _PREFIX[split]
+    if source == "mnist":
+        img = mnist_file(f"{prefix}-images-idx3-ubyte")
+        lab = mnist_file(f"{prefix}-labels-idx1-ubyte")
+    else:
+        img = fashion_mnist_file(f"{prefix}-images-idx3-ubyte.gz")
+        lab = fashion_mnist_file(f"{prefix}-labels-idx1-ubyte.gz")
+    key = tuple((str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in (img, lab))
     if key not in _CACHE:
-        prefix = _PREFIX[split]
-        if source == "mnist":
-            img = mnist_file(f"{prefix}-images-idx3-ubyte")
-            lab = mnist_file(f"{prefix}-labels-idx1-ubyte")
-        else:
-            img = fashion_mnist_file(f"{prefix}-images-idx3-ubyte.gz")
-            lab = fashion_mnist_file(f"{prefix}-labels-idx1-ubyte.gz")
         images = read_idx(img)  # (N, 28, 28) uint8
         labels = read_idx(lab).astype(np.int64)  # (N,)
         if images.shape[0] != labels.shape[0]:

@@ -45,7 +45,7 @@ def load_countryinfo(split: str = "all") -> TableDataset:
     Columns: ``name, capital, region, subregion, population, area, demonym, languages`` (list of
     ISO 639-1 codes), ``currencies`` (ISO 4217 codes), ``borders`` (ISO alpha-3 of neighbours),
     ``iso2, iso3, capital_lat, capital_lng, alt_spellings``. Missing facts are ``None``/NaN;
-    248 entries have a capital.
+    249 entries have a capital (one file stores it as a list).
     """
     root = _package_root("countryinfo")
     if root is None or not (root / "data").is_dir():
