@@ -300,6 +300,7 @@ def load_causal_lm(
                 f"{', '.join(_causal_names())}."
             )
         else:
+            _require_installed(text)  # before prepare_model: the message names the pip command
             folder = prepare_model(text)
             model, tokenizer = _load_pretrained(folder, torch_dtype, local_only=True)
     elif Path(text).expanduser().is_dir():

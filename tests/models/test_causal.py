@@ -1,0 +1,113 @@
+"""load_causal_lm: the real SmolLM2 from the cache, local folders, hub ids offline, and errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fmlab.exceptions import ModelUnavailableError, UnknownNameError
+from fmlab.models import load_causal_lm, model_info, tiny_causal_lm
+
+
+def _greedy(model, tokenizer, question, n_new=8):
+    batch = tokenizer.apply_chat_template(
+        [{"role": "user", "content": question}],
+        add_generation_prompt=True, return_tensors="pt", return_dict=True,
+    )
+    with torch.no_grad():
+        out = model.generate(**batch, max_new_tokens=n_new, do_sample=False)
+    return tokenizer.decode(out[0, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def test_smollm2_knows_the_capital_of_france(smollm2, reference):
+    ref = reference["smollm2_capital_of_france"]
+    model, tokenizer = smollm2
+    answer = _greedy(model, tokenizer, ref["prompt"])
+    assert ref["expected_substring"] in answer, answer
+
+
+def test_smollm2_is_the_real_architecture(smollm2):
+    model, tokenizer = smollm2
+    cfg = model.config
+    assert type(model).__name__ == "LlamaForCausalLM"
+    assert (cfg.num_hidden_layers, cfg.vocab_size) == (30, 49152)
+    assert 130e6 < sum(p.numel() for p in model.parameters()) < 140e6
+    assert not model.training
+    assert next(model.parameters()).dtype == torch.float32
+    assert tokenizer.chat_template  # survives the conversion
+    assert not getattr(model, "is_quantized", False)
+    assert model_info("smollm2-135m-instruct").cached
+
+
+def test_smollm2_cache_loads_in_bf16(smollm2):
+    model, _ = load_causal_lm("smollm2-135m-instruct", dtype="bfloat16")
+    assert next(model.parameters()).dtype == torch.bfloat16
+    ref = dict(smollm2[0].named_parameters())["model.norm.weight"]
+    assert torch.equal(dict(model.named_parameters())["model.norm.weight"], ref.bfloat16())
+
+
+def test_local_directory_round_trip(tmp_path):
+    model, tokenizer = tiny_causal_lm(seed=3)
+    model.save_pretrained(tmp_path, safe_serialization=True)
+    tokenizer.save_pretrained(tmp_path)
+    loaded, loaded_tok = load_causal_lm(tmp_path)  # a Path works as well as a str
+    ids = loaded_tok(["round trip"], return_tensors="pt")["input_ids"]
+    assert torch.equal(ids, tokenizer(["round trip"], return_tensors="pt")["input_ids"])
+    with torch.no_grad():
+        assert torch.equal(loaded(ids).logits, model(ids).logits)
+
+
+def test_tiny_llama_by_name():
+    model, tokenizer = load_causal_lm("tiny-llama")
+    assert type(model).__name__ == "LlamaForCausalLM"
+    assert len(tokenizer) == model.config.vocab_size
+
+
+def test_hub_id_offline_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelUnavailableError) as info:
+        load_causal_lm("hf:HuggingFaceTB/SmolLM2-135M-Instruct")
+    msg = str(info.value)
+    assert "hub access is switched off" in msg
+    assert "pass a local directory" in msg
+    assert "fmlab models list" in msg
+    assert isinstance(info.value, OSError)
+
+
+def _dir_without_config(tmp_path):
+    (tmp_path / "weights.safetensors").write_bytes(b"")
+    return tmp_path
+
+
+def _dir_with_pickle_only(tmp_path):
+    model, tokenizer = tiny_causal_lm()
+    model.config.save_pretrained(tmp_path)
+    torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "make_arg, kwargs, error, message",
+    [
+        (lambda p: "smollm2-135m", {}, UnknownNameError,
+         r"Unknown model 'smollm2-135m'\. Did you mean: smollm2-135m-instruct\?"),
+        (lambda p: "HuggingFaceTB/SmolLM2-135M", {}, ValueError,
+         r"looks like a Hugging Face repo id\. Use 'hf:HuggingFaceTB/SmolLM2-135M'"),
+        (lambda p: "hf:not a repo", {}, ValueError, r"Invalid Hugging Face repo id"),
+        (lambda p: str(p / "missing"), {}, ModelUnavailableError, r"No model directory"),
+        (_dir_without_config, {}, ModelUnavailableError, r"has no config\.json"),
+        (_dir_with_pickle_only, {}, ModelUnavailableError,
+         r"no \*\.safetensors weights\. fmlab loads no pickled checkpoints"),
+        (lambda p: "all-minilm-l6-v2", {}, ValueError,
+         r"'all-minilm-l6-v2' is a sentence-encoder, not a causal LM"),
+        (lambda p: 42, {}, TypeError, r"'name_or_path' parameter of load_causal_lm"),
+        (lambda p: "tiny-llama", {"dtype": "int8"}, ValueError,
+         r"'dtype' parameter of load_causal_lm must be None, a floating torch\.dtype"),
+        (lambda p: "tiny-llama", {"dtype": torch.int64}, ValueError, r"'dtype' parameter"),
+        (lambda p: "tiny-llama", {"device": "gpu0"}, ValueError,
+         r"'device' parameter of load_causal_lm must be a torch device"),
+    ],
+)
+def test_errors(tmp_path, make_arg, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        load_causal_lm(make_arg(tmp_path), **kwargs)
