@@ -1,0 +1,263 @@
+"""Text for the small LM: corpora, a BPE tokenizer trained on them, and a deterministic token stream.
+
+The corpora come from :func:`fmlab.data.load_dataset` when the data zoo provides them, else straight
+from the files gensim ships (``gensim/test/test_data``). The tokenizer (Hugging Face
+``tokenizers`` byte-level BPE) and the encoded token arrays are cached under
+``cache_dir("quant")`` keyed by a hash of the corpora and settings, so a second call costs
+milliseconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fmlab._imports import require
+from fmlab._io import atomic_write
+from fmlab._paths import cache_dir
+from fmlab._validation import check_int, check_real
+from fmlab.exceptions import DataUnavailableError
+
+__all__ = ["TokenData", "load_corpus", "load_token_data", "train_tokenizer"]
+
+DEFAULT_CORPORA = ("wikipedia-sample", "lee-background")
+_FALLBACK_FILES = {
+    "wikipedia-sample": "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2",
+    "lee-background": "lee_background.cor",
+    "crime-and-punishment": "crime-and-punishment.txt",
+}
+_EOS = "<|endoftext|>"
+
+
+def _gensim_test_file(name: str) -> Path:
+    spec = importlib.util.find_spec("gensim")
+    if spec is None or spec.origin is None:
+        raise DataUnavailableError(
+            f"The text corpus {name!r} needs gensim's bundled test data. Install it with: "
+            'pip install "gensim==4.4.0"'
+        )
+    path = Path(spec.origin).parent / "test" / "test_data" / _FALLBACK_FILES[name]
+    if not path.exists():
+        raise DataUnavailableError(f"{path} is missing; reinstall gensim==4.4.0.")
+    return path
+
+
+def _load_fallback(name: str) -> list[str]:
+    path = _gensim_test_file(name)
+    if name == "wikipedia-sample":
+        import bz2
+
+        from gensim.corpora.wikicorpus import extract_pages, filter_wiki
+
+        texts = []
+        with bz2.open(path, "rb") as fh:
+            for title, text, _pageid in extract_pages(fh):
+                if not text or text.lstrip().lower().startswith("#redirect"):
+                    continue
+                clean = filter_wiki(text).strip()
+                if len(clean) > 200:
+                    texts.append(f"{title}\n{clean}")
+        return texts
+    if name == "lee-background":
+        return [line.strip() for line in path.read_text(encoding="latin-1").splitlines()
+                if line.strip()]
+    raw = path.read_text(encoding="utf-8", errors="replace")
+    return [p.strip() for p in raw.split("\n\n") if len(p.strip()) > 50]
+
+
+def load_corpus(name: str) -> list[str]:
+    """Texts of a bundled corpus (one string per document).
+
+    Uses ``fmlab.data.load_dataset(name).texts`` when the data zoo has the corpus; falls back to
+    reading gensim's test files for ``"wikipedia-sample"``, ``"lee-background"`` and
+    ``"crime-and-punishment"``.
+    """
+    try:
+        import fmlab.data as fdata
+
+        loader = getattr(fdata, "load_dataset", None)
+    except ImportError:  # pragma: no cover - the package always exists
+        loader = None
+    if loader is not None:
+        try:
+            ds = loader(name)
+            texts = list(getattr(ds, "texts", []))
+            if texts:
+                return [str(t) for t in texts]
+        except (KeyError, ValueError, FileNotFoundError, NotImplementedError):
+            if name not in _FALLBACK_FILES:
+                raise
+    if name not in _FALLBACK_FILES:
+        raise ValueError(f"Unknown text corpus {name!r} (fmlab.data is not available to resolve "
+                         f"it). Valid options are: {tuple(_FALLBACK_FILES)}.")
+    return _load_fallback(name)
+
+
+def _key(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def train_tokenizer(
+    corpora: Sequence[str] = DEFAULT_CORPORA,
+    vocab_size: int = 512,
+    *,
+    cache: bool = True,
+) -> Any:
+    """Train (or load from the cache) a byte-level BPE tokenizer on the given corpora.
+
+    Args:
+        corpora: Corpus names for :func:`load_corpus`.
+        vocab_size: Vocabulary size including the ``<|endoftext|>`` special token (>= 260).
+        cache: Read and write ``cache_dir("quant", "tokenizers")``.
+
+    Returns:
+        A ``tokenizers.Tokenizer``.
+    """
+    vocab_size = check_int(vocab_size, "vocab_size", owner="train_tokenizer", low=260,
+                           high=65535)
+    tk = require("tokenizers", feature="fmlab.quant tokenizer training")
+    path = cache_dir("quant", "tokenizers") / f"bpe-{_key(list(corpora), vocab_size)}.json"
+    if cache and path.exists():
+        return tk.Tokenizer.from_file(str(path))
+    texts = [t for name in corpora for t in load_corpus(name)]
+    tok = tk.Tokenizer(tk.models.BPE())
+    tok.pre_tokenizer = tk.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = tk.decoders.ByteLevel()
+    trainer = tk.trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=[_EOS], show_progress=False,
+        initial_alphabet=tk.pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
+    if cache:
+        with atomic_write(path) as fh:
+            fh.write(tok.to_str())
+    return tok
+
+
+@dataclass
+class TokenData:
+    """Encoded corpora split by document into train and held-out validation tokens.
+
+    Attributes:
+        train: Token ids of the training documents, EOS-separated, ``(n_train_available,)``.
+        val: Token ids of the held-out documents.
+        vocab_size: Tokenizer vocabulary size.
+        tokenizer: The ``tokenizers.Tokenizer``.
+        corpora: Corpus names.
+    """
+
+    train: np.ndarray
+    val: np.ndarray
+    vocab_size: int
+    tokenizer: Any
+    corpora: tuple[str, ...]
+
+    def batches(
+        self,
+        n_tokens: int,
+        batch_size: int,
+        seq_len: int,
+        *,
+        seed: int = 0,
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield ``(inputs, targets)`` int64 arrays ``(B, T)`` covering exactly ``n_tokens`` targets.
+
+        The stream walks the training tokens from a seed-dependent offset, wrapping around (a new
+        epoch) when they run out; the last batch is cut short (fewer rows, then a shorter last
+        row) so that the targets add up to ``n_tokens`` exactly. Deterministic given the seed.
+        """
+        n_tokens = check_int(n_tokens, "n_tokens", owner="TokenData.batches", low=1)
+        batch_size = check_int(batch_size, "batch_size", owner="TokenData.batches", low=1)
+        seq_len = check_int(seq_len, "seq_len", owner="TokenData.batches", low=1)
+        data = self.train
+        n = len(data)
+        if n <= seq_len + 1:
+            raise ValueError(f"The training split has {n} tokens, too few for seq_len={seq_len}.")
+        pos = int(np.random.default_rng(seed).integers(0, n))
+        left = n_tokens
+        while left > 0:
+            rows = min(batch_size, math.ceil(left / seq_len))
+            xs, ys = [], []
+            for _ in range(rows):
+                t = min(seq_len, left)
+                idx = (pos + np.arange(t + 1)) % n
+                chunk = data[idx].astype(np.int64)
+                xs.append(chunk[:-1])
+                ys.append(chunk[1:])
+                pos = (pos + t) % n
+                left -= t
+            width = max(len(x) for x in xs)
+            if any(len(x) != width for x in xs):  # only the very last row can be short
+                last_x, last_y = xs.pop(), ys.pop()
+                if xs:
+                    yield np.stack(xs), np.stack(ys)
+                yield last_x[None], last_y[None]
+            else:
+                yield np.stack(xs), np.stack(ys)
+
+    def val_batches(self, seq_len: int, batch_size: int = 16,
+                    max_tokens: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Non-overlapping validation windows ``(B, T)``, in order, up to ``max_tokens`` targets."""
+        data = self.val
+        n_seq = (len(data) - 1) // seq_len
+        if max_tokens is not None:
+            n_seq = min(n_seq, max(1, max_tokens // seq_len))
+        for start in range(0, n_seq, batch_size):
+            idx = np.arange(start, min(start + batch_size, n_seq))[:, None] * seq_len
+            window = data[idx + np.arange(seq_len + 1)[None, :]].astype(np.int64)
+            yield window[:, :-1], window[:, 1:]
+
+
+def load_token_data(
+    corpora: Sequence[str] = DEFAULT_CORPORA,
+    vocab_size: int = 512,
+    *,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    cache: bool = True,
+) -> TokenData:
+    """Tokenize the corpora and split them by document into train and held-out validation.
+
+    The split is deterministic: documents are shuffled with ``seed`` and the first
+    ``val_fraction`` of the tokens (whole documents) form the validation split.
+
+    Args:
+        corpora: Corpus names (see :func:`load_corpus`).
+        vocab_size: BPE vocabulary size.
+        val_fraction: Share of tokens held out, in (0, 0.5].
+        seed: Seed of the document shuffle.
+        cache: Cache the tokenizer and the encoded arrays.
+    """
+    val_fraction = check_real(val_fraction, "val_fraction", owner="load_token_data", low=0.0,
+                              high=0.5, closed="right")
+    tok = train_tokenizer(corpora, vocab_size, cache=cache)
+    eos = tok.token_to_id(_EOS)
+    folder = cache_dir("quant", "tokens")
+    key = _key(list(corpora), vocab_size, val_fraction, seed, tok.to_str()[:1000])
+    f_train, f_val = folder / f"{key}.train.npy", folder / f"{key}.val.npy"
+    if cache and f_train.exists() and f_val.exists():
+        return TokenData(np.load(f_train), np.load(f_val), tok.get_vocab_size(), tok,
+                         tuple(corpora))
+    texts = [t for name in corpora for t in load_corpus(name)]
+    order = np.random.default_rng(seed).permutation(len(texts))
+    docs = [np.asarray(e.ids + [eos], dtype=np.uint16)
+            for e in tok.encode_batch([texts[i] for i in order])]
+    total = sum(len(d) for d in docs)
+    cut, acc = 0, 0
+    while cut < len(docs) and acc < val_fraction * total:
+        acc += len(docs[cut])
+        cut += 1
+    val, train = np.concatenate(docs[:cut]), np.concatenate(docs[cut:])
+    if cache:
+        for path, arr in ((f_train, train), (f_val, val)):
+            with atomic_write(path, "wb") as fh:
+                np.save(fh, arr)
+    return TokenData(train, val, tok.get_vocab_size(), tok, tuple(corpora))
