@@ -1,4 +1,4 @@
-"""Text for the small LM: corpora, a BPE tokenizer trained on them, and a deterministic token stream.
+"""Text for the small LM: corpora, a BPE tokenizer trained on them, a deterministic token stream.
 
 The corpora come from :func:`fmlab.data.load_dataset` when the data zoo provides them, else straight
 from the files gensim ships (``gensim/test/test_data``). The tokenizer (Hugging Face
@@ -168,7 +168,7 @@ class TokenData:
         *,
         seed: int = 0,
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Yield ``(inputs, targets)`` int64 arrays ``(B, T)`` covering exactly ``n_tokens`` targets.
+        """Yield ``(inputs, targets)`` int64 arrays ``(B, T)`` with exactly ``n_tokens`` targets.
 
         The stream walks the training tokens from a seed-dependent offset, wrapping around (a new
         epoch) when they run out; the last batch is cut short (fewer rows, then a shorter last

@@ -61,7 +61,7 @@ class LMConfig:
         return self.d_ff or 32 * math.ceil(8 * self.d_model / 3 / 32)
 
     def n_params(self, *, non_embedding: bool = True) -> int:
-        """Parameter count: blocks (+ final norm) only, or everything when ``non_embedding=False``."""
+        """Parameter count: blocks and final norm, or everything with ``non_embedding=False``."""
         d, h = self.d_model, self.hidden
         per_block = 4 * d * d + 3 * d * h + 2 * d
         n = self.n_layers * per_block + d

@@ -81,7 +81,8 @@ def gptq_quantize_weight(
     onto the columns not yet quantized through the inverse Hessian.
 
     .. math::
-        H = 2 X X^\\top + \\lambda I,\\quad \\lambda = \\text{damp}\\cdot\\overline{\\operatorname{diag} H},
+        H = 2 X X^\\top + \\lambda I,\\quad
+        \\lambda = \\text{damp}\\cdot\\overline{\\operatorname{diag} H},
         \\qquad e_j = (w_j - q_j)/U_{jj},\\quad W_{:,j+1:} \\mathrel{-}= e_j U_{j,j+1:}
 
     with U the upper Cholesky factor of H⁻¹. Updates are applied lazily in blocks of
@@ -312,7 +313,9 @@ def quantize_model(
             counts = dict.fromkeys(lins, 0)
             hooks = []
             for n, m in lins.items():
-                def acc(_m: nn.Module, inp: tuple[Any, ...], _out: Any, n: str = n) -> None:
+                def acc(_m: nn.Module, inp: tuple[Any, ...], _out: Any, n: str = n,
+                        hess: dict[str, torch.Tensor] = hess,
+                        counts: dict[str, int] = counts) -> None:
                     x = inp[0].detach().reshape(-1, inp[0].shape[-1]).float()  # (tokens, d_in)
                     hess[n].addmm_(x.T, x, alpha=2.0)
                     counts[n] += x.shape[0]
