@@ -44,23 +44,28 @@ def _scale(x: np.ndarray) -> float:
     return max(1.0, min(x.shape[1], x.shape[2]) / 28.0)
 
 
+def _blur_matrix(n: int, sigma: float) -> np.ndarray:
+    """(n, n) matrix of a 1-D Gaussian blur with symmetric (half-sample) reflection at the ends."""
+    r = max(1, int(np.ceil(3 * sigma)))
+    taps = np.arange(-r, r + 1)
+    k = np.exp(-0.5 * (taps / sigma) ** 2)
+    k /= k.sum()
+    src = np.arange(n)[:, None] + taps[None, :]  # (n, 2r+1) source index of each tap
+    period = 2 * n
+    src = np.mod(src, period)
+    src = np.where(src >= n, period - 1 - src, src)  # reflect: -1 -> 0, n -> n-1
+    m = np.zeros((n, n), np.float64)
+    np.add.at(m, (np.repeat(np.arange(n), taps.size), src.ravel()), np.tile(k, n))
+    return m.astype(np.float32)
+
+
 def _blur(x: np.ndarray, sigma: float) -> np.ndarray:
-    """Separable Gaussian blur over axes 1 and 2 of (N, H, W, C); reflect padding."""
+    """Separable Gaussian blur over axes 1 and 2 of (N, H, W, C), as two matrix products."""
     if sigma <= 0:
         return x
-    r = max(1, int(np.ceil(3 * sigma)))
-    k = np.exp(-0.5 * (np.arange(-r, r + 1) / sigma) ** 2)
-    k = (k / k.sum()).astype(np.float32)
-    for axis in (1, 2):
-        size = x.shape[axis]
-        pad = [(0, 0)] * x.ndim
-        pad[axis] = (r, r)
-        xp = np.pad(x, pad, mode="symmetric")
-        out = np.zeros_like(x)
-        for i, ki in enumerate(k):
-            out += ki * np.take(xp, np.arange(i, i + size), axis=axis)
-        x = out
-    return x
+    by, bx = _blur_matrix(x.shape[1], sigma), _blur_matrix(x.shape[2], sigma)
+    xc = np.moveaxis(x, -1, 1)  # (N, C, H, W)
+    return np.moveaxis(by @ xc @ bx.T, 1, -1)
 
 
 def _gaussian_noise(x: np.ndarray, c: float, rng: np.random.Generator) -> np.ndarray:

@@ -285,3 +285,14 @@ def test_corrupt_errors(kwargs: dict, error: type, pattern: str) -> None:
     args = {"images": np.zeros((2, 8, 8), np.uint8), "corruption": "fog", "severity": 1} | kwargs
     with pytest.raises(error, match=pattern):
         corrupt(**args)
+
+
+@pytest.mark.parametrize("sigma", [0.5, 1.0, 4.0, 12.0])
+def test_blur_matches_scipy_gaussian_filter(sigma: float) -> None:
+    from scipy.ndimage import gaussian_filter
+
+    from fmlab.data._corruptions import _blur
+
+    x = np.random.default_rng(0).random((3, 28, 20, 2)).astype(np.float32)
+    ref = gaussian_filter(x, (0, sigma, sigma, 0), mode="reflect", truncate=3.0)
+    np.testing.assert_allclose(_blur(x, sigma), ref, atol=1e-5)
