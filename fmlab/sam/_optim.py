@@ -231,8 +231,9 @@ class SAM(Optimizer):
             scale = group["rho"] / (norm + self.perturb_eps) if finite else None
             grads = [p.grad for p in params]
             for (_dev, _dtype), (ps, gs) in _group_by_device_dtype(params, grads).items():
-                for p in ps:
-                    self.state[p]["sam_w"] = p.detach().clone()
+                # One vectorised copy of w (x * 1.0 is bitwise x), restored by unperturb().
+                for p, w in zip(ps, torch._foreach_mul(ps, 1.0), strict=True):
+                    self.state[p]["sam_w"] = w
                 if scale is None or group["rho"] == 0:
                     continue
                 if group["adaptive"]:
