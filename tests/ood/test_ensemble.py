@@ -27,7 +27,7 @@ def blobs():
 def test_train_heads_shapes_and_accuracy(blobs):
     xtr, ytr, xte, yte = blobs
     ens = train_heads(xtr, ytr, {"id": xte}, n_models=5, eval_labels={"id": yte},
-                      epochs=(2, 4))
+                      epochs=(2, 4), lr=(0.003, 0.03))
     assert ens.probs["id"].shape == (5, 200, 4) and ens.probs["id"].dtype == np.float32
     np.testing.assert_allclose(ens.probs["id"].sum(-1), 1, atol=1e-5)
     assert ens.accuracy("id").min() > 0.6
