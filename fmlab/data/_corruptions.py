@@ -150,6 +150,13 @@ def _dct_matrix(k: int = 8) -> np.ndarray:
     return m.astype(np.float64)  # orthonormal DCT-II, (8, 8)
 
 
+def _sandwich(m: np.ndarray, blocks: np.ndarray) -> np.ndarray:
+    """``m @ b @ m.T`` for every trailing 8x8 block ``b``, as one (64 x 64) matrix product on the
+    flattened blocks: ``vec(m b m^T) = (m kron m) vec(b)`` (far faster than 8x8 batched matmuls)."""
+    kron = np.kron(m, m)  # (64, 64)
+    return (blocks.reshape(-1, 64) @ kron.T).reshape(blocks.shape)
+
+
 def _jpeg(x: np.ndarray, c: float, rng: np.random.Generator) -> np.ndarray:
     """JPEG's lossy step: 8x8 block DCT, quantisation by the quality-scaled standard tables.
 
@@ -169,11 +176,11 @@ def _jpeg(x: np.ndarray, c: float, rng: np.random.Generator) -> np.ndarray:
     hb, wb = v.shape[1] // 8, v.shape[2] // 8
     blocks = v.reshape(n, hb, 8, wb, 8, ch).transpose(0, 1, 3, 5, 2, 4)  # (N, hb, wb, C, 8, 8)
     d = _dct_matrix()
-    coef = d @ blocks @ d.T
+    coef = _sandwich(d, blocks)
     tables = [_Q_LUMA] + [_Q_CHROMA] * (ch - 1) if ch == 3 else [_Q_LUMA] * ch
     q = np.stack([np.clip(np.floor((t * scale + 50) / 100), 1, 255) for t in tables])  # (C, 8, 8)
     coef = np.round(coef / q) * q
-    blocks = d.T @ coef @ d
+    blocks = _sandwich(d.T, coef)
     v = blocks.transpose(0, 1, 4, 2, 5, 3).reshape(n, hb * 8, wb * 8, ch)[:, :h, :w] + 128.0
     if ch == 3:
         minv = np.array([[1.0, 0.0, 1.402], [1.0, -0.344136, -0.714136], [1.0, 1.772, 0.0]])
