@@ -1,0 +1,402 @@
+"""Precision sweeps: a grid over model size N, tokens D, training precisions and P_post, run as an
+Optuna study with a :class:`optuna.samplers.GridSampler`.
+
+One machine uses SQLite (``sqlite:///sweep.db``); many machines share one PostgreSQL database
+(``postgresql+psycopg://user@host:5432/db``). Every worker runs :func:`run_sweep_worker` against the
+same storage and study name.
+
+How runs are neither lost nor run twice:
+
+- Optuna numbers trials atomically in the storage, and the grid sampler maps trial ``k < n_grid``
+  to grid point ``k``; each worker therefore claims a distinct grid point.
+- A running trial sends a heartbeat. A worker that dies (killed, machine lost) stops beating;
+  after ``grace_period`` seconds any worker marks its trial FAILED and re-queues the same grid
+  point once more (``RetryFailedTrialCallback``), which the next free worker picks up.
+- A trial whose number is past the grid and that is not such a retry is a duplicate produced by a
+  race at the very end of the sweep; it is recorded as PRUNED without training.
+- A run whose loss turns NaN is recorded as FAILED with ``diverged=True`` and *not* retried: it is
+  data (low precision diverged), and the sweep goes on.
+
+The table (:func:`sweep_table`) has one row per (run, P_post) with the columns the scaling laws
+read: ``n_params``, ``n_tokens``, ``w_bits``, ``a_bits``, ``kv_bits``, ``post_bits`` (``inf`` =
+not quantized after training), ``loss``; ``inf`` training bits mean full precision.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fmlab._imports import require
+from fmlab._validation import check_int, check_option
+
+__all__ = ["SweepSpec", "create_sweep", "run_sweep", "run_sweep_worker", "sweep_table",
+           "write_table"]
+
+_FEATURE = "fmlab.quant"
+
+
+def _bits_label(b: tuple[float, float, float]) -> str:
+    return "w{}-a{}-kv{}".format(*("fp" if math.isinf(x) else int(x) for x in b))
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """The grid of a precision sweep (every default visible here).
+
+    Args:
+        models: Model sizes as :class:`~fmlab.quant.LMConfig` keyword dicts (the N axis).
+        n_tokens: Training token counts (the D axis).
+        train_bits: Training precisions as ``(w, a, kv)`` bit widths or a single width for all
+            three; ``None``/``inf``/>= 16 means full precision.
+        post_bits: Post-training weight bit widths P_post (evaluated after each run, GPTQ or RTN,
+            only where below the training weight precision).
+        seeds: Seeds (each is its own grid point).
+        ptq_method: ``"gptq"`` or ``"rtn"``.
+        lrs: Learning rates (a grid axis; one value by default).
+        train: Other :class:`~fmlab.quant.TrainConfig` fields (batch_size, seq_len, ...).
+        vocab_size: BPE vocabulary size.
+        corpora: Text corpora.
+        calib_sequences: GPTQ calibration sequences (of ``seq_len`` tokens, from the training
+            split, disjoint from the validation text).
+    """
+
+    models: Sequence[dict[str, Any]] = ({"d_model": 64, "n_layers": 2, "n_heads": 4},)
+    n_tokens: Sequence[int] = (100_000,)
+    train_bits: Sequence[Any] = (None,)
+    post_bits: Sequence[int] = (4,)
+    seeds: Sequence[int] = (0,)
+    ptq_method: str = "gptq"
+    lrs: Sequence[float] = (3e-3,)
+    train: dict[str, Any] = field(default_factory=dict)
+    vocab_size: int = 512
+    corpora: Sequence[str] = ("wikipedia-sample", "lee-background")
+    calib_sequences: int = 64
+
+    def __post_init__(self) -> None:
+        o = "SweepSpec"
+        check_option(self.ptq_method, "ptq_method", ("gptq", "rtn"), owner=o)
+        for name in ("models", "n_tokens", "train_bits", "seeds", "lrs"):
+            if len(getattr(self, name)) == 0:
+                raise ValueError(f"The {name!r} axis of SweepSpec is empty; give at least one "
+                                 "value.")
+        for d in self.n_tokens:
+            check_int(d, "n_tokens", owner=o, low=1)
+        for p in self.post_bits:
+            check_int(p, "post_bits", owner=o, low=2, high=15)
+        object.__setattr__(self, "train_bits", tuple(self._norm_bits(b) for b in self.train_bits))
+        from fmlab.quant._model import LMConfig
+
+        for m in self.models:
+            LMConfig(**m)  # validate early, with LMConfig's messages
+
+    @staticmethod
+    def _norm_bits(b: Any) -> tuple[float, float, float]:
+        vals = (b, b, b) if not isinstance(b, Sequence) or isinstance(b, str) else tuple(b)
+        if len(vals) != 3:
+            raise ValueError(f"A train_bits entry must be one bit width or (w, a, kv); got {b!r}.")
+        out = []
+        for v in vals:
+            if v is None or (isinstance(v, str) and v.lower() in ("none", "fp", "inf")):
+                out.append(math.inf)
+                continue
+            x = float(v)
+            if x >= 16:
+                out.append(math.inf)
+            else:
+                out.append(float(check_int(int(x), "train_bits", owner="SweepSpec", low=2,
+                                           high=15)))
+        return tuple(out)  # type: ignore[return-value]
+
+    def search_space(self) -> dict[str, list[Any]]:
+        """The Optuna grid: categorical labels for each axis."""
+        return {
+            "model": [f"m{i}" for i in range(len(self.models))],
+            "n_tokens": [int(d) for d in self.n_tokens],
+            "train_bits": [_bits_label(b) for b in self.train_bits],  # type: ignore[arg-type]
+            "seed": [int(s) for s in self.seeds],
+            "lr": [float(x) for x in self.lrs],
+        }
+
+    @property
+    def n_grid(self) -> int:
+        return (len(self.models) * len(self.n_tokens) * len(self.train_bits) * len(self.seeds)
+                * len(self.lrs))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["train_bits"] = [list(b) for b in self.train_bits]
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SweepSpec:
+        d = dict(d)
+        d["train_bits"] = [tuple(b) if isinstance(b, list) else b for b in d.get("train_bits",
+                                                                                  [None])]
+        return cls(**d)
+
+
+def _storage(url: str, heartbeat: float, grace: float | None) -> Any:
+    require("optuna", feature=_FEATURE)
+    if not isinstance(url, str) or "://" not in url:
+        raise ValueError(f"'storage' must be a database URL such as 'sqlite:///sweep.db' or "
+                         f"'postgresql+psycopg://user@host:5432/db'. Got {url!r}.")
+    import warnings
+
+    from optuna.exceptions import ExperimentalWarning
+    from optuna.storages import RDBStorage
+
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        try:
+            from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+            kwargs["heartbeat_stale_trial_callback"] = RetryHeartbeatStaleTrialCallback(
+                max_retry=3)
+        except ImportError:  # optuna < 4.9
+            from optuna.storages import RetryFailedTrialCallback
+
+            kwargs["failed_trial_callback"] = RetryFailedTrialCallback(max_retry=3)
+        return RDBStorage(url, heartbeat_interval=max(1, int(heartbeat)),
+                          grace_period=int(grace) if grace else None, **kwargs)
+
+
+def create_sweep(spec: SweepSpec, storage: str, name: str = "precision-sweep") -> Any:
+    """Create (or load) the sweep's Optuna study; stores the spec in the study. Returns it."""
+    optuna = require("optuna", feature=_FEATURE)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    st = _storage(storage, 10, None)
+    study = optuna.create_study(study_name=name, storage=st, load_if_exists=True,
+                                sampler=optuna.samplers.GridSampler(spec.search_space(), seed=0))
+    saved = study.user_attrs.get("fmlab_spec")
+    if saved is None:
+        study.set_user_attr("fmlab_spec", spec.to_dict())
+    elif SweepSpec.from_dict(saved) != spec:
+        raise ValueError(f"The study {name!r} in {storage} holds a different sweep spec; use a "
+                         f"new study name or the same spec to resume it.")
+    return study
+
+
+def _load(storage: str, name: str, heartbeat: float, grace: float | None) -> tuple[Any, SweepSpec]:
+    optuna = require("optuna", feature=_FEATURE)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    st = _storage(storage, heartbeat, grace)
+    probe = optuna.load_study(study_name=name, storage=st)
+    spec = SweepSpec.from_dict(probe.user_attrs["fmlab_spec"])
+    study = optuna.load_study(study_name=name, storage=st,
+                              sampler=optuna.samplers.GridSampler(spec.search_space(), seed=0))
+    return study, spec
+
+
+def _grid_status(study: Any, spec: SweepSpec) -> tuple[set[int], set[int], int]:
+    """(finished grid ids, running grid ids, number of WAITING trials)."""
+    from optuna.trial import TrialState
+
+    done, running, waiting = set(), set(), 0
+    for t in study.get_trials(deepcopy=False):
+        gid = t.system_attrs.get("grid_id")
+        if t.state == TrialState.WAITING:
+            waiting += 1
+        if gid is None:
+            continue
+        if t.state == TrialState.COMPLETE or (t.state == TrialState.FAIL
+                                              and t.user_attrs.get("diverged")):
+            done.add(gid)
+        elif t.state == TrialState.RUNNING:
+            running.add(gid)
+    return done, running, waiting
+
+
+class _Objective:
+    def __init__(self, spec: SweepSpec, device: str) -> None:
+        self.spec, self.device = spec, device
+        self._data: Any = None
+
+    def __call__(self, trial: Any) -> float:
+        import optuna
+
+        spec = self.spec
+        p = {k: trial.suggest_categorical(k, v) for k, v in spec.search_space().items()}
+        if trial.number >= spec.n_grid and "failed_trial" not in trial.system_attrs:
+            trial.set_user_attr("duplicate", True)  # end-of-sweep race: nothing left to run
+            raise optuna.TrialPruned("grid exhausted")
+        return self.run(trial, p)
+
+    def run(self, trial: Any, p: dict[str, Any]) -> float:
+        import torch
+
+        from fmlab.quant._data import load_token_data
+        from fmlab.quant._model import LMConfig, PrecisionConfig
+        from fmlab.quant._ptq import quantize_model
+        from fmlab.quant._train import TrainConfig, evaluate_loss, train_lm
+
+        spec = self.spec
+        if self._data is None:
+            self._data = load_token_data(spec.corpora, spec.vocab_size)
+        data = self._data
+        model_kw = dict(spec.models[int(p["model"][1:])])
+        bits = spec.train_bits[spec.search_space()["train_bits"].index(p["train_bits"])]
+        w, a, kv = bits  # type: ignore[misc]
+        prec = PrecisionConfig.from_bits(*(None if math.isinf(x) else int(x) for x in bits))
+        tc = TrainConfig(**{**spec.train, "lr": float(p["lr"])})
+        res = train_lm(int(p["n_tokens"]), model_config=LMConfig(**model_kw), precision=prec,
+                       train_config=tc, data=data, seed=int(p["seed"]), device=self.device)
+        base = {"n_params": res.n_params, "n_tokens": int(p["n_tokens"]), "w_bits": w,
+                "a_bits": a, "kv_bits": kv, "seed": int(p["seed"]), "lr": float(p["lr"]),
+                "model": p["model"], **{f"cfg_{k}": v for k, v in model_kw.items()},
+                "train_loss_final": res.train_losses[-1] if res.train_losses else math.nan,
+                "seconds": res.seconds}
+        rows = [{**base, "post_bits": math.inf, "ptq_method": "none", "loss": res.val_loss,
+                 "loss_before_ptq": res.val_loss, "delta_ptq": 0.0}]
+        if not res.diverged:
+            n_cal = spec.calib_sequences
+            T = tc.seq_len
+            ids = data.train[-(n_cal * T):].astype("int64")
+            calib = torch.from_numpy(ids[: (len(ids) // T) * T].reshape(-1, T))
+            for pb in spec.post_bits:
+                if pb >= w:
+                    continue
+                q = quantize_model(res.model, int(pb), method=spec.ptq_method,  # type: ignore[arg-type]
+                                   calibration=calib)
+                loss = evaluate_loss(q.model, data, seq_len=T, batch_size=tc.batch_size,
+                                     max_tokens=tc.eval_tokens)
+                rows.append({**base, "post_bits": float(pb), "ptq_method": spec.ptq_method,
+                             "loss": loss, "loss_before_ptq": res.val_loss,
+                             "delta_ptq": loss - res.val_loss})
+        trial.set_user_attr("rows", _jsonable(rows))
+        trial.set_user_attr("diverged", bool(res.diverged))
+        return float(res.val_loss)  # NaN → Optuna records the trial as FAILED
+
+
+def _jsonable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def conv(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
+        return v
+
+    return [{k: conv(v) for k, v in r.items()} for r in rows]
+
+
+def run_sweep_worker(
+    storage: str,
+    name: str = "precision-sweep",
+    *,
+    heartbeat: float = 10.0,
+    grace_period: float | None = None,
+    poll: float | None = None,
+    device: str = "cpu",
+    max_runs: int | None = None,
+) -> int:
+    """Work on the sweep until every grid point is finished; returns the runs this worker did.
+
+    Start as many workers as you like, on any machines that reach ``storage``. A worker keeps
+    waiting while other workers' runs are in flight, so that if one of them dies its run is
+    re-queued (after ``grace_period``, default ``2·heartbeat``) and still gets done.
+
+    Args:
+        storage: Database URL (SQLite or PostgreSQL).
+        name: Study name given to :func:`create_sweep`.
+        heartbeat: Seconds between heartbeats of a running trial.
+        grace_period: Seconds without a heartbeat after which a run counts as dead.
+        poll: Seconds between checks while waiting for others (default ``heartbeat``).
+        device: Torch device for training.
+        max_runs: Stop after this many runs (for testing and batch schedulers).
+    """
+    import warnings
+
+    from optuna.exceptions import ExperimentalWarning
+
+    grace = grace_period if grace_period is not None else 2 * heartbeat
+    study, spec = _load(storage, name, heartbeat, grace)
+    objective = _Objective(spec, device)
+    runs = 0
+    while max_runs is None or runs < max_runs:
+        done, running, waiting = _grid_status(study, spec)
+        if len(done) >= spec.n_grid:
+            break
+        n_trials = len(study.get_trials(deepcopy=False))
+        if waiting or n_trials < spec.n_grid:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ExperimentalWarning)
+                warnings.simplefilter("ignore", UserWarning)
+                study.optimize(objective, n_trials=1, catch=())
+            runs += 1
+        else:  # everything started elsewhere: wait, re-queueing stale runs as they appear
+            from optuna.storages import fail_stale_trials
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ExperimentalWarning)
+                fail_stale_trials(study)
+            time.sleep(poll if poll is not None else heartbeat)
+    return runs
+
+
+def run_sweep(spec: SweepSpec, storage: str | None = None, name: str = "precision-sweep",
+              **worker_kwargs: Any) -> Any:
+    """Create the sweep and work on it in this process; returns :func:`sweep_table`.
+
+    ``storage`` defaults to an SQLite file in the current directory (``fmlab-sweep.db``).
+    """
+    storage = storage or f"sqlite:///{Path('fmlab-sweep.db').resolve()}"
+    create_sweep(spec, storage, name)
+    run_sweep_worker(storage, name, **worker_kwargs)
+    return sweep_table(storage, name)
+
+
+def sweep_table(storage: str, name: str = "precision-sweep", *,
+                include_failed: bool = True) -> Any:
+    """The sweep's runs as a pandas DataFrame, one row per (run, P_post).
+
+    Columns: ``n_params, n_tokens, w_bits, a_bits, kv_bits, post_bits, loss`` (the scaling-law
+    features and target), ``loss_before_ptq, delta_ptq, ptq_method, seed, lr, model, cfg_*,
+    status`` (``"complete"`` or ``"failed"`` for diverged runs), ``trial``. Runs lost to a dead
+    worker and end-of-sweep duplicates never appear.
+    """
+    import numpy as np
+    import pandas as pd
+    from optuna.trial import TrialState
+
+    study, _ = _load(storage, name, 10, None)
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        if t.state == TrialState.COMPLETE or (t.state == TrialState.FAIL
+                                              and t.user_attrs.get("diverged")):
+            if t.state == TrialState.FAIL and not include_failed:
+                continue
+            status = "complete" if t.state == TrialState.COMPLETE else "failed"
+            for r in t.user_attrs.get("rows", []):
+                rows.append({**r, "status": status, "trial": t.number,
+                             "grid_id": t.system_attrs.get("grid_id")})
+    frame = pd.DataFrame(rows)
+    for col in ("w_bits", "a_bits", "kv_bits", "post_bits", "loss", "loss_before_ptq",
+                "delta_ptq", "train_loss_final"):
+        if col in frame:
+            frame[col] = pd.to_numeric(frame[col].replace({"nan": np.nan, "inf": np.inf}))
+    if len(frame):
+        frame = frame.sort_values(["n_params", "n_tokens", "w_bits", "a_bits", "kv_bits", "seed",
+                                   "post_bits"]).reset_index(drop=True)
+    return frame
+
+
+def write_table(frame: Any, path: str | Path) -> Path:
+    """Write a sweep table as CSV or Parquet (by suffix), atomically."""
+    from fmlab._io import atomic_write
+
+    path = Path(path)
+    if path.suffix == ".parquet":
+        with atomic_write(path, "wb") as fh:
+            frame.to_parquet(fh, index=False)
+    elif path.suffix == ".csv":
+        with atomic_write(path) as fh:
+            frame.to_csv(fh, index=False)
+    else:
+        raise ValueError(f"Unsupported table format {path.suffix!r} for {path}; use .csv or "
+                         f".parquet.")
+    return path
