@@ -178,7 +178,7 @@ def load_wikipedia_sample(split: str = "all") -> TextDataset:
     """
     src = _gensim_file(_WIKI_FILE)
     digest = hashlib.sha256(src.read_bytes()).hexdigest()[:16]
-    cached = cache_dir("data") / f"wikipedia-sample-{digest}.json"
+    cached = cache_dir("parsed") / f"wikipedia-sample-{digest}.json"
     if cached.is_file():
         try:
             obj = json.loads(cached.read_text(encoding="utf-8"))
