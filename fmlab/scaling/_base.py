@@ -1,0 +1,457 @@
+"""``BaseLaw``: the scikit-learn estimator every scaling law derives from.
+
+A law defines its features (named input columns), its internal coordinates
+(:class:`~fmlab.scaling._fitting.ParamSpec`), a batched log-prediction and the map from internal
+coordinates to its named parameter dataclass. Everything else (validation, the robust multi-start
+fit, bootstrap intervals, diagnostics, prediction, saving) lives here once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from sklearn.base import BaseEstimator, RegressorMixin
+
+from fmlab._validation import check_int, check_option, check_real
+from fmlab.exceptions import NotFittedError
+from fmlab.scaling import _fitting as core
+
+__all__ = ["BaseLaw", "LawParams"]
+
+_COMMON_DOC = """
+        loss: Robust loss on the residuals: ``"huber"`` (default), ``"squared"`` or
+            ``"asymmetric"`` (Huber with over-predictions weighted by ``asymmetry``).
+        huber_delta: Huber threshold (in log-loss units when ``space="log"``).
+        asymmetry: Weight of over-predictions for ``loss="asymmetric"``.
+        space: ``"log"`` fits log targets (default), ``"linear"`` the raw targets.
+        grid: Start values per internal coordinate, overriding the law's default grid, e.g.
+            ``{"alpha": [0, 0.5, 1]}``. See ``law.param_specs()`` for the coordinates.
+        n_starts: Use a seeded random subset of this many grid points (``None``: the full grid).
+        n_polish: How many of the best distinct batched optima are polished with scipy L-BFGS-B.
+        prune: Successive halving of the starts during the batched stage (``False`` runs every
+            start to convergence, as the replication protocol does; slower, same optimum here).
+        max_iter: Iteration limit of the batched L-BFGS.
+        n_bootstrap: Bootstrap replicates for confidence intervals (0: none).
+        confidence_level: Coverage of the percentile intervals in ``intervals_``.
+        validation_fraction: Fraction of runs held out of the fit and scored in ``diagnostics_``.
+        validation: ``"random"`` or ``"extrapolate"`` (hold out the runs with the largest product
+            of the first two features, i.e. compute for N and D).
+        columns: Map from this law's feature names to the column names in ``X`` (DataFrames).
+        random_state: Seed for the start subset, the validation split and the bootstrap."""
+
+
+@dataclass(frozen=True)
+class LawParams:
+    """Base of the named parameter dataclasses (``ChinchillaParams`` and friends)."""
+
+    def to_dict(self) -> dict[str, float]:
+        return {k: float(v) if np.isscalar(v) else v for k, v in asdict(self).items()}
+
+
+class BaseLaw(RegressorMixin, BaseEstimator):
+    """Base class of the scaling laws: a scikit-learn regressor with a robust multi-start fit.
+
+    Subclasses set :attr:`feature_names`, :attr:`params_class` and :attr:`name`, and implement
+    :meth:`param_specs`, :meth:`_log_predict` and :meth:`_public`; optionally
+    :meth:`_log_predict_jac` (analytic Jacobian; default: batched central differences),
+    :meth:`_check_domain` and :meth:`_internal` (public params to internal coordinates).
+
+    Fitted attributes: ``params_`` (the named dataclass), ``theta_`` (internal coordinates),
+    ``intervals_`` / ``stderr_`` / ``bootstrap_params_`` (with ``n_bootstrap > 0``),
+    ``diagnostics_`` (:class:`FitDiagnostics`), ``n_features_in_`` and, for DataFrames,
+    ``feature_names_in_``.
+    """
+
+    name: ClassVar[str] = ""
+    feature_names: ClassVar[tuple[str, ...]] = ()
+    params_class: ClassVar[type[LawParams]] = LawParams
+
+    # -- hooks ------------------------------------------------------------------------------
+    def param_specs(self) -> list[core.ParamSpec]:
+        """Internal coordinates with their default start grids and bounds."""
+        raise NotImplementedError
+
+    def _log_predict(self, theta: np.ndarray, X: np.ndarray) -> np.ndarray:
+        """Batched log-prediction: ``theta (k, P)``, ``X (n, F)`` -> ``(k, n)``."""
+        raise NotImplementedError
+
+    def _log_predict_jac(self, theta: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return core.finite_difference_jac(lambda t: self._log_predict(t, X), theta)
+
+    def _public(self, theta: np.ndarray) -> dict[str, np.ndarray]:
+        """Named public parameters from internal coordinates ``(k, P)`` -> name: ``(k,)``."""
+        raise NotImplementedError
+
+    def _internal(self, params: Mapping[str, float]) -> np.ndarray:
+        """Internal coordinates ``(P,)`` from named public parameters."""
+        raise NotImplementedError
+
+    def _make_params(self, theta: np.ndarray) -> LawParams:
+        """The named parameter dataclass for internal coordinates ``theta (P,)``."""
+        pub = self._public(np.asarray(theta, float)[None, :])
+        return self.params_class(**{k: float(v[0]) for k, v in pub.items()})
+
+    def _check_domain(self, X: np.ndarray) -> None:
+        """Raise a ValueError naming the problem when ``X`` is outside the law's domain."""
+        for j, col in enumerate(self.feature_names[:2]):
+            if (X[:, j] <= 0).any():
+                bad = X[X[:, j] <= 0, j][0]
+                raise ValueError(
+                    f"Column {col!r} must be positive for {type(self).__name__}; got {bad!r}. "
+                    "Parameter and token counts are absolute numbers (e.g. 7e9), not logs."
+                )
+
+    # -- validation -------------------------------------------------------------------------
+    def _check_hyperparameters(self) -> None:
+        owner = type(self).__name__
+        check_option(self.loss, "loss", core.LOSSES, owner=owner)
+        check_option(self.space, "space", core.SPACES, owner=owner)
+        check_real(self.huber_delta, "huber_delta", owner=owner, low=0)
+        check_real(self.asymmetry, "asymmetry", owner=owner, low=0)
+        if self.n_starts is not None:
+            check_int(self.n_starts, "n_starts", owner=owner, low=1)
+        check_int(self.n_polish, "n_polish", owner=owner, low=1)
+        check_int(self.max_iter, "max_iter", owner=owner, low=1)
+        check_int(self.n_bootstrap, "n_bootstrap", owner=owner, low=0)
+        check_real(self.confidence_level, "confidence_level", owner=owner, low=0, high=1)
+        check_real(self.validation_fraction, "validation_fraction", owner=owner, low=0, high=1,
+                   closed="left")
+        check_option(self.validation, "validation", ("random", "extrapolate"), owner=owner)
+        if self.grid is not None and not isinstance(self.grid, Mapping):
+            raise TypeError(f"The 'grid' parameter of {owner} must be a dict of coordinate -> "
+                            f"start values or None. Got {type(self.grid).__name__} instead.")
+
+    def _select(self, X: Any) -> np.ndarray:
+        """Pick this law's feature columns out of ``X`` as a float array ``(n, F)``."""
+        owner = type(self).__name__
+        feats = self.feature_names
+        mapping = dict(self.columns or {})
+        unknown = set(mapping) - set(feats)
+        if unknown:
+            raise ValueError(f"columns= maps unknown feature(s) {sorted(unknown)} for {owner}; "
+                             f"its features are {list(feats)}.")
+        if isinstance(X, Mapping) or hasattr(X, "columns"):
+            available = [str(c) for c in (X.keys() if isinstance(X, Mapping) else X.columns)]
+            wanted = [mapping.get(f, f) for f in feats]
+            missing = [w for w in wanted if w not in available]
+            if missing:
+                import difflib
+
+                hints = []
+                for m in missing:
+                    close = difflib.get_close_matches(m, available, n=1, cutoff=0.4)
+                    hints.append(f"{m!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+                raise ValueError(
+                    f"{owner} needs the column(s) {', '.join(hints)} in X; got columns "
+                    f"{available}. Rename them or map them, e.g. "
+                    f"columns={{{feats[0]!r}: 'N'}} (CLI: --col {feats[0]}=N)."
+                )
+            cols = [np.asarray(X[w]) for w in wanted]
+            try:
+                arr = np.column_stack([np.asarray(c, dtype=float) for c in cols])
+            except (TypeError, ValueError) as exc:
+                raise TypeError(
+                    f"The feature columns of X for {owner} must be numeric: {exc}") from None
+            self._last_names = np.asarray(wanted, dtype=object)
+        else:
+            try:
+                arr = np.asarray(X, dtype=float)
+            except (TypeError, ValueError) as exc:
+                raise TypeError(f"X for {owner} must be array-like of numbers or a DataFrame with "
+                                f"columns {list(feats)}: {exc}") from None
+            if arr.ndim == 1:
+                raise ValueError(f"X for {owner} must be 2-D with columns {list(feats)}; got a 1-D "
+                                 f"array of shape {arr.shape}. Reshape it, e.g. X.reshape(1, -1).")
+            if arr.ndim != 2 or arr.shape[1] != len(feats):
+                raise ValueError(f"X for {owner} must have {len(feats)} column(s) "
+                                 f"{list(feats)}; got shape {arr.shape}.")
+            self._last_names = None
+        bad = ~np.isfinite(arr)
+        # +inf is meaningful in bit-width columns (no quantization); NaN never is
+        allowed_inf = np.array([f.endswith("bits") for f in feats])
+        bad &= ~(np.isposinf(arr) & allowed_inf[None, :])
+        if bad.any():
+            i, j = np.argwhere(bad)[0]
+            raise ValueError(f"X for {owner} has {int(bad.sum())} NaN/inf value(s); first in "
+                             f"column {feats[j]!r} row {i}: {arr[i, j]!r}. Drop or fix these runs.")
+        self._check_domain(arr)
+        return arr
+
+    def _check_y(self, y: Any, n: int) -> np.ndarray:
+        owner = type(self).__name__
+        arr = np.asarray(y, dtype=float).reshape(-1) if not hasattr(y, "to_numpy") else \
+            np.asarray(y.to_numpy(), dtype=float).reshape(-1)
+        if arr.shape[0] != n:
+            raise ValueError(f"y has {arr.shape[0]} values but X has {n} rows for {owner}.")
+        if not np.isfinite(arr).all():
+            raise ValueError(f"y for {owner} has {int((~np.isfinite(arr)).sum())} NaN/inf value(s)"
+                             "; drop those runs before fitting.")
+        if self.space == "log" and (arr <= 0).any():
+            raise ValueError(f"y for {owner} must be positive to fit in log space; got min "
+                             f"{arr.min():.4g}. Use space='linear' for signed targets.")
+        return arr
+
+    # -- fitting ----------------------------------------------------------------------------
+    def _specs_with_grid(self) -> list[core.ParamSpec]:
+        specs = self.param_specs()
+        grid = dict(self.grid or {})
+        names = [s.name for s in specs]
+        unknown = set(grid) - set(names)
+        if unknown:
+            raise ValueError(f"grid= names unknown coordinate(s) {sorted(unknown)} for "
+                             f"{type(self).__name__}; its coordinates are {names}.")
+        out = []
+        for s in specs:
+            if s.name in grid:
+                values = tuple(float(v) for v in np.atleast_1d(grid[s.name]))
+                if not values:
+                    raise ValueError(f"grid[{s.name!r}] is empty; give at least one start value.")
+                s = core.ParamSpec(s.name, values, s.lower, s.upper)
+            out.append(s)
+        return out
+
+    def _objective_for(self, X: np.ndarray, y: np.ndarray, weights: np.ndarray
+                       ) -> core.BatchedObjective:
+        return core.make_objective(
+            lambda th: self._log_predict_jac(th, X), y, loss=self.loss, delta=self.huber_delta,
+            asymmetry=self.asymmetry, space=self.space, weights=weights,
+        )
+
+    def _split(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        if not self.validation_fraction:
+            return np.arange(n), np.arange(0)
+        n_hold = max(1, int(round(self.validation_fraction * n)))
+        if self.validation == "random":
+            perm = np.random.default_rng(self.random_state).permutation(n)
+            return np.sort(perm[n_hold:]), np.sort(perm[:n_hold])
+        order = np.argsort(self._X_fit[:, 0] * self._X_fit[:, 1], kind="stable")
+        return np.sort(order[:-n_hold]), np.sort(order[-n_hold:])
+
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> BaseLaw:
+        """Fit the law to runs ``X`` (features, see :attr:`feature_names`) and targets ``y``.
+
+        Returns:
+            self, with ``params_``, ``diagnostics_`` and (with ``n_bootstrap``) ``intervals_``.
+
+        Raises:
+            ValueError: missing columns, non-finite or non-positive inputs, fewer runs than
+                parameters, or inputs outside the law's domain.
+        """
+        clock = core.timer()
+        self._check_hyperparameters()
+        Xa = self._select(X)
+        names_in = self._last_names
+        ya = self._check_y(y, Xa.shape[0])
+        specs = self._specs_with_grid()
+        n_par = len(specs)
+        if Xa.shape[0] <= n_par:
+            raise ValueError(
+                f"{type(self).__name__} has {n_par} free parameters but got only {Xa.shape[0]} "
+                f"run(s); fitting needs more runs than parameters."
+            )
+        if sample_weight is None:
+            w = np.ones(Xa.shape[0])
+        else:
+            w = np.asarray(sample_weight, float).reshape(-1)
+            if w.shape[0] != Xa.shape[0] or (w < 0).any() or not np.isfinite(w).all():
+                raise ValueError("sample_weight must hold one finite non-negative weight per run.")
+        self._X_fit = Xa
+        train, hold = self._split(Xa.shape[0])
+        if train.size <= n_par:
+            raise ValueError(f"After holding out {hold.size} run(s) only {train.size} remain for "
+                             f"{n_par} parameters; lower validation_fraction.")
+        Xt, yt, wt = Xa[train], ya[train], w[train]
+        starts = core.start_grid(specs, self.n_starts, self.random_state)
+        lower = np.array([s.lower for s in specs])
+        upper = np.array([s.upper for s in specs])
+        fun = self._objective_for(Xt, yt, wt[None, :])
+        res = core.multistart_minimize(
+            fun, starts, lower, upper, max_iter=self.max_iter, n_polish=self.n_polish,
+            prune=self.prune,
+        )
+        self.theta_ = res.x
+        self.params_ = self._make_params(res.x)
+        self.n_features_in_ = len(self.feature_names)
+        if names_in is not None:
+            self.feature_names_in_ = names_in
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        # diagnostics
+        pred = np.exp(self._log_predict(res.x[None, :], Xt)[0])
+        ss_res = float(np.sum((yt - pred) ** 2))
+        ss_tot = float(np.sum((yt - yt.mean()) ** 2))
+        rl = np.log(yt) - np.log(pred) if (yt > 0).all() else yt - pred
+        near = 0
+        for cx, cf in zip(res.candidates_x[1:], res.candidates_f[1:], strict=True):
+            close_f = cf <= res.fun * (1 + 1e-4) + 1e-300
+            far_x = np.max(np.abs(cx - res.x) / np.maximum(1.0, np.abs(res.x))) > 1e-2
+            near += int(close_f and far_x)
+        diag = core.FitDiagnostics(
+            objective=res.fun, r2=1 - ss_res / ss_tot if ss_tot > 0 else float("nan"),
+            rmse_log=float(np.sqrt(np.mean(rl**2))), n_train=int(train.size),
+            n_starts=res.n_starts, winning_start=res.winning_start,
+            winning_start_params=dict(zip([s.name for s in specs],
+                                          map(float, starts[res.winning_start]), strict=True)),
+            converged=res.converged, n_evals=res.n_evals, n_iter=res.n_iter, time_s=0.0,
+            n_near_optimal=near, candidates=[float(c) for c in res.candidates_f],
+        )
+        if hold.size:
+            ph = np.exp(self._log_predict(res.x[None, :], Xa[hold])[0])
+            yh = ya[hold]
+            diag.heldout_rmse_log = float(np.sqrt(np.mean((np.log(yh) - np.log(ph)) ** 2)))
+            diag.heldout_mape = float(np.mean(np.abs(ph - yh) / np.abs(yh)))
+            diag.n_heldout = int(hold.size)
+        # bootstrap
+        self.intervals_, self.stderr_, self.bootstrap_params_ = {}, {}, {}
+        self._boot_theta = None
+        if self.n_bootstrap:
+            th, _, ok = core.bootstrap_refits(
+                lambda W: self._objective_for(Xt, yt, W), res.x, Xt.shape[0], self.n_bootstrap,
+                lower, upper, base_weights=wt, random_state=self.random_state,
+                max_iter=self.max_iter,
+            )
+            self._boot_theta = th
+            boot = self._public(th)
+            q = (1 - self.confidence_level) / 2
+            for k, v in boot.items():
+                v = np.asarray(v, float)
+                self.bootstrap_params_[k] = v
+                self.intervals_[k] = (float(np.quantile(v, q)), float(np.quantile(v, 1 - q)))
+                self.stderr_[k] = float(np.std(v, ddof=1)) if v.size > 1 else float("nan")
+            diag.n_bootstrap = int(self.n_bootstrap)
+            diag.bootstrap_failed = int((~ok).sum())
+        diag.time_s = clock()
+        self.diagnostics_ = diag
+        if not res.converged:
+            core.warn_not_converged(type(self).__name__,
+                                    f"the best optimum (objective {res.fun:.6g}) failed the "
+                                    "convergence test")
+        return self
+
+    # -- prediction -------------------------------------------------------------------------
+    def _check_fitted(self, what: str = "predict") -> None:
+        if not hasattr(self, "theta_"):
+            raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet; call "
+                                 f"fit() (or set_fitted_params()) before {what}().")
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predicted loss for each row of ``X``: shape ``(n,)``."""
+        self._check_fitted()
+        Xa = self._select(X)
+        return np.exp(self._log_predict(np.asarray(self.theta_)[None, :], Xa)[0])
+
+    def predict_interval(self, X: Any, confidence_level: float | None = None
+                         ) -> tuple[np.ndarray, np.ndarray]:
+        """Pointwise bootstrap percentile band ``(lower (n,), upper (n,))`` of the prediction."""
+        self._check_fitted("predict_interval")
+        if getattr(self, "_boot_theta", None) is None:
+            raise ValueError(f"{type(self).__name__} was fitted with n_bootstrap=0; refit with "
+                             "n_bootstrap > 0 (e.g. 200) to get prediction intervals.")
+        level = self.confidence_level if confidence_level is None else confidence_level
+        check_real(level, "confidence_level", low=0, high=1)
+        Xa = self._select(X)
+        preds = np.exp(self._log_predict(self._boot_theta, Xa))  # (B, n)
+        q = (1 - level) / 2
+        return np.quantile(preds, q, axis=0), np.quantile(preds, 1 - q, axis=0)
+
+    def objective(self, X: Any, y: Any, params: Mapping[str, float] | LawParams | None = None
+                  ) -> float:
+        """The fitting objective at ``params`` (default: the fitted ones) on runs ``(X, y)``."""
+        self._check_hyperparameters()
+        Xa = self._select(X)
+        ya = self._check_y(y, Xa.shape[0])
+        if params is None:
+            self._check_fitted("objective")
+            theta = np.asarray(self.theta_)
+        else:
+            theta = self._internal(params.to_dict() if isinstance(params, LawParams) else params)
+        fun = self._objective_for(Xa, ya, np.ones((1, Xa.shape[0])))
+        return float(fun(theta[None, :], None)[0][0])
+
+    def set_fitted_params(self, params: Mapping[str, float] | LawParams) -> BaseLaw:
+        """Use given parameters (e.g. a preset or published values) without fitting."""
+        d = params.to_dict() if isinstance(params, LawParams) else dict(params)
+        self.theta_ = self._internal(d)
+        self.params_ = self._make_params(self.theta_)
+        self.n_features_in_ = len(self.feature_names)
+        self.intervals_, self.stderr_, self.bootstrap_params_ = {}, {}, {}
+        self._boot_theta = None
+        return self
+
+    # -- persistence ------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable description: law name, constructor arguments and fitted state."""
+        self._check_fitted("to_dict")
+        out: dict[str, Any] = {
+            "law": self.name,
+            "init": {k: v for k, v in self.get_params().items()},
+            "params": self.params_.to_dict(),
+            "intervals": {k: list(v) for k, v in self.intervals_.items()},
+            "stderr": dict(self.stderr_),
+        }
+        if hasattr(self, "diagnostics_"):
+            out["diagnostics"] = self.diagnostics_.to_dict()
+        return out
+
+    def save(self, path: str | Path) -> None:
+        """Write :meth:`to_dict` as JSON (atomically)."""
+        from fmlab._io import write_json
+
+        write_json(path, self.to_dict())
+
+    def summary(self) -> str:
+        """A short human-readable table of the fitted parameters and intervals."""
+        self._check_fitted("summary")
+        lines = [f"{type(self).__name__} ({self.name})"]
+        for f in fields(self.params_):
+            v = getattr(self.params_, f.name)
+            if not np.isscalar(v):
+                continue
+            ci = self.intervals_.get(f.name)
+            ci_txt = f"  [{ci[0]:.5g}, {ci[1]:.5g}]" if ci else ""
+            lines.append(f"  {f.name:>10} = {float(v):.6g}{ci_txt}")
+        if hasattr(self, "diagnostics_"):
+            d = self.diagnostics_
+            lines.append(f"  objective = {d.objective:.6g}  R2 = {d.r2:.4f}  rmse(log) = "
+                         f"{d.rmse_log:.4g}  starts = {d.n_starts}  converged = {d.converged}  "
+                         f"time = {d.time_s:.2f}s")
+            if d.heldout_rmse_log is not None:
+                lines.append(f"  held-out: rmse(log) = {d.heldout_rmse_log:.4g}  MAPE = "
+                             f"{d.heldout_mape:.4g}  ({d.n_heldout} runs)")
+        return "\n".join(lines)
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.input_tags.positive_only = True
+        tags.target_tags.positive_only = True
+        return tags
+
+
+def load_law(source: str | Path | Mapping[str, Any]) -> BaseLaw:
+    """Re-create a fitted law from :meth:`BaseLaw.to_dict` output or a JSON file of it."""
+    from fmlab.scaling._registry import create_law
+
+    if isinstance(source, Mapping):
+        d = dict(source)
+    else:
+        p = Path(source)
+        if not p.is_file():
+            raise FileNotFoundError(f"No fitted-law file at {str(p)!r}; write one with "
+                                    "'fmlab scaling fit ... --save FILE' or law.save(FILE).")
+        d = json.loads(p.read_text())
+    if "law" not in d or "params" not in d:
+        raise ValueError("A saved law needs the keys 'law' and 'params' (as written by save()).")
+    law = create_law(d["law"], **dict(d.get("init") or {}))
+    law.set_fitted_params(d["params"])
+    law.intervals_ = {k: tuple(v) for k, v in (d.get("intervals") or {}).items()}
+    law.stderr_ = dict(d.get("stderr") or {})
+    return law
+
+
+def _as_sequence(x: Any) -> Sequence[Any]:
+    return x if isinstance(x, (list, tuple)) else [x]
