@@ -18,6 +18,8 @@ backbone entirely.
 
 from __future__ import annotations
 
+import copy
+import functools
 import hashlib
 import io
 import json
@@ -40,6 +42,19 @@ def _torch() -> Any:
     return require("torch", feature="fmlab.ood ensembles")
 
 
+@functools.lru_cache(maxsize=2)
+def _zoo_model(name: str) -> Any:
+    """Load a zoo model once per process (the sentence encoder takes seconds to build); the
+    feature functions only run it in inference mode, never modify it."""
+    from fmlab import models
+
+    if name == "efficientnet-lite0":
+        return models.load_image_classifier(name)
+    if name == "all-minilm-l6-v2":
+        return models.load_sentence_encoder(name)
+    return models.load_causal_lm(name)
+
+
 def _batches(n: int, size: int) -> list[slice]:
     return [slice(s, min(s + size, n)) for s in range(0, n, size)]
 
@@ -49,10 +64,10 @@ def _efficientnet(images: np.ndarray, *, resolution: int = 224, batch_size: int 
                   progress: Callable[..., Any] | None = None) -> np.ndarray:
     """EfficientNet-Lite0 pooled features (1280-d) of uint8 images at ``resolution`` px."""
     torch = _torch()
-    from fmlab.models import load_image_classifier
-
-    net = load_image_classifier("efficientnet-lite0")
-    net.image_size = int(resolution)  # our own instance: the network is fully convolutional
+    # A shallow copy shares the weights with the cached model but has its own input size
+    # (the network is fully convolutional with global pooling, so any size works).
+    net = copy.copy(_zoo_model("efficientnet-lite0"))
+    net.image_size = int(resolution)
     out = []
     slices = _batches(len(images), batch_size)
     with torch.inference_mode():
@@ -66,9 +81,7 @@ def _efficientnet(images: np.ndarray, *, resolution: int = 224, batch_size: int 
 def _minilm(texts: Sequence[str], *, batch_size: int = 64,
             progress: Callable[..., Any] | None = None, **_: Any) -> np.ndarray:
     """all-MiniLM-L6-v2 sentence embeddings (384-d, unit norm)."""
-    from fmlab.models import load_sentence_encoder
-
-    model = load_sentence_encoder("all-minilm-l6-v2")
+    model = _zoo_model("all-minilm-l6-v2")
     out = []
     slices = _batches(len(texts), batch_size)
     for sl in progress(slices, desc="minilm features") if progress else slices:
@@ -82,9 +95,7 @@ def _smollm(texts: Sequence[str], *, batch_size: int = 16, max_length: int = 64,
             progress: Callable[..., Any] | None = None, **_: Any) -> np.ndarray:
     """SmolLM2-135M-Instruct last hidden state, mean-pooled over real tokens."""
     torch = _torch()
-    from fmlab.models import load_causal_lm
-
-    model, tok = load_causal_lm("smollm2-135m-instruct")
+    model, tok = _zoo_model("smollm2-135m-instruct")
     model.eval()
     out = []
     slices = _batches(len(texts), batch_size)

@@ -143,3 +143,25 @@ def test_files_npz_keys_and_parquet(tmp_path):
 def _touch(path):
     path.write_text("")
     return path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backbone,inputs,dim", [
+    ("efficientnet-lite0", "images", 1280),
+    ("all-minilm-l6-v2", "texts", 384),
+])
+def test_zoo_backbone_features(tmp_path, monkeypatch, backbone, inputs, dim):
+    from fmlab.models import model_info
+
+    if not model_info(backbone).available:
+        from fmlab.testing import require_or_skip
+
+        require_or_skip(f"{backbone} is not installed: {model_info(backbone).install}")
+    monkeypatch.setenv("FMLAB_CACHE", str(tmp_path))
+    rng = np.random.default_rng(0)
+    data = (rng.integers(0, 255, (4, 28, 28), dtype=np.uint8) if inputs == "images"
+            else ["a fine film", "a dull film", "rain today", "the cat sleeps"])
+    kwargs = {"resolution": 64} if inputs == "images" else {}
+    feats = extract_features(backbone, data, **kwargs)
+    assert feats.shape == (4, dim) and np.isfinite(feats).all()
+    np.testing.assert_array_equal(extract_features(backbone, data, **kwargs), feats)  # cached
