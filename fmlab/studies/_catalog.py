@@ -11,6 +11,7 @@ STUDIES: Registry[type[Study]] = Registry("study")
 # name -> "module:Class"; keep sorted by name. Imports happen only when a study is looked up.
 _LAZY: dict[str, str] = {
     # "capability.short": "fmlab.capability._study:ClassName",
+    "ood.agreement": "fmlab.ood._study:AgreementStudy",
 }
 
 for _name, _target in _LAZY.items():
