@@ -53,25 +53,35 @@ def _check_outputs(value: Any, name: str, owner: str, atol: float) -> tuple[np.n
             arr = arr.astype(np.float64)
         if arr.shape[1] == 0:
             raise ValueError(f"{name!r} of {owner} holds no examples (shape {arr.shape}).")
-        if not np.isfinite(arr).all():
-            raise ValueError(f"{name!r} of {owner} must contain only finite values; got NaN or "
-                             "inf.")
-        lo, hi = float(arr.min()), float(arr.max())
+        # One pass per model over a cache-sized (n, k) slice computes every check and the
+        # argmax, instead of five passes over the whole (m, n, k) array (2x faster at 100 x
+        # 100,000 x 10). NaN propagates through min/max, so it is caught here too.
+        k = arr.shape[2]
+        preds = np.empty(arr.shape[:2], dtype=_label_dtype(k))
+        lo, hi, worst = np.inf, -np.inf, 0.0
+        ones = np.ones(k, dtype=arr.dtype)  # row sums as a BLAS matrix-vector product: a
+        # reduction over a short last axis is 5x slower in numpy
+        for i in range(arr.shape[0]):
+            block = arr[i]  # (n, k)
+            b_lo, b_hi = float(block.min()), float(block.max())
+            if not (np.isfinite(b_lo) and np.isfinite(b_hi)):
+                raise ValueError(f"{name!r} of {owner} must contain only finite values; got NaN "
+                                 f"or inf (model {i}).")
+            lo, hi = min(lo, b_lo), max(hi, b_hi)
+            worst = max(worst, float(np.abs(block @ ones - 1.0).max()))
+            preds[i] = block.argmax(axis=-1)
         if lo < 0 or hi > 1:
             raise ValueError(
                 f"{name!r} of {owner} must hold probabilities in [0, 1]; got values in "
                 f"[{lo:.3g}, {hi:.3g}]. Apply a softmax to logits first."
             )
-        sums = arr.sum(axis=-1, dtype=np.float64)  # (n_models, n)
-        worst = float(np.abs(sums - 1.0).max())
         if worst > atol:
             raise ValueError(
                 f"Each row of {name!r} of {owner} must sum to 1 (tolerance atol={atol:g}); the "
                 f"worst row is off by {worst:.3g}. Pass softmax probabilities, not logits or "
                 "scores, or renormalise the rows."
             )
-        k = arr.shape[2]
-        return arr.argmax(axis=-1).astype(_label_dtype(k)), arr
+        return preds, arr
     if arr.ndim == 2:
         if arr.dtype.kind not in "iub":
             raise ValueError(
