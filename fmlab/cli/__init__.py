@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "report": "fmlab.cli._reproduce:ReportCommand",
     "models": "fmlab.cli._zoo:ModelsCommand",
     "data": "fmlab.cli._zoo:DataCommand",
+    "embed": "fmlab.cli._embed:EmbedCommand",
     "ood": "fmlab.cli._ood:OODCommand",
     "sam": "fmlab.cli._sam:SamCommand",
 }
