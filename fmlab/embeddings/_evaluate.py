@@ -87,20 +87,8 @@ def _subset_indices(n_total: int, n: int | None, seed: int) -> np.ndarray:
 
 
 # -- data ------------------------------------------------------------------------------------------
-def _zoo_has(name: str) -> bool:
-    try:
-        from fmlab.data import list_datasets
-    except ImportError:
-        return False
-    return name in list_datasets()
-
-
 def _load(name: str, split: str | None) -> Any:
-    """Load through the data zoo (:func:`fmlab.data.load_dataset`), else a minimal reader."""
-    if not _zoo_has(name):
-        from fmlab.embeddings import _fallback_data
-
-        return _fallback_data.load(name, split)
+    """Load through the data zoo (:func:`fmlab.data.load_dataset`)."""
     from fmlab.data import load_dataset
 
     return load_dataset(name) if split is None else load_dataset(name, split=split)
@@ -110,12 +98,6 @@ def _pairs(dataset: Any, split: str | None) -> tuple[str, str, list[str], list[s
     if isinstance(dataset, str):
         name = dataset
         split = split if split is not None else _DEFAULT_SPLIT.get(name)
-        if split == "all":
-            parts = [_load(name, s) for s in _splits(name)]
-            t1 = [t for p in parts for t in p.text1]
-            t2 = [t for p in parts for t in p.text2]
-            scores = np.concatenate([np.asarray(p.scores, dtype=np.float64) for p in parts])
-            return name, "all", t1, t2, scores
         data = _load(name, split)
         return name, split or getattr(data, "split", ""), list(data.text1), list(data.text2), \
             np.asarray(data.scores, dtype=np.float64)
@@ -127,16 +109,6 @@ def _pairs(dataset: Any, split: str | None) -> tuple[str, str, list[str], list[s
             )
     return (getattr(dataset, "name", "pairs"), getattr(dataset, "split", "") or "",
             list(dataset.text1), list(dataset.text2), np.asarray(dataset.scores, dtype=np.float64))
-
-
-def _splits(name: str) -> tuple[str, ...]:
-    if not _zoo_has(name):
-        from fmlab.embeddings import _fallback_data
-
-        return _fallback_data.splits(name)
-    from fmlab.data import dataset_info
-
-    return tuple(s for s in dataset_info(name).splits if s != "all")
 
 
 def mteb_instructions() -> dict[str, str]:
