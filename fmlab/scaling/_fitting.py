@@ -410,16 +410,18 @@ def _multistart(
                 warnings.simplefilter("ignore", RuntimeWarning)
                 out = minimize(
                     scalar, x0, jac=True, method="L-BFGS-B", bounds=bounds,
-                    options={"ftol": 1e-15, "gtol": 1e-12, "maxiter": 5000, "maxcor": 20},
+                    options={"ftol": 1e-15, "gtol": 1e-12, "maxiter": max_iter, "maxcor": 20},
                 )
             n_evals += int(out.nfev)
             xf, ff = np.asarray(out.x), float(out.fun)
+            # ABNORMAL: the line search hit round-off at an optimum polished to 1e-15
             ok = bool(out.success) or "ABNORMAL" in str(out.message).upper()
+            ok = ok and out.nit < max_iter
             if not (ff <= res.f[i]):
                 xf, ff = x0, float(res.f[i])
             cand_x.append(xf)
             cand_f.append(ff)
-            cand_ok.append(ok or bool(res.converged[i]))
+            cand_ok.append(ok)
         else:
             cand_x.append(x0)
             cand_f.append(float(res.f[i]))
@@ -519,11 +521,17 @@ def start_grid(
     """The Cartesian grid of the specs' start values; a seeded random subset if ``n_starts`` is
     smaller than the grid (the full grid otherwise)."""
     axes = [np.asarray(s.grid, float) for s in specs]
-    total = int(np.prod([a.size for a in axes]))
-    mesh = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(total, len(specs))
+    sizes = [a.size for a in axes]
+    total = int(np.prod(sizes, dtype=float))
     if n_starts is not None and n_starts < total:
+        # sample flat indices without materialising the (possibly huge) Cartesian product
         rng = np.random.default_rng(random_state)
-        mesh = mesh[np.sort(rng.choice(total, size=n_starts, replace=False))]
+        flat = np.sort(rng.choice(total, size=n_starts, replace=False)) if total < 2**62 else \
+            rng.integers(0, total, size=n_starts)
+        idx = np.unravel_index(flat, sizes)
+        mesh = np.column_stack([a[i] for a, i in zip(axes, idx, strict=True)])
+    else:
+        mesh = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(total, len(specs))
     lower = np.array([s.lower for s in specs])
     upper = np.array([s.upper for s in specs])
     return np.clip(mesh, lower, upper)

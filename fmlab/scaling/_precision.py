@@ -380,7 +380,7 @@ class UnifiedPrecisionLaw(_PrecisionBase):
         check_option(self.below_post, "below_post", ("error", "clamp"), owner=type(self).__name__)
         if self.below_post == "error":
             for j, comp in zip((2, 3, 4), _COMPONENTS, strict=True):
-                bad = X[:, j] < X[:, 5]
+                bad = (X[:, j] < X[:, 5]) & np.isfinite(X[:, 5])  # inf: no PTQ
                 if bad.any():
                     i = int(np.flatnonzero(bad)[0])
                     raise ValueError(

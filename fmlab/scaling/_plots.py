@@ -1,0 +1,115 @@
+"""PNG figures for fitted laws and plans (matplotlib, Agg backend, imported on use)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["plot_fit", "plot_pool_plan", "plot_precision_curves"]
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_fit(law: Any, X: Any, y: Any, path: str | Path, *, title: str | None = None) -> Path:
+    """Observed vs fitted loss: the runs against ``n_params`` (or samples seen), one fitted curve
+    per distinct second feature (or pool), with the bootstrap band when available."""
+    plt = _plt()
+    y = np.asarray(y, float)
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    if law.name == "data_filtering":
+        xa = law._select(X)
+        pools = np.asarray(law._row_pools)
+        for p in dict.fromkeys(pools):
+            m = pools == p
+            order = np.argsort(xa[m, 1])
+            ax.scatter(xa[m, 1], y[m], s=8, alpha=0.5)
+            grid = np.geomspace(xa[m, 1].min(), xa[m, 1].max(), 200)
+            frame = {"pool": [p] * grid.size, "samples_seen": grid,
+                     "pool_size": np.full(grid.size, xa[m, 2][order][0])}
+            ax.plot(grid, law.predict(frame), label=str(p))
+        ax.set_xlabel("samples seen")
+        ax.set_ylabel("error")
+    else:
+        xa = law._select(X)
+        key = xa[:, 1] if xa.shape[1] > 1 else np.zeros(len(xa))
+        groups = np.unique(np.round(np.log10(key), 1)) if key.size else []
+        colors = plt.cm.viridis(np.linspace(0, 1, max(len(groups), 1)))
+        pred = law.predict(xa)
+        band = None
+        if getattr(law, "_boot_theta", None) is not None:
+            band = law.predict_interval(xa)
+        for g, c in zip(groups, colors, strict=False):
+            m = np.round(np.log10(key), 1) == g
+            order = np.argsort(xa[m, 0])
+            ax.scatter(xa[m, 0], y[m], s=10, color=c, alpha=0.6)
+            ax.plot(xa[m, 0][order], pred[m][order], color=c, lw=1)
+            if band is not None:
+                ax.fill_between(xa[m, 0][order], band[0][m][order], band[1][m][order],
+                                color=c, alpha=0.15)
+        ax.set_xscale("log")
+        ax.set_xlabel("parameters N")
+        ax.set_ylabel("loss")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+    ax.set_xscale("log")
+    ax.set_title(title or f"{type(law).__name__} fit")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_pool_plan(plan: Any, path: str | Path, *, title: str | None = None) -> Path:
+    """Predicted error of every candidate pool/mix vs samples seen, with the best per budget."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for name, err in zip(plan.candidates, plan.errors, strict=True):
+        ax.plot(plan.budgets, err, label=name, lw=1)
+    ax.plot(plan.budgets, plan.best_error, "k--", lw=2, label="best (frontier)")
+    ax.set_xscale("log")
+    ax.set_xlabel("samples seen (compute)")
+    ax.set_ylabel("predicted error")
+    ax.legend(fontsize=7)
+    ax.set_title(title or "Best data pool per compute budget")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_precision_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path, *,
+                          xlabel: str, ylabel: str = "loss", title: str = "",
+                          logx: bool = False, vlines: dict[str, float] | None = None) -> Path:
+    """Generic line plot: label -> (x, y)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for label, (x, yv) in curves.items():
+        ax.plot(x, yv, label=label)
+    for label, v in (vlines or {}).items():
+        ax.axvline(v, ls=":", color="gray")
+        ax.text(v, ax.get_ylim()[1], label, rotation=90, va="top", fontsize=7)
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
