@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "embed": "fmlab.cli._embed:EmbedCommand",
     "ood": "fmlab.cli._ood:OODCommand",
     "sam": "fmlab.cli._sam:SamCommand",
+    "scaling": "fmlab.cli._scaling:ScalingCommand",
 }
 
 
