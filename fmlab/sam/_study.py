@@ -57,7 +57,8 @@ class LabelNoiseStudy(Study):
         "weight-norm and feature-norm penalties (all with the same momentum SGD base). Reports "
         "the best (early-stopped) and final clean test accuracy and how each method treats "
         "clean vs flipped training examples over training. Quick: 2 noise levels, 3,000 images, "
-        "10 epochs; full: 0/10/30/50 % noise, 10,000 images, 30 epochs, 2 seeds."
+        "10 epochs, CNN width 8; full: 0/10/30/50 % noise, 10,000 images, 30 epochs, width 16, "
+        "2 seeds."
     )
     requires = ("torch",)
     options_help = {
@@ -68,6 +69,7 @@ class LabelNoiseStudy(Study):
         "n_test": "test subsample size",
         "epochs": "epochs per run",
         "seeds": "number of seeds",
+        "width": "channels of the CNN's first conv (8 quick, 16 full)",
         "rho": "SAM radius (batch-level perturbation)",
         "lr": "SGD learning rate (momentum 0.9, weight decay 5e-4)",
         "batch_size": "minibatch size",
@@ -95,6 +97,7 @@ class LabelNoiseStudy(Study):
         n_test = check_int(_opt(ctx, "n_test", 2000, 10000), "n_test", owner=self.name, low=100)
         epochs = check_int(_opt(ctx, "epochs", 10, 30), "epochs", owner=self.name, low=1)
         seeds = check_int(_opt(ctx, "seeds", 1, 2), "seeds", owner=self.name, low=1)
+        width = check_int(_opt(ctx, "width", 8, 16), "width", owner=self.name, low=1)
         rho = check_real(ctx.options.get("rho", 0.1), "rho", owner=self.name, low=0.0)
         lr = check_real(ctx.options.get("lr", 0.05), "lr", owner=self.name, low=0.0)
         batch_size = check_int(ctx.options.get("batch_size", 128), "batch_size",
@@ -118,7 +121,7 @@ class LabelNoiseStudy(Study):
         for rate, method, s in ctx.progress(jobs, desc="label noise runs"):
             noisy, _flipped = add_label_noise(y_clean, rate, n_classes=10, seed=ctx.seed + s)
             torch.manual_seed(ctx.seed + s)
-            model = SmallCNN(n_classes=10, width=16, hidden=64)
+            model = SmallCNN(n_classes=10, width=width, hidden=64)
             res = train_classifier(
                 model, x_tr, torch.as_tensor(noisy), x_te, y_te,
                 method="sgd" if method == "penalty" else method, rho=rho, lr=lr,
@@ -152,7 +155,7 @@ class LabelNoiseStudy(Study):
         metrics = {
             "config": {"dataset": dataset, "noise": noise, "methods": methods,
                        "n_train": n_train, "n_test": n_test, "epochs": epochs, "seeds": seeds,
-                       "rho": rho, "lr": lr, "batch_size": batch_size,
+                       "width": width, "rho": rho, "lr": lr, "batch_size": batch_size,
                        "weight_penalty": lam_w, "feature_penalty": lam_f},
             "summary": [{"noise": r, "method": m, **summary[(r, m)]}
                         for r in noise for m in methods],

@@ -124,6 +124,7 @@ def variant_step(
     loss_fn: LossFn | None = None,
     penalty: Callable[[], torch.Tensor] | None = None,
     freeze_bn: bool = True,
+    m: int | None = None,
 ) -> torch.Tensor:
     """One optimization step of a SAM variant on one batch; returns the loss at ``w``.
 
@@ -144,6 +145,12 @@ def variant_step(
             :class:`LastLayerPenalty` does), e.g. the regularisers of this module.
         freeze_bn: Leave batch-norm running statistics untouched in passes at ``w + eps`` and in
             repeated passes (:func:`frozen_bn_stats`).
+        m: m-sharpness: split the batch into chunks of ``m`` examples, give each chunk its own
+            ``eps`` (from the chunk's gradient) and average the chunks' perturbed gradients
+            (Foret et al. 2021). ``m=1`` is 1-SAM (per-example ``eps``, the variant analysed in
+            arXiv 2405.03676); ``None`` (default) is n-SAM, one ``eps`` for the batch. Costs
+            ``B/m`` times the passes of smaller batches; with batch norm the running statistics
+            are updated by the first chunk only.
 
     Raises:
         TypeError: If ``optimizer`` is not a :class:`SAM`.
@@ -163,34 +170,80 @@ def variant_step(
     def frozen() -> contextlib.AbstractContextManager[object]:
         return frozen_bn_stats(model) if freeze_bn else contextlib.nullcontext()
 
+    n = len(inputs)
+    if m is not None:
+        from fmlab._validation import check_int
+
+        m = check_int(m, "m", owner="variant_step", low=1)
     optimizer.zero_grad(set_to_none=True)
-    logits = model(inputs)  # (B, C) at w
-    loss = loss_fn(logits, targets)
-    (loss + extra()).backward()
+    if not v.perturbs or m is None or m >= n:
+        loss = _one_chunk(optimizer, model, inputs, targets, v, loss_fn, extra, frozen, 1.0,
+                          first=True)
+        if v.perturbs:
+            optimizer.second_step()
+        else:
+            optimizer.base_optimizer.step()
+        return loss
+    # m-sharpness: one eps per chunk of m examples; average the perturbed gradients.
+    params = [p for g in optimizer.param_groups for p in g["params"] if p.requires_grad]
+    acc: list[torch.Tensor | None] = [None] * len(params)
+    total = torch.zeros(())
+    for k, start in enumerate(range(0, n, m)):
+        xs, ys = inputs[start:start + m], targets[start:start + m]
+        total = total + _one_chunk(optimizer, model, xs, ys, v, loss_fn, extra, frozen,
+                                   len(xs) / n, first=k == 0) * (len(xs) / n)
+        for i, p in enumerate(params):
+            if p.grad is not None:
+                acc[i] = p.grad if acc[i] is None else acc[i].add_(p.grad)
+        optimizer.zero_grad(set_to_none=True)
+    for p, a in zip(params, acc, strict=True):
+        p.grad = a
+    optimizer.second_step()
+    return total
+
+
+def _one_chunk(
+    optimizer: SAM,
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    v: SAMVariant,
+    loss_fn: LossFn,
+    extra: Callable[[], torch.Tensor | float],
+    frozen: Callable[[], contextlib.AbstractContextManager[object]],
+    scale: float,
+    *,
+    first: bool,
+) -> torch.Tensor:
+    """First pass at w and (for perturbing variants) the pass at w + eps on one chunk; leaves
+    the variant's gradient times ``scale`` in ``.grad`` and the weights restored or perturbed."""
+    with contextlib.nullcontext() if first else frozen():
+        logits = model(inputs)  # (B, C) at w
+        loss = loss_fn(logits, targets)
+        ((loss + extra()) * scale).backward()
     if not v.perturbs:
-        optimizer.base_optimizer.step()
         return loss.detach()
-    r_w = logit_residual(logits, targets, loss_fn) if v.logit_at == "w" else None
+    r_w = logit_residual(logits, targets, loss_fn) * scale if v.logit_at == "w" else None
     optimizer.first_step(zero_grad=True)
     try:
         if v.jacobian_at == "w+eps":
             with frozen():
                 logits_eps = model(inputs)  # (B, C) at w + eps
                 if r_w is None:  # SAM: the full loss at w + eps
-                    (loss_fn(logits_eps, targets) + extra()).backward()
+                    ((loss_fn(logits_eps, targets) + extra()) * scale).backward()
                 else:  # J-SAM: r at w, Jacobian at w + eps
-                    ((logits_eps * r_w).sum() + extra()).backward()
+                    ((logits_eps * r_w).sum() + extra() * scale).backward()
         else:  # L-SAM: r at w + eps, Jacobian at w
             with torch.no_grad(), frozen():
                 logits_eps = model(inputs)
-            r_eps = logit_residual(logits_eps, targets, loss_fn)
+            r_eps = logit_residual(logits_eps, targets, loss_fn) * scale
             optimizer.unperturb()
             with frozen():
-                ((model(inputs) * r_eps).sum() + extra()).backward()
+                ((model(inputs) * r_eps).sum() + extra() * scale).backward()
     except BaseException:
         optimizer.unperturb()
         raise
-    optimizer.second_step()
+    optimizer.unperturb()
     return loss.detach()
 
 

@@ -213,3 +213,46 @@ def test_import_fmlab_sam_does_not_import_torch():
     code = "import sys, fmlab.sam; assert 'torch' not in sys.modules; print(fmlab.sam.__all__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "SAM" in out.stdout
+
+
+def _update_m(model, x, y, variant, *, rho, m, loss_fn=None):
+    before = [p.detach().clone() for p in model.parameters()]
+    opt = SAM(model.parameters(), torch.optim.SGD, rho=rho, lr=1.0)
+    variant_step(opt, model, x, y, variant, loss_fn=loss_fn, m=m)
+    return [b - p.detach() for b, p in zip(before, model.parameters(), strict=True)]
+
+
+@pytest.mark.parametrize("variant", ["sam", "jacobian", "logit"])
+def test_one_sam_is_the_mean_of_per_example_variant_steps(variant):
+    """m=1 (1-SAM): each example gets eps_i from its own gradient; the update is the mean."""
+    model = _mlp()
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.randn(5, 4, generator=g, dtype=D), torch.randint(0, 3, (5,), generator=g)
+    got = _update_m(copy.deepcopy(model), x, y, variant, rho=0.4, m=1)
+    per = [_update(copy.deepcopy(model), x[i:i + 1], y[i:i + 1], variant, rho=0.4)
+           for i in range(5)]
+    for k, a in enumerate(got):
+        torch.testing.assert_close(a, sum(p[k] for p in per) / 5, rtol=0, atol=1e-12)
+    full = _update_m(copy.deepcopy(model), x, y, variant, rho=0.4, m=5)
+    ref = _update(copy.deepcopy(model), x, y, variant, rho=0.4)
+    for a, b in zip(full, ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_two_layer_linear_one_jsam_equals_sgd_plus_per_example_penalties():
+    torch.manual_seed(4)
+    net = nn.Sequential(nn.Linear(5, 7, bias=False), nn.Linear(7, 1, bias=False)).to(D)
+    x, t = _linear_data(n=6, d=5, seed=4)
+    rho = 0.3
+    got = _update_m(copy.deepcopy(net), x, t, "jacobian", rho=rho, m=1, loss_fn=logistic)
+    ref = copy.deepcopy(net)
+    w, v = ref[0].weight, ref[1].weight
+    f = ref(x)  # (B, 1)
+    wx = x @ w.T  # (B, 7)
+    gnorm = torch.sqrt((wx**2).sum(1, keepdim=True) + (v**2).sum() * (x**2).sum(1, keepdim=True))
+    c = (torch.sigmoid(-t * f) / gnorm).detach()  # (B, 1)
+    reg = 0.5 * rho * c * ((x**2).sum(1, keepdim=True) * (v**2).sum()
+                           + (wx**2).sum(1, keepdim=True))
+    want = torch.autograd.grad(logistic(f, t) + reg.mean(), [w, v])
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)

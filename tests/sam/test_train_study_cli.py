@@ -1,0 +1,107 @@
+"""The training loop, the two studies at smoke size, and ``fmlab sam``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from fmlab.cli import main
+from fmlab.sam import SmallCNN, train_classifier
+from fmlab.testing import require_or_skip
+
+
+def _data(n=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 3, (n,), generator=g)
+    x = torch.randn(n, 1, 8, 8, generator=g) + y[:, None, None, None].float()
+    return x, y
+
+
+@pytest.mark.parametrize(("method", "kwargs"), [
+    ("sgd", {}), ("sam", {}), ("logit", {}), ("jacobian", {}),
+    ("sam", {"scope": "last"}), ("sam", {"adaptive": True, "rho": 1.0}),
+    ("sgd", {"weight_penalty": 1e-2, "feature_penalty": 1e-2}),
+])
+def test_train_classifier_runs_every_method(method, kwargs):
+    x, y = _data()
+    noisy = y.clone()
+    noisy[:8] = (noisy[:8] + 1) % 3
+    torch.manual_seed(0)
+    model = SmallCNN(n_classes=3, width=4, hidden=8)
+    res = train_classifier(model, x, noisy, x, y, method=method, epochs=2, batch_size=16,
+                           lr=0.05, y_true=y, **kwargs)
+    assert len(res.history) == 2 and 1 <= res.best_epoch <= 2
+    assert 0.0 <= res.final_test_acc <= res.best_test_acc <= 1.0
+    assert {"clean_fit", "noisy_fit", "clean_weight", "noisy_weight"} <= set(res.history[0])
+    assert res.step_time > 0
+    assert not model.head._forward_pre_hooks  # the penalty hook is removed
+
+
+@pytest.mark.parametrize(("kwargs", "error", "pattern"), [
+    ({"method": "asam"}, ValueError, r"Invalid method 'asam' for train_classifier"),
+    ({"scope": "head"}, ValueError, r"Invalid scope 'head'"),
+    ({"epochs": 0}, ValueError, r"'epochs' parameter of train_classifier must be an int"),
+    ({"rho": -1.0}, ValueError, r"'rho' parameter of train_classifier"),
+])
+def test_train_classifier_errors(kwargs, error, pattern):
+    x, y = _data(8)
+    with pytest.raises(error, match=pattern):
+        train_classifier(SmallCNN(n_classes=3, width=2, hidden=4), x, y, x, y, **kwargs)
+
+
+def test_cli_variants_and_dry_run(capsys):
+    assert main(["sam", "variants", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["name"] for r in rows} == {"sgd", "sam", "logit", "jacobian"}
+    assert main(["sam", "train", "--method", "jacobian", "--dry-run", "--json"]) == 0
+    cfg = json.loads(capsys.readouterr().out)["config"]
+    assert cfg["method"] == "jacobian" and cfg["rho"] == 0.05
+
+
+def test_cli_bad_value_is_a_one_line_error(capsys):
+    assert main(["sam", "train", "--rho", "-1", "--dry-run"]) == 1
+    err = capsys.readouterr().err
+    assert "The 'rho' parameter of fmlab sam train must be a float in the range [0, inf)" in err
+
+
+def _need_data() -> None:
+    from fmlab.data import dataset_info
+
+    for name in ("mnist", "fashion-mnist"):
+        if not dataset_info(name).available:
+            require_or_skip(f"{name} is not installed; run: bash scripts/setup.sh")
+
+
+def test_label_noise_study_smoke(tmp_path):
+    _need_data()
+    from fmlab.studies import run_study
+
+    rec = run_study("sam.label_noise", tmp_path, options={
+        "n_train": 128, "n_test": 100, "epochs": 2, "noise": [0.0, 0.5], "batch_size": 64,
+        "width": 4,
+    }, show_progress=False)
+    assert rec["status"] == "ok"
+    assert {c["claim"][:20] for c in rec["claims"]}
+    for fig in ("accuracy_curves.png", "best_accuracy.png", "example_weighting.png"):
+        assert (tmp_path / "sam.label_noise" / fig).is_file()
+
+
+def test_feature_balance_study_smoke(tmp_path):
+    _need_data()
+    from fmlab.studies import run_study
+
+    rec = run_study("sam.feature_balance", tmp_path, options={
+        "n_train": 128, "n_probe": 128, "epochs": 1}, show_progress=False)
+    assert rec["status"] == "ok" and len(rec["claims"]) == 4
+    assert (tmp_path / "sam.feature_balance" / "probe_accuracy.png").is_file()
+
+
+def test_unknown_study_option_is_rejected(tmp_path):
+    from fmlab.sam._study import LabelNoiseStudy
+    from fmlab.studies import StudyContext
+
+    ctx = StudyContext(tmp_path, options={"epoch": 3})
+    with pytest.raises(ValueError, match=r"Unknown option\(s\) \['epoch'\] for study"):
+        LabelNoiseStudy().run(ctx)
