@@ -13,6 +13,8 @@ _LAZY: dict[str, str] = {
     # "capability.short": "fmlab.capability._study:ClassName",
     "embeddings.echo": "fmlab.embeddings._study:EchoStudy",
     "ood.agreement": "fmlab.ood._study:AgreementStudy",
+    "sam.feature_balance": "fmlab.sam._study:FeatureBalanceStudy",
+    "sam.label_noise": "fmlab.sam._study:LabelNoiseStudy",
 }
 
 for _name, _target in _LAZY.items():
