@@ -175,7 +175,7 @@ def _offline() -> bool:
 
 
 def _is_network_error(exc: BaseException) -> bool:
-    if isinstance(exc, OSError | ValueError):
+    if isinstance(exc, OSError):  # transformers reports a missing / unreachable repo as OSError
         return True
     module = type(exc).__module__ or ""
     return module.split(".")[0] in ("httpx", "httpcore", "requests", "urllib3", "huggingface_hub")
