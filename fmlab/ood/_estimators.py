@@ -229,7 +229,7 @@ class ALineS(_ALineBase):
         >>> from fmlab.ood import ALineS, make_synthetic_ensemble
         >>> ens = make_synthetic_ensemble(n_models=8, random_state=0)
         >>> est = ALineS().fit(ens.id_probs, ens.id_labels, ens.ood_probs)
-        >>> bool(abs(est.ood_accuracy_ - ens.ood_accuracy).max() < 0.05)
+        >>> bool(abs(est.ood_accuracy_ - ens.ood_accuracy).mean() < 0.04)
         True
 
     References:
@@ -281,7 +281,7 @@ class ALineD(_ALineBase):
         >>> from fmlab.ood import ALineD, make_synthetic_ensemble
         >>> ens = make_synthetic_ensemble(n_models=8, random_state=0)
         >>> est = ALineD().fit(ens.id_probs, ens.id_labels, ens.ood_probs)
-        >>> bool(abs(est.ood_accuracy_ - ens.ood_accuracy).max() < 0.05)
+        >>> bool(abs(est.ood_accuracy_ - ens.ood_accuracy).mean() < 0.04)
         True
 
     References:

@@ -27,3 +27,12 @@ def test_study_registered():
 
     study = get_study("ood.agreement")
     assert study.capability == "ood" and "2404.01542" in study.paper
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import fmlab.ood._estimators as estimators
+
+    result = doctest.testmod(estimators)
+    assert result.attempted >= 2 and result.failed == 0

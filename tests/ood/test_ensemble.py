@@ -116,6 +116,22 @@ def test_build_ensemble_on_zoo_data_and_cli_roundtrip(tmp_path, monkeypatch):
     assert main(["ood", "predict", "--from", str(tmp_path / "ens"), "--json"]) == 0
 
 
+def test_build_ensemble_across_backbones_splits_models(tmp_path, monkeypatch):
+    from fmlab.data import dataset_info
+
+    if not dataset_info("digits").available:
+        from fmlab.testing import require_or_skip
+
+        require_or_skip("the 'digits' dataset (scikit-learn) is not available")
+    monkeypatch.setenv("FMLAB_CACHE", str(tmp_path))
+    # two pixel 'backbones' stand in for two zoo models; small MLP heads trained from scratch
+    ens = build_ensemble(["pixels", "pixels"], "digits", ood="corrupt:gaussian_noise:2",
+                         n_models=5, n_train=300, n_eval=100, epochs=(1, 2), hidden=16)
+    assert [m["backbone"] for m in ens.members] == ["pixels"] * 5
+    assert ens.probs["ood"].shape[:2] == (5, 100)
+    assert len({m["init_seed"] for m in ens.members}) == 5  # seeds differ across the groups
+
+
 def test_cli_ensemble_dry_run_and_predict_errors(tmp_path, capsys):
     assert main(["ood", "ensemble", "--backbone", "pixels", "--dataset", "digits", "--ood",
                  "rotate:20", "--out", str(tmp_path), "--dry-run", "--json"]) == 0
