@@ -78,7 +78,7 @@ MODELS.register(
 MODELS.register(
     "tiny-llama",
     "fmlab.models._tiny:tiny_causal_lm",
-    description="Randomly initialised LlamaForCausalLM (2 layers, 64-d, ~1M parameters) with a "
+    description="Randomly initialised LlamaForCausalLM (2 layers, 64-d, ~91k parameters) with a "
     "small byte-level BPE tokenizer; for fast tests.",
     kind="tiny",
     package="transformers",
