@@ -91,6 +91,10 @@ class BaseLaw(RegressorMixin, BaseEstimator):
         """Internal coordinates ``(P,)`` from named public parameters."""
         raise NotImplementedError
 
+    def _extrapolation_key(self, X: np.ndarray) -> np.ndarray:
+        """What ``validation="extrapolate"`` holds out the largest of (default: ``N * D``)."""
+        return X[:, 0] * X[:, 1]
+
     def _make_params(self, theta: np.ndarray) -> LawParams:
         """The named parameter dataclass for internal coordinates ``theta (P,)``."""
         pub = self._public(np.asarray(theta, float)[None, :])
@@ -229,7 +233,7 @@ class BaseLaw(RegressorMixin, BaseEstimator):
         if self.validation == "random":
             perm = np.random.default_rng(self.random_state).permutation(n)
             return np.sort(perm[n_hold:]), np.sort(perm[:n_hold])
-        order = np.argsort(self._X_fit[:, 0] * self._X_fit[:, 1], kind="stable")
+        order = np.argsort(self._extrapolation_key(self._X_fit), kind="stable")
         return np.sort(order[:-n_hold]), np.sort(order[-n_hold:])
 
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> BaseLaw:

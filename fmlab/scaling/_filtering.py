@@ -437,6 +437,9 @@ class DataFilteringLaw(BaseLaw):
         super().set_fitted_params(d)
         return self
 
+    def _extrapolation_key(self, X: np.ndarray) -> np.ndarray:
+        return X[:, 1] / X[:, 2]  # passes over the pool
+
     def _check_domain(self, X: np.ndarray) -> None:  # validated in _select
         return None
 

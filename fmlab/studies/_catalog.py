@@ -15,6 +15,9 @@ _LAZY: dict[str, str] = {
     "ood.agreement": "fmlab.ood._study:AgreementStudy",
     "sam.feature_balance": "fmlab.sam._study:FeatureBalanceStudy",
     "sam.label_noise": "fmlab.sam._study:LabelNoiseStudy",
+    "scaling.chinchilla": "fmlab.scaling._study:ChinchillaStudy",
+    "scaling.data_filtering": "fmlab.scaling._study:DataFilteringStudy",
+    "scaling.precision": "fmlab.scaling._study:PrecisionStudy",
 }
 
 for _name, _target in _LAZY.items():
