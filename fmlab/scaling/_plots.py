@@ -38,28 +38,37 @@ def plot_fit(law: Any, X: Any, y: Any, path: str | Path, *, title: str | None = 
             ax.plot(grid, law.predict(frame), label=str(p))
         ax.set_xlabel("samples seen")
         ax.set_ylabel("error")
-    else:
+    elif len(law.feature_names) == 2:
+        # isoFLOP profiles (C = 6 N D): runs and the fitted curve along each budget
         xa = law._select(X)
-        key = xa[:, 1] if xa.shape[1] > 1 else np.zeros(len(xa))
-        groups = np.unique(np.round(np.log10(key), 1)) if key.size else []
+        flops = 6 * xa[:, 0] * xa[:, 1]
+        key = np.round(np.log10(flops) * 4) / 4
+        groups = np.unique(key)
         colors = plt.cm.viridis(np.linspace(0, 1, max(len(groups), 1)))
-        pred = law.predict(xa)
-        band = None
-        if getattr(law, "_boot_theta", None) is not None:
-            band = law.predict_interval(xa)
+        has_band = getattr(law, "_boot_theta", None) is not None
         for g, c in zip(groups, colors, strict=False):
-            m = np.round(np.log10(key), 1) == g
-            order = np.argsort(xa[m, 0])
-            ax.scatter(xa[m, 0], y[m], s=10, color=c, alpha=0.6)
-            ax.plot(xa[m, 0][order], pred[m][order], color=c, lw=1)
-            if band is not None:
-                ax.fill_between(xa[m, 0][order], band[0][m][order], band[1][m][order],
-                                color=c, alpha=0.15)
-        ax.set_xscale("log")
+            m = key == g
+            cmed = float(np.median(flops[m]))
+            ax.scatter(xa[m, 0], y[m], s=10, color=c, alpha=0.7)
+            grid = np.geomspace(xa[m, 0].min(), xa[m, 0].max(), 60)
+            xs = np.column_stack([grid, cmed / (6 * grid)])
+            ax.plot(grid, law.predict(xs), color=c, lw=1, label=f"C={cmed:.1e}")
+            if has_band:
+                lo, hi = law.predict_interval(xs)
+                ax.fill_between(grid, lo, hi, color=c, alpha=0.2)
         ax.set_xlabel("parameters N")
         ax.set_ylabel("loss")
+    else:
+        xa = law._select(X)
+        pred = law.predict(xa)
+        ax.scatter(y, pred, s=8, alpha=0.6)
+        lim = [min(y.min(), pred.min()), max(y.max(), pred.max())]
+        ax.plot(lim, lim, "k--", lw=1)
+        ax.set_xlabel("observed")
+        ax.set_ylabel("predicted")
+        ax.set_yscale("log")
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=6, ncol=2)
     ax.set_xscale("log")
     ax.set_title(title or f"{type(law).__name__} fit")
     fig.tight_layout()

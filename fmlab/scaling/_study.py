@@ -86,8 +86,8 @@ class ChinchillaStudy(Study):
                      "diagnostics": d.to_dict(), "hoffmann_objective": hoff,
                      "allocations": [a.__dict__ for a in alloc]},
             claims=claims,
-            figures={"chinchilla_fit.png": "Loss vs parameters, one colour per token count; "
-                                           "lines: fit; bands: 95% bootstrap."},
+            figures={"chinchilla_fit.png": "IsoFLOP profiles: loss vs parameters, one colour per "
+                                           "compute budget; lines: fit; bands: 95% bootstrap."},
             tables={"Refit vs Epoch": table},
         )
 
@@ -150,7 +150,7 @@ class PrecisionStudy(Study):
         # claim 1: PTQ past a critical data size
         n_ref = 110e6
         curves, marks, harm = {}, {}, {}
-        d_grid = np.geomspace(1e9, 1e13, 200)
+        d_grid = np.geomspace(1e9, 5e11, 200)
         for pb in (3.0, 4.0, 6.0):
             xs = np.column_stack([np.full_like(d_grid, n_ref), d_grid, np.full_like(d_grid, pb)])
             curves[f"post-train {pb:g} bits"] = (d_grid, ptq.predict(xs))
@@ -161,8 +161,8 @@ class PrecisionStudy(Study):
         xs = np.column_stack([np.full_like(d_grid, n_ref), d_grid, np.full_like(d_grid, np.inf)])
         curves["no PTQ"] = (d_grid, ptq.predict(xs))
         plot_precision_curves(curves, ctx.figure_path("ptq_vs_data.png"), xlabel="tokens D",
-                              title=f"Loss after PTQ, N = {n_ref:.0e} (fitted law)", logx=True,
-                              vlines=marks)
+                              title=f"Loss after PTQ, N = {n_ref / 1e6:.0f}M (fitted law)",
+                              logx=True, vlines=marks)
         d4, harm4 = harm[4.0]
 
         # claim 4: compute-optimal precision
