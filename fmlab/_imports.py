@@ -12,6 +12,7 @@ from fmlab.exceptions import MissingDependencyError
 _EXTRAS: dict[str, tuple[str, str]] = {
     "torch": ("torch==2.13.0", "torch"),
     "transformers": ("transformers", "hf"),
+    "accelerate": ("accelerate", "hf"),
     "gguf": ("gguf", "hf"),
     "safetensors": ("safetensors", "hf"),
     "sentence_transformers": ("sentence-transformers", "hf"),
