@@ -82,10 +82,10 @@ def peer_materialised(id_preds, id_labels, ood_preds):
     return _aline_d_from_agreements(agr[0], agr[1], acc, id_preds.shape[1], ood_preds.shape[1])
 
 
-def fmlab_aline_d(id_preds, id_labels, ood_preds):
+def fmlab_aline_d(id_preds, id_labels, ood_preds, n_jobs=None):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return ALineD().fit(id_preds, id_labels, ood_preds).ood_accuracy_
+        return ALineD(n_jobs=n_jobs).fit(id_preds, id_labels, ood_preds).ood_accuracy_
 
 
 def measure(fn, args, repeats):
@@ -118,6 +118,10 @@ def main() -> None:
     ours, t_min, t_med, peak = measure(fmlab_aline_d, inputs, args.repeats)
     rows.append({"method": "fmlab ALineD (predictions)", "min_s": t_min, "median_s": t_med,
                  "peak_mib": peak / 2**20, "max_abs_diff": 0.0})
+    out, t_min, t_med, peak = measure(fmlab_aline_d, (*inputs, 2), args.repeats)
+    rows.append({"method": "fmlab ALineD (predictions, n_jobs=2)", "min_s": t_min,
+                 "median_s": t_med, "peak_mib": peak / 2**20,
+                 "max_abs_diff": float(np.abs(out - ours).max())})
     # probabilities input (float32), the common case: argmax + validation included
     rng = np.random.default_rng(1)
     def to_probs(p):  # noqa: E306
@@ -130,6 +134,11 @@ def main() -> None:
     rows.append({"method": "fmlab ALineD (float32 probs)", "min_s": t_min, "median_s": t_med,
                  "peak_mib": peak / 2**20, "max_abs_diff": float(np.abs(out - ours).max()),
                  "note": f"inputs themselves {2 * id_probs.nbytes / 2**20:.0f} MiB"})
+    out, t_min, t_med, peak = measure(fmlab_aline_d, (id_probs, id_y, ood_probs, 2),
+                                      args.repeats)
+    rows.append({"method": "fmlab ALineD (float32 probs, n_jobs=2)", "min_s": t_min,
+                 "median_s": t_med, "peak_mib": peak / 2**20,
+                 "max_abs_diff": float(np.abs(out - ours).max())})
     del id_probs, ood_probs
     for name, fn, reps in (("peer: pairwise Python loop", peer_pairwise_loop, 1),
                            ("peer: materialised (m, m, n) tensor", peer_materialised, 1)):
@@ -161,10 +170,10 @@ def main() -> None:
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"ALine-D, {m} models x {n} ID + {n} OOD examples, {k} classes "
           f"(load avg {os.getloadavg()[0]:.1f})")
-    print(f"{'method':38s} {'min s':>8s} {'median s':>9s} {'peak MiB':>9s} {'time x':>8s} "
+    print(f"{'method':40s} {'min s':>8s} {'median s':>9s} {'peak MiB':>9s} {'time x':>8s} "
           f"{'mem x':>7s} {'max|diff|':>10s}")
     for r in rows:
-        print(f"{r['method']:38s} {r['min_s']:8.3f} {r['median_s']:9.3f} {r['peak_mib']:9.1f} "
+        print(f"{r['method']:40s} {r['min_s']:8.3f} {r['median_s']:9.3f} {r['peak_mib']:9.1f} "
               f"{r['time_ratio_vs_fmlab']:8.1f} {r['memory_ratio_vs_fmlab']:7.1f} "
               f"{r['max_abs_diff']:10.2e}")
     print("fmlab peak memory vs examples: " + ", ".join(

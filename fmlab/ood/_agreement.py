@@ -55,6 +55,19 @@ def probit(p: Any, eps: float = 1e-4) -> np.ndarray:
     return ndtri(np.clip(np.asarray(p, dtype=float), eps, 1.0 - eps))
 
 
+def resolve_n_jobs(n_jobs: int | None) -> int:
+    """scikit-learn's convention: ``None`` -> 1, ``-1`` -> all cores, ``k`` -> k."""
+    import os
+
+    if n_jobs is None:
+        return 1
+    if n_jobs == -1:
+        return max(1, os.cpu_count() or 1)
+    if n_jobs < 1:
+        raise ValueError(f"The 'n_jobs' parameter must be None, -1 or an int >= 1. Got {n_jobs}.")
+    return int(n_jobs)
+
+
 def accuracies(preds: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Accuracy of each model. ``preds`` (n_models, n) int, ``labels`` (n,) int -> (n_models,)."""
     return (preds == labels[None, :]).mean(axis=1)
@@ -66,6 +79,7 @@ def pairwise_agreement(
     *,
     method: Literal["auto", "onehot", "compare"] = "auto",
     chunk: int = _CHUNK,
+    n_jobs: int | None = None,
 ) -> np.ndarray:
     """Agreement rate of every pair of models, ``Agr(h_i, h_j) = mean_x 1[h_i(x) = h_j(x)]``.
 
@@ -87,6 +101,8 @@ def pairwise_agreement(
         n_classes: Number of classes (default: ``preds.max() + 1``).
         method: Which algorithm; see above.
         chunk: Examples per block (at most 2**24 so float32 counts stay exact).
+        n_jobs: Threads for ``"compare"`` (numpy releases the GIL in the comparisons; each
+            thread owns whole rows of the result). ``None`` means 1, ``-1`` all cores.
 
     Returns:
         Symmetric (n_models, n_models) float array with ones on the diagonal.
@@ -112,12 +128,24 @@ def pairwise_agreement(
                 acc += onehot @ onehot.T  # (m, m): examples where both predict class c
             counts += acc
     elif method == "compare":
-        for start in range(0, n, chunk):
-            block = small[:, start:start + chunk]  # (m, b)
-            for i in range(m - 1):
-                counts[i, i + 1:] += (block[i + 1:] == block[i]).sum(axis=1)  # (m - i - 1,)
-            # the lower triangle is filled by symmetry below
-        counts = counts + counts.T
+        jobs = resolve_n_jobs(n_jobs)
+
+        def rows(part: range) -> None:
+            for start in range(0, n, chunk):
+                block = small[:, start:start + chunk]  # (m, b)
+                for i in part:
+                    counts[i, i + 1:] += (block[i + 1:] == block[i]).sum(axis=1)  # (m - i - 1,)
+
+        # Row i costs m - i - 1 comparisons: dealing rows round-robin balances the threads.
+        parts = [range(t, m - 1, jobs) for t in range(jobs)]
+        if jobs == 1:
+            rows(parts[0])
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(jobs) as pool:
+                list(pool.map(rows, parts))
+        counts = counts + counts.T  # the lower triangle by symmetry
         counts[np.diag_indices(m)] = n
     else:
         raise ValueError(

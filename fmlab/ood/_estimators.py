@@ -113,6 +113,7 @@ class BaseOODEstimator:
         data = check_ensemble_outputs(
             id_probs, id_labels, ood_probs, owner=type(self).__name__,
             min_models=self.min_models, need_probs=self.needs_probs,
+            n_jobs=getattr(self, "n_jobs", None),
         )
         self.n_models_ = data.n_models
         self.n_classes_ = data.n_classes
@@ -131,6 +132,14 @@ class BaseOODEstimator:
         raise NotImplementedError
 
 
+def _check_n_jobs(n_jobs: Any, owner: str) -> None:
+    if n_jobs is None or n_jobs == -1:
+        return
+    from fmlab._validation import check_int
+
+    check_int(n_jobs, "n_jobs", owner=owner, low=1)
+
+
 # ---------------------------------------------------------------------------------------------
 # Agreement-on-the-line
 # ---------------------------------------------------------------------------------------------
@@ -142,23 +151,28 @@ class _ALineBase(BaseOODEstimator):
     min_models = 3
     _name: ClassVar[str] = "ALine"
 
-    def __init__(self, *, eps: float | None = None, min_r2: float = 0.9) -> None:
+    def __init__(self, *, eps: float | None = None, min_r2: float = 0.9,
+                 n_jobs: int | None = None) -> None:
         self.eps = eps
         self.min_r2 = min_r2
+        self.n_jobs = n_jobs
 
     def _check_params(self) -> None:
         owner = type(self).__name__
         if self.eps is not None:
             check_real(self.eps, "eps", owner=owner, low=0.0, high=0.5)
         check_real(self.min_r2, "min_r2", owner=owner, high=1.0, closed="right")
+        _check_n_jobs(self.n_jobs, owner)
 
     def _agreement_fit(self, data: EnsembleOutputs) -> None:
         m = data.n_models
         n_id, n_ood = data.id_preds.shape[1], data.ood_preds.shape[1]
         self.eps_id_ = resolve_eps(self.eps, n_id)
         self.eps_ood_ = resolve_eps(self.eps, n_ood)
-        self.id_agreement_ = pairwise_agreement(data.id_preds, data.n_classes)  # (m, m)
-        self.ood_agreement_ = pairwise_agreement(data.ood_preds, data.n_classes)  # (m, m)
+        self.id_agreement_ = pairwise_agreement(data.id_preds, data.n_classes,
+                                                n_jobs=self.n_jobs)  # (m, m)
+        self.ood_agreement_ = pairwise_agreement(data.ood_preds, data.n_classes,
+                                                 n_jobs=self.n_jobs)  # (m, m)
         iu = np.triu_indices(m, k=1)
         agr_id, agr_ood = self.id_agreement_[iu], self.ood_agreement_[iu]  # (m(m-1)/2,)
         self.n_clipped_ = int(
@@ -213,6 +227,8 @@ class ALineS(_ALineBase):
         min_r2: A :class:`~fmlab.exceptions.ReliabilityWarning` is raised when the R² of the
             agreement line is below this (agreement-on-the-line does not hold). 0.9 is our
             choice; the papers' exclusion threshold was not recovered.
+        n_jobs: Threads for input checks and pairwise agreement (``None`` = 1, ``-1`` = all
+            cores); results do not depend on it.
 
     Attributes:
         ood_accuracy_: Predicted OOD accuracy per model, (n_models,).
@@ -269,6 +285,7 @@ class ALineD(_ALineBase):
     Args:
         eps: Probit clipping constant; see :class:`ALineS`.
         min_r2: Reliability threshold on the agreement line's R²; see :class:`ALineS`.
+        n_jobs: Threads; see :class:`ALineS`.
 
     Attributes:
         ood_accuracy_, id_accuracy_, id_agreement_, ood_agreement_, agreement_line_, slope_,
@@ -331,6 +348,9 @@ class NaiveAgreement(BaseOODEstimator):
     Accurate when the ensemble is well calibrated in the sense of Jiang et al.; it ignores the
     shift's effect on ID agreement, which ALine corrects.
 
+    Args:
+        n_jobs: Threads for input checks and agreement (``None`` = 1, ``-1`` = all cores).
+
     Attributes:
         ood_accuracy_, id_accuracy_: (n_models,).
         ood_agreement_: Pairwise OOD agreement, (n_models, n_models).
@@ -342,12 +362,16 @@ class NaiveAgreement(BaseOODEstimator):
 
     min_models = 2
 
-    def __init__(self) -> None:
-        pass
+    def __init__(self, *, n_jobs: int | None = None) -> None:
+        self.n_jobs = n_jobs
+
+    def _check_params(self) -> None:
+        _check_n_jobs(self.n_jobs, type(self).__name__)
 
     def _fit(self, data: EnsembleOutputs) -> np.ndarray:
         m = data.n_models
-        self.ood_agreement_ = pairwise_agreement(data.ood_preds, data.n_classes)
+        self.ood_agreement_ = pairwise_agreement(data.ood_preds, data.n_classes,
+                                                 n_jobs=self.n_jobs)
         return (self.ood_agreement_.sum(axis=1) - 1.0) / (m - 1)
 
 

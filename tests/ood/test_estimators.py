@@ -53,6 +53,8 @@ def test_pairwise_agreement_matches_materialised_tensor(method, k):
     ref = (preds[:, None, :] == preds[None, :, :]).mean(-1)
     got = pairwise_agreement(preds, k, method=method, chunk=100)
     np.testing.assert_allclose(got, ref, atol=1e-12)
+    np.testing.assert_array_equal(pairwise_agreement(preds, k, method=method, chunk=100,
+                                                     n_jobs=3), got)
     assert got[1, 3] == 1.0
 
 
@@ -276,3 +278,12 @@ def test_set_params_rejects_unknown():
     with pytest.raises(ValueError, match=r"Invalid parameter 'epsilon' for ALineD"):
         ALineD().set_params(epsilon=1)
     assert ALineD().set_params(eps=0.01).eps == 0.01
+
+
+@pytest.mark.parametrize("cls", [ALineD, ALineS, NaiveAgreement])
+def test_threads_do_not_change_results(cls, benign):
+    one = cls(n_jobs=1).fit(benign.id_probs, benign.id_labels, benign.ood_probs).ood_accuracy_
+    two = cls(n_jobs=2).fit(benign.id_probs, benign.id_labels, benign.ood_probs).ood_accuracy_
+    np.testing.assert_array_equal(one, two)
+    with pytest.raises(ValueError, match="'n_jobs' parameter"):
+        cls(n_jobs=0).fit(benign.id_probs, benign.id_labels, benign.ood_probs)
