@@ -9,7 +9,14 @@ By default the loop runs on a seeded random 10% of the grid and its time is scal
 per-start cost is flat); ``--full`` runs every start. Both peers run with single-threaded BLAS,
 which is faster for them on this machine.
 
-Usage: python benchmarks/scaling_bench.py [--full] [--repeats 3]
+A second comparison runs the PyPI package ``chinchilla`` (0.2.0; BFGS per start in long double
+over a multiprocessing pool on all cores) with the same Huber-on-log-loss objective passed as its
+``loss_fn``, on a 243-start grid (3 values per axis; its full-grid time is extrapolated), against
+fmlab on the same grid. The package needs seaborn, attrdictx, ordinal and ruamel.yaml; install it
+outside the project, e.g. ``pip install --target /tmp/cc chinchilla==0.2.0`` (plus those), and
+pass ``--chinchilla-path /tmp/cc``. Skipped when it cannot be imported.
+
+Usage: python benchmarks/scaling_bench.py [--full] [--repeats 3] [--chinchilla-path DIR]
 Writes benchmarks/results/scaling.json.
 """
 
@@ -71,6 +78,55 @@ def _params(x):
             "B": float(np.exp(b)), "beta": float(beta)}
 
 
+def _package_comparison(path, runs, full_grid):
+    """Time the PyPI ``chinchilla`` package and fmlab on the same 243-start grid and loss."""
+    import os
+    import sys
+    import tempfile
+
+    from fmlab.scaling import ChinchillaLaw
+
+    if path:
+        sys.path.insert(0, path)
+    try:
+        import pandas as pd
+        from chinchilla import Chinchilla
+    except Exception:
+        return None
+
+    def huber_log(y_true, y_pred, delta=1e-3):
+        r = np.log(y_true) - np.log(y_pred)
+        a = np.abs(r)
+        return np.where(a <= delta, 0.5 * r * r, delta * (a - 0.5 * delta))
+
+    grid = {"e": [-1.0, 0.0, 1.0], "a": [0.0, 10.0, 20.0], "b": [0.0, 10.0, 20.0],
+            "alpha": [0.0, 1.0, 2.0], "beta": [0.0, 1.0, 2.0]}
+    X, y = runs[["n_params", "n_tokens"]], runs["loss"]
+    with tempfile.TemporaryDirectory() as tmp:
+        proj = os.path.join(tmp, "proj")
+        os.makedirs(proj)
+        pd.DataFrame({"C": 6 * runs.n_params * runs.n_tokens, "N": runs.n_params,
+                      "D": runs.n_tokens, "loss": runs.loss}).to_csv(
+            os.path.join(proj, "df.csv"), index=False)
+        cc = Chinchilla(proj, param_grid=grid, loss_fn=huber_log, log_level=40)
+        t0 = time.perf_counter()
+        cc.fit(parallel=True)
+        t_pkg = time.perf_counter() - t0
+    law = ChinchillaLaw(grid={"log_E": grid["e"], "log_A": grid["a"], "log_B": grid["b"],
+                              "alpha": grid["alpha"], "beta": grid["beta"]})
+    pkg_params = {"E": float(cc.E), "A": float(cc.A), "alpha": float(cc.alpha),
+                  "B": float(cc.B), "beta": float(cc.beta)}
+    pkg_obj = law.objective(X, y, pkg_params)  # the package minimises the mean; same optimum
+    t0 = time.perf_counter()
+    law.fit(X, y)
+    t_ours = time.perf_counter() - t0
+    return {"starts": 243, "package_time_s": t_pkg, "fmlab_time_s": t_ours,
+            "ratio": t_pkg / t_ours, "package_objective": pkg_obj,
+            "fmlab_objective": law.diagnostics_.objective, "package_params": pkg_params,
+            "fmlab_params": law.params_.to_dict(),
+            "package_full_grid_s_extrapolated": t_pkg * full_grid / 243}
+
+
 def main() -> None:
     from threadpoolctl import threadpool_limits
 
@@ -81,6 +137,8 @@ def main() -> None:
     ap.add_argument("--full", action="store_true", help="run the loop over all 4,500 starts")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--loop-fraction", type=float, default=0.1)
+    ap.add_argument("--chinchilla-path", default=None,
+                    help="folder holding the PyPI 'chinchilla' package (pip install --target)")
     args = ap.parse_args()
 
     runs = chinchilla_runs("epoch", drop_highest=5)
@@ -126,6 +184,7 @@ def main() -> None:
                      "time_min_s": dt * scale, "objective": fun, "params": _params(x),
                      "extrapolated": scale != 1.0})
 
+    package = _package_comparison(args.chinchilla_path, runs, len(grid))
     ours = rows[0]
     print(f"\nChinchilla refit, Epoch data (240 runs), 4,500-start grid, Huber delta=1e-3 on log "
           f"loss; {platform.node()} ({platform.processor() or platform.machine()})\n")
@@ -148,7 +207,18 @@ def main() -> None:
     same = all(abs(r["objective"] - ours["objective"]) <= 1e-6 * ours["objective"] or
                r["objective"] > ours["objective"] for r in rows)
     print(f"fmlab objective <= every peer's (within 1e-6 relative): {same}")
+    if package:
+        print("\nvs PyPI 'chinchilla' 0.2.0, same Huber-on-log-loss objective, "
+              f"{package['starts']}-start grid (3 values per axis):")
+        print(f"  chinchilla package: {package['package_time_s']:.2f} s (x{package['ratio']:.1f}), "
+              f"objective {package['package_objective']:.8e}; full 4,500-start grid "
+              f"~{package['package_full_grid_s_extrapolated']:.0f} s (extrapolated)")
+        print(f"  fmlab:              {package['fmlab_time_s']:.2f} s, objective "
+              f"{package['fmlab_objective']:.8e}")
+    else:
+        print("\n(PyPI 'chinchilla' not importable: pass --chinchilla-path to compare)")
     out = {"benchmark": "chinchilla_refit", "rows": rows, "bootstrap_1000_s": boot_time,
+           "chinchilla_package": package,
            "loop_full": bool(args.full), "fmlab_not_worse": same,
            "node": platform.node()}
     path = Path(__file__).parent / "results" / "scaling.json"

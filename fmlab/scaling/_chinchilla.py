@@ -148,20 +148,38 @@ class ChinchillaLaw(BaseLaw):
         return out
 
     def _log_predict_jac(self, theta: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        a, al, b, be, e = self._split_theta(theta)
-        ln, ld = np.log(X[:, 0]), np.log(X[:, 1])
-        out, (w1, w2, w3) = lse(a - al * ln, b - be * ld, e + 0 * ln)
+        # The hot loop of the 4,500-start fit: a 3-term log-sum-exp written with in-place
+        # operations (no (k, n, 3) stack, few temporaries). Shapes: (k, n) unless noted.
+        a, al, b, be, e = self._split_theta(theta)  # each (k, 1)
+        ln, ld = np.log(X[:, 0]), np.log(X[:, 1])  # (n,)
+        u1 = a - al * ln
+        u2 = b - be * ld
+        m = np.maximum(u1, u2)
+        np.maximum(m, e, out=m)
+        u1 -= m
+        np.exp(u1, out=u1)  # e1
+        u2 -= m
+        np.exp(u2, out=u2)  # e2
+        e3 = np.exp(e - m)
+        s = u1 + u2
+        s += e3
+        out = np.log(s)
+        out += m
+        np.reciprocal(s, out=s)
+        u1 *= s  # softmax weights w1, w2, w3
+        u2 *= s
+        e3 *= s
         k, n = out.shape
         jac = np.empty((k, n, theta.shape[1]))
-        jac[..., 0] = w1
-        jac[..., 1] = -w1 * ln
-        jac[..., 2] = w2
+        jac[..., 0] = u1
+        np.multiply(u1, -ln, out=jac[..., 1])
+        jac[..., 2] = u2
         if self.tie_exponents:
-            jac[..., 1] -= w2 * ld
-            jac[..., 3] = w3
+            jac[..., 1] -= u2 * ld
+            jac[..., 3] = e3
         else:
-            jac[..., 3] = -w2 * ld
-            jac[..., 4] = w3
+            np.multiply(u2, -ld, out=jac[..., 3])
+            jac[..., 4] = e3
         return out, jac
 
     def _public(self, theta: np.ndarray) -> dict[str, np.ndarray]:
