@@ -22,6 +22,7 @@ from fmlab._validation import check_bool, check_int, check_option
 from fmlab.embeddings._device import resolve_device, resolve_dtype
 from fmlab.embeddings._templates import (
     EchoTemplate,
+    Piece,
     TokenizedInput,
     get_template,
     tokenize_with_template,
@@ -203,6 +204,11 @@ class EchoEncoder:
         # any id works: padded positions are masked out of attention and pooling
         self._pad_id = next((i for i in candidates if i is not None), 0)
         self._piece_cache: dict[str, list[int]] = {}
+        # Tokenizers that add BOS by default (Gemma, Llama) expect it; their models misbehave
+        # without it. Templates without {bos} then get one, unpooled, at the front.
+        probe = self.tokenizer("a", add_special_tokens=True)["input_ids"]
+        bos = self.tokenizer.bos_token_id
+        self._auto_bos = bos is not None and len(probe) > 0 and probe[0] == bos
         self._cache: OrderedDict[tuple[Any, ...], np.ndarray] = OrderedDict()
         self.n_truncated_ = 0
 
@@ -276,6 +282,8 @@ class EchoEncoder:
         """
         side = "document" if prompt_type in ("document", "passage") else "query"
         pieces = self.template.pieces(side)  # type: ignore[arg-type]
+        if self._auto_bos and not any(p.kind == "bos" for p in pieces):
+            pieces = (Piece("bos"), *pieces)
         # Scaffold and instruction pieces are tokenised once and cached; input text is not.
         for p in pieces:
             if p.kind == "text":

@@ -125,6 +125,8 @@ def test_smollm2_echo_beats_classical_on_stsb_subset():
 def test_gemma3_encodes_with_exact_span():
     enc = EchoEncoder.from_pretrained("gemma-3-270m", template="echo")
     item = enc.tokenize("A man plays the guitar.")
+    assert item.input_ids[0] == enc.tokenizer.bos_token_id  # Gemma expects BOS; added unpooled
+    assert item.pool_mask[0] == 0
     pooled = [i for i, m in zip(item.input_ids, item.pool_mask, strict=True) if m]
     assert pooled == enc.tokenizer(" A man plays the guitar.", add_special_tokens=False)["input_ids"]
     out = enc.encode(["A man plays the guitar.", "Someone plays music.", "Stocks fell."],
