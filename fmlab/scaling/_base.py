@@ -317,7 +317,7 @@ class BaseLaw(RegressorMixin, BaseEstimator):
             th, _, ok = core.bootstrap_refits(
                 lambda W: self._objective_for(Xt, yt, W), res.x, Xt.shape[0], self.n_bootstrap,
                 lower, upper, base_weights=wt, random_state=self.random_state,
-                max_iter=self.max_iter,
+                max_iter=min(self.max_iter, 200),
             )
             self._boot_theta = th
             boot = self._public(th)

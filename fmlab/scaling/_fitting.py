@@ -447,7 +447,9 @@ def bootstrap_refits(
     *,
     base_weights: np.ndarray | None = None,
     random_state: int | None = 0,
-    max_iter: int = 300,
+    max_iter: int = 200,
+    ftol: float = 1e-9,
+    gtol: float = 1e-9,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Nonparametric bootstrap: refit on ``n_bootstrap`` resamples of the rows, all at once.
 
@@ -466,7 +468,9 @@ def bootstrap_refits(
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1):
-        res = batched_lbfgs(fun, x0, lower, upper, rows=np.arange(n_bootstrap), max_iter=max_iter)
+        # replicates start next to their optimum; intervals do not need the 1e-12 polish
+        res = batched_lbfgs(fun, x0, lower, upper, rows=np.arange(n_bootstrap), max_iter=max_iter,
+                            ftol=ftol, gtol=gtol)
     return res.x, res.f, res.converged
 
 
