@@ -57,7 +57,8 @@ class OODCommand(Command):
         )
         e.add_argument("--backbone", required=True,
                        help="backbone name, or several comma-separated (efficientnet-lite0, "
-                            "all-minilm-l6-v2, smollm2-135m-instruct, pixels)")
+                            "all-minilm-l6-v2, smollm2-135m-instruct, pixels; cnn = small "
+                            "CNNs trained from scratch)")
         e.add_argument("--dataset", required=True, help="zoo dataset (mnist, rotten-tomatoes)")
         e.add_argument("--ood", required=True,
                        help="shift: corrupt:NAME:SEVERITY, rotate:DEG, typos:RATE, or a dataset")

@@ -39,6 +39,7 @@ _LAZY = {
     "Ensemble": "fmlab.ood._ensemble",
     "build_ensemble": "fmlab.ood._ensemble",
     "train_heads": "fmlab.ood._ensemble",
+    "train_small_cnns": "fmlab.ood._ensemble",
     "extract_features": "fmlab.ood._features",
     "list_backbones": "fmlab.ood._features",
     "load_outputs": "fmlab.ood._files",

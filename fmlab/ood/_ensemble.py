@@ -19,7 +19,7 @@ import numpy as np
 
 from fmlab._validation import check_int, check_real
 
-__all__ = ["DIVERSITY_SOURCES", "Ensemble", "build_ensemble", "train_heads"]
+__all__ = ["DIVERSITY_SOURCES", "Ensemble", "build_ensemble", "train_heads", "train_small_cnns"]
 
 DIVERSITY_SOURCES = ("head_init", "data_order", "data_subset")
 
@@ -190,8 +190,149 @@ def train_heads(
     yt = torch.from_numpy(y.astype(np.int64))
     evals = {s: torch.from_numpy((np.asarray(f, np.float32) - mean) / std)
              for s, f in eval_features.items()}
-    d, n = xt.shape[1], xt.shape[0]
+    return _train_batched(
+        "head", xt, yt, evals, n_classes=n_classes, n_models=n_models, sources=sources,
+        diversity=diversity, width=hidden, epochs=(e_lo, e_hi), lr=(lr_lo, lr_hi),
+        batch_size=batch_size, subset_fraction=subset_fraction, init_scale=init_scale,
+        momentum=momentum, random_state=random_state, eval_labels=eval_labels,
+        member_info=member_info, progress=progress,
+    )
 
+
+def train_small_cnns(
+    train_images: Any,
+    train_labels: Any,
+    eval_images: dict[str, Any],
+    *,
+    n_models: int = 10,
+    diversity: str = "head_init",
+    width: int = 8,
+    epochs: tuple[int, int] = (1, 8),
+    lr: tuple[float, float] = (1e-3, 0.05),
+    batch_size: int = 32,
+    subset_fraction: float = 0.1,
+    momentum: float = 0.9,
+    random_state: int = 0,
+    eval_labels: dict[str, Any] | None = None,
+    member_info: dict[str, Any] | None = None,
+    progress: Callable[..., Any] | None = None,
+) -> Ensemble:
+    """Train an ensemble of small CNNs from scratch on grey images (no pretrained backbone).
+
+    Each model is conv5×5(``width``)-ReLU-maxpool-conv5×5(2·``width``)-ReLU-maxpool-linear; all
+    models train at once as the groups of grouped convolutions. ``diversity`` ``"head_init"``
+    here varies the initialisation of the whole network; otherwise as :func:`train_heads`, with
+    the same hyperparameter grid.
+
+    Args:
+        train_images: uint8 ``(n, H, W)`` (or ``(n, H, W, 3)``, averaged to grey); H and W
+            divisible by 4.
+        train_labels: ``(n,)`` integer labels.
+        eval_images: split name -> images of the same size.
+        width: Channels of the first convolution.
+        Others: as :func:`train_heads`.
+
+    Returns:
+        An :class:`Ensemble`.
+
+    References:
+        Baek et al., Agreement-on-the-Line, arXiv 2206.13089 (ensembles trained from scratch).
+    """
+    from fmlab._imports import require
+
+    torch = require("torch", feature="fmlab.ood.train_small_cnns")
+    owner = "train_small_cnns"
+    n_models = check_int(n_models, "n_models", owner=owner, low=1)
+    width = check_int(width, "width", owner=owner, low=1)
+    batch_size = check_int(batch_size, "batch_size", owner=owner, low=1)
+    subset_fraction = check_real(subset_fraction, "subset_fraction", owner=owner, low=0.0,
+                                 high=1.0, closed="right")
+    momentum = check_real(momentum, "momentum", owner=owner, low=0.0, high=1.0, closed="left")
+    e_lo, e_hi = (check_int(e, "epochs", owner=owner, low=1) for e in epochs)
+    lr_lo, lr_hi = (check_real(v, "lr", owner=owner, low=0.0) for v in lr)
+    if e_lo > e_hi or lr_lo > lr_hi:
+        raise ValueError(f"`epochs[0] <= epochs[1]` and `lr[0] <= lr[1]` must hold, but got "
+                         f"(epochs={tuple(epochs)}, lr={tuple(lr)}).")
+    sources = _parse_diversity(diversity)
+
+    def prep(images: Any, name: str) -> Any:
+        arr = np.asarray(images)
+        if arr.ndim == 4:
+            arr = arr.mean(-1)
+        if arr.ndim != 3 or arr.shape[1] % 4 or arr.shape[2] % 4:
+            raise ValueError(f"{name} must be images (n, H, W) with H and W divisible by 4; got "
+                             f"shape {np.shape(images)}.")
+        scale = 255.0 if arr.dtype == np.uint8 or arr.max() > 1.5 else 1.0
+        return torch.from_numpy((arr.astype(np.float32) / scale) - 0.5)  # (n, H, W)
+
+    xt = prep(train_images, "'train_images'")
+    y = np.asarray(train_labels)
+    if y.ndim != 1 or len(y) != len(xt) or y.dtype.kind not in "iu":
+        raise ValueError(f"'train_labels' must be (n,) integer labels; got shape {y.shape} and "
+                         f"dtype {y.dtype}.")
+    evals = {s: prep(v, f"eval_images[{s!r}]") for s, v in eval_images.items()}
+    for s, v in evals.items():
+        if v.shape[1:] != xt.shape[1:]:
+            raise ValueError(f"eval_images[{s!r}] must be {tuple(xt.shape[1:])} images like the "
+                             f"training images; got {tuple(v.shape[1:])}.")
+    return _train_batched(
+        "cnn", xt, torch.from_numpy(y.astype(np.int64)), evals, n_classes=int(y.max()) + 1,
+        n_models=n_models, sources=sources, diversity=diversity, width=width,
+        epochs=(e_lo, e_hi), lr=(lr_lo, lr_hi), batch_size=batch_size,
+        subset_fraction=subset_fraction, init_scale=1.0, momentum=momentum,
+        random_state=random_state, eval_labels=eval_labels, member_info=member_info,
+        progress=progress,
+    )
+
+
+def _init_model(torch: Any, kind: str, shape: Any, width: int, n_classes: int) -> list[Any]:
+    """One model's initial tensors (PyTorch default init), to be stacked on a model axis."""
+    if kind == "head":
+        d = int(shape[0])
+        mods = ([torch.nn.Linear(d, width), torch.nn.Linear(width, n_classes)] if width
+                else [torch.nn.Linear(d, n_classes)])
+        return [t for mod in mods for t in (mod.weight.detach().T, mod.bias.detach())]
+    h, w = int(shape[0]), int(shape[1])
+    c1 = torch.nn.Conv2d(1, width, 5, padding=2)
+    c2 = torch.nn.Conv2d(width, 2 * width, 5, padding=2)
+    fc = torch.nn.Linear(2 * width * (h // 4) * (w // 4), n_classes)
+    return [c1.weight.detach(), c1.bias.detach(), c2.weight.detach(), c2.bias.detach(),
+            fc.weight.detach().T, fc.bias.detach()]
+
+
+def _forward(torch: Any, kind: str, params: list[Any], xb: Any, width: int) -> Any:
+    """Logits (m, b, k) of all models at once; ``xb`` is (m, b, d) or (m, b, H, W)."""
+    if kind == "head":
+        h = torch.baddbmm(params[1][:, None, :], xb, params[0])
+        if width:
+            h = torch.baddbmm(params[3][:, None, :], torch.relu(h), params[2])
+        return h
+    # CNNs: the m models become m groups of a grouped convolution, so one conv call runs all.
+    f = torch.nn.functional
+    m, b = xb.shape[:2]
+    h = xb.transpose(0, 1)  # (b, m, H, W): model i reads channel i
+    h = f.conv2d(h, params[0].reshape(m * width, 1, 5, 5), params[1].reshape(-1), padding=2,
+                 groups=m)  # (b, m·c, H, W)
+    h = f.max_pool2d(torch.relu(h), 2)
+    h = f.conv2d(h, params[2].reshape(m * 2 * width, width, 5, 5), params[3].reshape(-1),
+                 padding=2, groups=m)  # (b, m·2c, H/2, W/2)
+    h = f.max_pool2d(torch.relu(h), 2)  # (b, m·2c, H/4, W/4)
+    h = h.reshape(b, m, -1).transpose(0, 1)  # (m, b, F)
+    return torch.baddbmm(params[5][:, None, :], h, params[4])  # (m, b, k)
+
+
+def _train_batched(
+    kind: str, xt: Any, yt: Any, evals: dict[str, Any], *, n_classes: int, n_models: int,
+    sources: frozenset[str], diversity: str, width: int, epochs: tuple[int, int],
+    lr: tuple[float, float], batch_size: int, subset_fraction: float, init_scale: float,
+    momentum: float, random_state: int, eval_labels: dict[str, Any] | None,
+    member_info: dict[str, Any] | None, progress: Callable[..., Any] | None,
+) -> Ensemble:
+    """Train ``n_models`` independent models as one batched network (see :func:`train_heads`)."""
+    import torch
+
+    (e_lo, e_hi), (lr_lo, lr_hi) = epochs, lr
+    n = xt.shape[0]
     grid_rng = np.random.default_rng(random_state)
     order = grid_rng.permutation(n_models)  # which grid point each model gets
     shared = 10_000 + random_state  # the seed used when a source is not varied
@@ -212,10 +353,8 @@ def train_heads(
         n_epochs = int(round(_spread(g, n_models, e_lo, e_hi)))
         rate = _spread(g, n_models, lr_lo, lr_hi, log=True)
         torch.manual_seed(init_seed)
-        mods = ([torch.nn.Linear(d, hidden), torch.nn.Linear(hidden, n_classes)] if hidden
-                else [torch.nn.Linear(d, n_classes)])
-        layers.append([t for mod in mods for t in (mod.weight.detach().T * init_scale,
-                                                   mod.bias.detach() * init_scale)])
+        layers.append([t * init_scale for t in _init_model(torch, kind, xt.shape[1:], width,
+                                                           n_classes)])
         if "data_subset" in sources:
             subsets.append(np.random.default_rng(subset_seed).choice(n, size=size, replace=False))
         else:
@@ -225,18 +364,16 @@ def train_heads(
         n_steps.append(n_epochs * steps_per_epoch)
         members.append({**(member_info or {}), "index": i, "init_seed": int(init_seed),
                         "order_seed": int(order_seed), "subset_seed": int(subset_seed),
-                        "n_train": int(size), "epochs": n_epochs, "lr": rate, "hidden": hidden})
+                        "n_train": int(size), "epochs": n_epochs, "lr": rate,
+                        "model": kind, "width": width})
     params = [torch.stack([ly[t] for ly in layers]).contiguous().requires_grad_(True)
               for t in range(len(layers[0]))]  # each (m, ...)
     buffers = [torch.zeros_like(p) for p in params]
     lr_t = torch.tensor(rates, dtype=torch.float32)  # (m,)
     steps_t = torch.tensor(n_steps)  # (m,)
 
-    def forward(xb: Any) -> Any:  # xb (m, b, d) -> logits (m, b, k)
-        h = torch.baddbmm(params[1][:, None, :], xb, params[0])
-        if hidden:
-            h = torch.baddbmm(params[3][:, None, :], torch.relu(h), params[2])
-        return h
+    def forward(xb: Any) -> Any:  # xb (m, b, *input) -> logits (m, b, k)
+        return _forward(torch, kind, params, xb, width)
 
     perms = np.empty((n_models, size), dtype=np.int64)
     steps = range(max(n_steps))
@@ -246,7 +383,7 @@ def train_heads(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        for step in progress(steps, desc=f"heads ({diversity})") if progress else steps:
+        for step in progress(steps, desc=f"{kind}s ({diversity})") if progress else steps:
             pos = step % steps_per_epoch
             if pos == 0:  # a new epoch: every model reshuffles its own training subset
                 for i in range(n_models):
@@ -265,11 +402,14 @@ def train_heads(
 
         with torch.no_grad():
             for s, f in evals.items():
-                xb = f.unsqueeze(0).expand(n_models, -1, -1)  # (m, n_s, d) view, no copy
-                outputs[s] = [torch.softmax(forward(xb), dim=-1).numpy()]  # [(m, n_s, k)]
+                outputs[s] = []
+                for start in range(0, len(f), 256):  # blocks bound the CNN activations
+                    part = f[start:start + 256]
+                    xb = part.unsqueeze(0).expand(n_models, *part.shape)  # (m, b, ...) view
+                    outputs[s].append(torch.softmax(forward(xb), dim=-1).numpy())  # (m, b, k)
     finally:
         torch.set_num_threads(threads)
-    probs = {s: np.concatenate(v).astype(np.float32) for s, v in outputs.items()}
+    probs = {s: np.concatenate(v, axis=1).astype(np.float32) for s, v in outputs.items()}
     labels = {s: np.asarray(v) for s, v in (eval_labels or {}).items()}
     return Ensemble(probs=probs, labels=labels, members=members, diversity=diversity)
 
@@ -402,8 +542,9 @@ def build_ensemble(
     cached (:func:`extract_features`); heads are then trained by :func:`train_heads`.
 
     Args:
-        backbone: A backbone name (:func:`list_backbones`), or several: the models are split
-            evenly between them (an ensemble across backbones).
+        backbone: A backbone name (:func:`list_backbones`), ``"cnn"`` for small CNNs trained
+            from scratch on the images (:func:`train_small_cnns`), or several: the models are
+            split evenly between them (an ensemble across backbones).
         dataset: Zoo dataset (``"mnist"``, ``"fashion-mnist"``, ``"digits"``,
             ``"rotten-tomatoes"``); its ``train`` split trains the heads and ``test`` is ID data.
         ood: The shift: ``"corrupt:fog:3"`` (a ``fmlab.data.corrupt`` corruption and severity),
@@ -434,6 +575,19 @@ def build_ensemble(
     counts = [len(range(b, n_models, len(backbones))) for b in range(len(backbones))]
     for b, (name, count) in enumerate(zip(backbones, counts, strict=True)):
         if count == 0:
+            continue
+        if name == "cnn":  # small CNNs trained from scratch on the images (28x28 grey)
+            size = int(settings.get("resolution", 28))
+            imgs = {key: extract_features("pixels", split.inputs, resolution=size).reshape(
+                        -1, size, size)
+                    for key, split in (("train", train), ("id", test), ("ood", shifted))}
+            cnn_kwargs = {k: v for k, v in head_kwargs.items() if k != "hidden"}
+            parts.append(train_small_cnns(
+                imgs["train"], train.labels, {"id": imgs["id"], "ood": imgs["ood"]},
+                n_models=count, diversity=diversity, random_state=random_state + 7919 * b,
+                eval_labels={"id": test.labels, "ood": shifted.labels},
+                member_info={"backbone": name}, progress=progress, **cnn_kwargs,
+            ))
             continue
         feats = {key: extract_features(name, split.inputs, progress=progress, **settings)
                  for key, split in (("train", train), ("id", test), ("ood", shifted))}

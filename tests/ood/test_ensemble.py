@@ -132,6 +132,28 @@ def test_build_ensemble_across_backbones_splits_models(tmp_path, monkeypatch):
     assert len({m["init_seed"] for m in ens.members}) == 5  # seeds differ across the groups
 
 
+def test_small_cnns_from_scratch(blobs):
+    from fmlab.ood import train_small_cnns
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 120)
+    images = (rng.random((120, 8, 8)) * 60).astype(np.uint8)
+    images[np.arange(120), y * 2 + 1, :] = 255  # the class is a bright row
+    ens = train_small_cnns(images[:80], y[:80], {"id": images[80:]}, n_models=3, width=2,
+                           epochs=(3, 5), lr=(0.05, 0.1), eval_labels={"id": y[80:]},
+                           batch_size=16)
+    assert ens.probs["id"].shape == (3, 40, 3)
+    assert ens.accuracy("id").max() > 0.5
+    # a batched CNN equals the same CNN trained alone
+    alone = train_small_cnns(images[:80], y[:80], {"id": images[80:]}, n_models=1, width=2,
+                             epochs=(4, 4), lr=(0.07, 0.07), batch_size=16)
+    same = train_small_cnns(images[:80], y[:80], {"id": images[80:]}, n_models=3, width=2,
+                            epochs=(4, 4), lr=(0.07, 0.07), batch_size=16)
+    np.testing.assert_allclose(same.probs["id"][0], alone.probs["id"][0], atol=1e-4)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        train_small_cnns(images[:, :7], y, {})
+
+
 def test_cli_ensemble_dry_run_and_predict_errors(tmp_path, capsys):
     assert main(["ood", "ensemble", "--backbone", "pixels", "--dataset", "digits", "--ood",
                  "rotate:20", "--out", str(tmp_path), "--dry-run", "--json"]) == 0
