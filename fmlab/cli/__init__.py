@@ -26,6 +26,8 @@ COMMANDS: dict[str, str] = {
     "ood": "fmlab.cli._ood:OODCommand",
     "sam": "fmlab.cli._sam:SamCommand",
     "scaling": "fmlab.cli._scaling:ScalingCommand",
+    "quant": "fmlab.cli._quant:QuantCommand",
+    "sweep": "fmlab.cli._quant:SweepCommand",
 }
 
 

@@ -12,8 +12,9 @@ How runs are neither lost nor run twice:
 - A running trial sends a heartbeat. A worker that dies (killed, machine lost) stops beating;
   after ``grace_period`` seconds any worker marks its trial FAILED and re-queues the same grid
   point once more (``RetryFailedTrialCallback``), which the next free worker picks up.
-- A trial whose number is past the grid and that is not such a retry is a duplicate produced by a
-  race at the very end of the sweep; it is recorded as PRUNED without training.
+- Two workers can still pick the same free grid point at the same moment (a retry taking a trial
+  number, a race at the end); the later trial sees the earlier one and is recorded as PRUNED
+  without training.
 - A run whose loss turns NaN is recorded as FAILED with ``diverged=True`` and *not* retried: it is
   data (low precision diverged), and the sweep goes on.
 
@@ -128,9 +129,13 @@ class SweepSpec:
                 * len(self.lrs))
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (lists, floats) that :meth:`from_dict` turns back into the spec."""
+        import json
+
         d = asdict(self)
         d["train_bits"] = [list(b) for b in self.train_bits]
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+        d = {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+        return json.loads(json.dumps(d))
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SweepSpec:
@@ -178,7 +183,7 @@ def create_sweep(spec: SweepSpec, storage: str, name: str = "precision-sweep") -
     saved = study.user_attrs.get("fmlab_spec")
     if saved is None:
         study.set_user_attr("fmlab_spec", spec.to_dict())
-    elif SweepSpec.from_dict(saved) != spec:
+    elif SweepSpec.from_dict(saved).to_dict() != spec.to_dict():
         raise ValueError(f"The study {name!r} in {storage} holds a different sweep spec; use a "
                          f"new study name or the same spec to resume it.")
     return study
@@ -224,9 +229,9 @@ class _Objective:
 
         spec = self.spec
         p = {k: trial.suggest_categorical(k, v) for k, v in spec.search_space().items()}
-        if trial.number >= spec.n_grid and "failed_trial" not in trial.system_attrs:
-            trial.set_user_attr("duplicate", True)  # end-of-sweep race: nothing left to run
-            raise optuna.TrialPruned("grid exhausted")
+        if _is_duplicate(trial):
+            trial.set_user_attr("duplicate", True)  # a race between workers: run it once only
+            raise optuna.TrialPruned("grid point already done or in progress")
         return self.run(trial, p)
 
     def run(self, trial: Any, p: dict[str, Any]) -> float:
@@ -275,6 +280,23 @@ class _Objective:
         return float(res.val_loss)  # NaN → Optuna records the trial as FAILED
 
 
+def _is_duplicate(trial: Any) -> bool:
+    """Whether another trial has finished this grid point, or is running it and came first."""
+    from optuna.trial import TrialState
+
+    storage = trial.study._storage
+    gid = storage.get_trial_system_attrs(trial._trial_id).get("grid_id")
+    for t in trial.study.get_trials(deepcopy=False):
+        if t.number == trial.number or t.system_attrs.get("grid_id") != gid:
+            continue
+        if t.state == TrialState.COMPLETE or (t.state == TrialState.FAIL
+                                              and t.user_attrs.get("diverged")):
+            return True
+        if t.state == TrialState.RUNNING and t.number < trial.number:
+            return True
+    return False
+
+
 def _jsonable(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     def conv(v: Any) -> Any:
         if isinstance(v, float) and not math.isfinite(v):
@@ -317,18 +339,20 @@ def run_sweep_worker(
     study, spec = _load(storage, name, heartbeat, grace)
     objective = _Objective(spec, device)
     runs = 0
+    seeded: set[int] = set()
     while max_runs is None or runs < max_runs:
         done, running, waiting = _grid_status(study, spec)
         if len(done) >= spec.n_grid:
             break
-        n_trials = len(study.get_trials(deepcopy=False))
-        if waiting or n_trials < spec.n_grid:
+        missing = set(range(spec.n_grid)) - done - running
+        if waiting or missing:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ExperimentalWarning)
                 warnings.simplefilter("ignore", UserWarning)
                 study.optimize(objective, n_trials=1, catch=())
             runs += 1
         else:  # everything started elsewhere: wait, re-queueing stale runs as they appear
+            _seed_orphans(study, grace, seeded)
             from optuna.storages import fail_stale_trials
 
             with warnings.catch_warnings():
@@ -336,6 +360,27 @@ def run_sweep_worker(
                 fail_stale_trials(study)
             time.sleep(poll if poll is not None else heartbeat)
     return runs
+
+
+def _seed_orphans(study: Any, grace: float, seeded: set[int]) -> None:
+    """Give every long-RUNNING trial one heartbeat, once.
+
+    Optuna counts a trial as stale only once it has a heartbeat; a worker killed between claiming
+    a trial and its first heartbeat would leave it RUNNING forever. One heartbeat recorded by a
+    waiting worker starts that clock; a live trial keeps beating anyway, so this only delays the
+    detection of a dead one by at most one grace period.
+    """
+    from datetime import datetime
+
+    from optuna.trial import TrialState
+
+    now = datetime.now()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if t._trial_id in seeded or t.datetime_start is None:
+            continue
+        if (now - t.datetime_start).total_seconds() > grace:
+            study._storage.record_heartbeat(t._trial_id)
+            seeded.add(t._trial_id)
 
 
 def run_sweep(spec: SweepSpec, storage: str | None = None, name: str = "precision-sweep",

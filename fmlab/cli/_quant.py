@@ -1,0 +1,257 @@
+"""``fmlab quant`` (formats, fake quantization, post-training quantization) and ``fmlab sweep``
+(precision sweeps on Optuna whose table feeds ``fmlab scaling fit``)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Any
+
+from fmlab.cli._base import Command, emit
+
+_QUANT_EPILOG = """Examples:
+  fmlab quant formats 'fp*'
+  fmlab quant train --d-model 64 --tokens 200000 --bits 4,8,8 --save lm.pt
+  fmlab quant ptq --model lm.pt --bits 4 --method gptq
+  fmlab quant ptq --model smollm2-135m-instruct --bits 4 --method rtn --eval-tokens 4096"""
+
+_SWEEP_EPILOG = """Examples:
+  fmlab sweep run --storage sqlite:///sweep.db --d-model 32,64 --tokens 50000,200000 \\
+      --train-bits 16,8,4 --post-bits 3,4
+  # many machines: create once, then start workers anywhere that reaches the database
+  fmlab sweep create --storage postgresql+psycopg://user@db:5432/fmlab --d-model 64 \\
+      --tokens 1e5,1e6 --train-bits 16,4 --post-bits 4
+  fmlab sweep work --storage postgresql+psycopg://user@db:5432/fmlab
+  fmlab sweep table --storage sqlite:///sweep.db --out runs.csv --rows trained
+  fmlab scaling fit precision runs.csv"""
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(float(x)) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") \
+            from None
+
+
+def _bits_list(text: str) -> list[Any]:
+    out: list[Any] = []
+    for item in text.split(","):
+        item = item.strip()
+        if item.lower() in ("fp", "none", "inf"):
+            out.append(None)
+        elif ":" in item:  # w:a:kv
+            out.append(tuple(int(x) for x in item.split(":")))
+        else:
+            out.append(int(item))
+    return out
+
+
+class QuantCommand(Command):
+    name = "quant"
+    help = "Number formats, fake quantization, QAT of a small LM, RTN/GPTQ post-training quant."
+    epilog = _QUANT_EPILOG
+
+    def configure(self, parser: argparse.ArgumentParser) -> None:
+        sub = parser.add_subparsers(dest="action", metavar="ACTION")
+        f = sub.add_parser("formats", help="list the registered number formats")
+        f.add_argument("pattern", nargs="?", default=None, help="fnmatch pattern, e.g. 'int*'")
+        f.add_argument("--json", action="store_true")
+        t = sub.add_parser("train", help="train the small LM (optionally quantization-aware)")
+        t.add_argument("--d-model", type=int, default=64)
+        t.add_argument("--n-layers", type=int, default=2)
+        t.add_argument("--n-heads", type=int, default=4)
+        t.add_argument("--tokens", type=lambda s: int(float(s)), default=100_000)
+        t.add_argument("--bits", default="16", help="training bits: K or W:A:KV (16 = full)")
+        t.add_argument("--lr", type=float, default=3e-3)
+        t.add_argument("--seed", type=int, default=0)
+        t.add_argument("--save", default=None, help="write the trained model (torch .pt)")
+        t.add_argument("--json", action="store_true")
+        p = sub.add_parser("ptq", help="quantize a model's weights after training; report loss")
+        p.add_argument("--model", required=True,
+                       help="a .pt file from 'quant train' or a zoo/HF causal LM name")
+        p.add_argument("--bits", default="4", help="bit width (per-channel int) or format name")
+        p.add_argument("--method", default="gptq", choices=("rtn", "gptq"))
+        p.add_argument("--act-order", action="store_true")
+        p.add_argument("--damp", type=float, default=0.01)
+        p.add_argument("--calib-sequences", type=int, default=32)
+        p.add_argument("--seq-len", type=int, default=64)
+        p.add_argument("--eval-tokens", type=int, default=16384)
+        p.add_argument("--json", action="store_true")
+
+    def run(self, args: argparse.Namespace) -> int:
+        action = getattr(args, "action", None)
+        if action == "formats":
+            return self._formats(args)
+        if action == "train":
+            return self._train(args)
+        if action == "ptq":
+            return self._ptq(args)
+        raise SystemExit("fmlab quant: no action given; see 'fmlab quant --help'")
+
+    def _formats(self, args: argparse.Namespace) -> int:
+        from fmlab.quant import FORMATS, get_format
+
+        rows = []
+        for name in FORMATS.names(args.pattern):
+            fmt = get_format(name)
+            rows.append({"name": name, "kind": fmt.kind, "bits": fmt.bits,
+                         "granularity": fmt.granularity, "max": fmt.max_value,
+                         "description": FORMATS.entry(name).description})
+        text = "\n".join(f"{r['name']:<22} {r['description']}" for r in rows)
+        emit(rows, as_json=args.json, text=text or "(no format matches)")
+        return 0
+
+    def _train(self, args: argparse.Namespace) -> int:
+        import torch
+
+        from fmlab.quant import LMConfig, PrecisionConfig, TrainConfig, train_lm
+
+        bits = _bits_list(args.bits)[0]
+        w, a, kv = bits if isinstance(bits, tuple) else (bits, bits, bits)
+        res = train_lm(args.tokens, model_config=LMConfig(d_model=args.d_model,
+                                                          n_layers=args.n_layers,
+                                                          n_heads=args.n_heads),
+                       precision=PrecisionConfig.from_bits(w, a, kv),
+                       train_config=TrainConfig(lr=args.lr), seed=args.seed)
+        if args.save:
+            torch.save({"config": res.model.config, "precision": res.model.precision,
+                        "state_dict": res.model.state_dict()}, args.save)
+        out = {"val_loss": res.val_loss, "n_params": res.n_params, "n_tokens": res.n_tokens,
+               "diverged": res.diverged, "tokens_per_second": res.tokens_per_second,
+               "precision": res.model.precision.describe()}
+        emit(out, as_json=args.json,
+             text=f"val loss {res.val_loss:.4f} nats/token, N={res.n_params:,}, "
+                  f"D={res.n_tokens:,}, {res.tokens_per_second:,.0f} tokens/s"
+                  + (" (diverged)" if res.diverged else ""))
+        return 0 if not res.diverged else 1
+
+    def _ptq(self, args: argparse.Namespace) -> int:
+        from pathlib import Path
+
+        import torch
+
+        from fmlab.quant import (
+            TinyLM,
+            evaluate_loss,
+            load_token_data,
+            quantize_model,
+            set_precision,
+        )
+
+        bits: Any = int(args.bits) if args.bits.isdigit() else args.bits
+        if Path(args.model).suffix == ".pt":
+            ckpt = torch.load(args.model, weights_only=False)
+            model = TinyLM(ckpt["config"])
+            model.load_state_dict(ckpt["state_dict"])
+            set_precision(model, ckpt["precision"])
+            data = load_token_data(vocab_size=model.config.vocab_size)
+        else:
+            from fmlab.quant._hf import hf_token_data, load_hf_lm
+
+            model = load_hf_lm(args.model)
+            data = hf_token_data(args.model)
+        T = args.seq_len
+        ids = data.train[-(args.calib_sequences * T):].astype("int64")
+        calib = torch.from_numpy(ids[: (len(ids) // T) * T].reshape(-1, T))
+        before = evaluate_loss(model, data, seq_len=T, batch_size=8, max_tokens=args.eval_tokens)
+        res = quantize_model(model, bits, method=args.method, calibration=calib,
+                             act_order=args.act_order, damp=args.damp, inplace=True)
+        after = evaluate_loss(res.model, data, seq_len=T, batch_size=8,
+                              max_tokens=args.eval_tokens)
+        out = {"format": res.format.name, "method": res.method, "loss_before": before,
+               "loss_after": after, "ppl_before": math.exp(before), "ppl_after": math.exp(after),
+               "layers": len(res.layers), "seconds": res.seconds}
+        emit(out, as_json=args.json,
+             text=f"{res.method} {res.format.name}: perplexity {math.exp(before):.2f} -> "
+                  f"{math.exp(after):.2f} ({len(res.layers)} layers, {res.seconds:.1f} s)")
+        return 0
+
+
+class SweepCommand(Command):
+    name = "sweep"
+    help = "Precision sweeps (grid over N, D, training bits, P_post) on Optuna; table of runs."
+    epilog = _SWEEP_EPILOG
+
+    @staticmethod
+    def _grid_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--storage", required=True,
+                       help="sqlite:///file.db or postgresql+psycopg://user@host:port/db")
+        p.add_argument("--name", default="precision-sweep", help="study name")
+        p.add_argument("--d-model", type=_ints, default=[64], help="widths (N axis)")
+        p.add_argument("--n-layers", type=int, default=2)
+        p.add_argument("--n-heads", type=int, default=4)
+        p.add_argument("--tokens", type=_ints, default=[100_000], help="training tokens (D)")
+        p.add_argument("--train-bits", type=_bits_list, default=[None],
+                       help="training precisions: K (all three) or W:A:KV; 16/fp = full")
+        p.add_argument("--post-bits", type=_ints, default=[4], help="P_post bit widths")
+        p.add_argument("--seeds", type=_ints, default=[0])
+        p.add_argument("--ptq-method", default="gptq", choices=("gptq", "rtn"))
+
+    def configure(self, parser: argparse.ArgumentParser) -> None:
+        sub = parser.add_subparsers(dest="action", metavar="ACTION")
+        c = sub.add_parser("create", help="create the sweep study (once)")
+        self._grid_args(c)
+        r = sub.add_parser("run", help="create the sweep and work on it in this process")
+        self._grid_args(r)
+        w = sub.add_parser("work", help="work on an existing sweep until it is done")
+        w.add_argument("--storage", required=True)
+        w.add_argument("--name", default="precision-sweep")
+        w.add_argument("--heartbeat", type=float, default=10.0)
+        t = sub.add_parser("table", help="export the runs table (CSV or Parquet)")
+        t.add_argument("--storage", required=True)
+        t.add_argument("--name", default="precision-sweep")
+        t.add_argument("--out", default=None, help="runs.csv or runs.parquet (default: print)")
+        t.add_argument("--rows", default="all", choices=("all", "trained", "ptq"),
+                       help="all rows; only post_bits=inf (for 'precision'); only PTQ rows")
+        t.add_argument("--include-failed", action="store_true",
+                       help="keep diverged runs (NaN loss); off so that the table fits as is")
+        for p in (c, r, w, t):
+            p.add_argument("--json", action="store_true")
+
+    def run(self, args: argparse.Namespace) -> int:
+        action = getattr(args, "action", None)
+        if action is None:
+            raise SystemExit("fmlab sweep: no action given; see 'fmlab sweep --help'")
+        from fmlab.quant import create_sweep, run_sweep_worker, sweep_table
+
+        if action in ("create", "run"):
+            spec = self._spec(args)
+            create_sweep(spec, args.storage, args.name)
+            if action == "create":
+                emit({"study": args.name, "n_grid": spec.n_grid}, as_json=args.json,
+                     text=f"created sweep {args.name!r} with {spec.n_grid} runs")
+                return 0
+        if action in ("run", "work"):
+            n = run_sweep_worker(args.storage, args.name,
+                                 heartbeat=getattr(args, "heartbeat", 10.0))
+            if action == "work":
+                emit({"runs": n}, as_json=args.json, text=f"this worker ran {n} run(s)")
+                return 0
+        frame = sweep_table(args.storage, args.name,
+                            include_failed=getattr(args, "include_failed", False))
+        rows = getattr(args, "rows", "all")
+        if len(frame) and rows != "all":
+            trained = frame["post_bits"].map(math.isinf)
+            frame = frame[trained] if rows == "trained" else frame[~trained]
+        out = getattr(args, "out", None)
+        if out:
+            from fmlab.quant import write_table
+
+            write_table(frame, out)
+        cols = [c for c in ("n_params", "n_tokens", "w_bits", "a_bits", "kv_bits", "post_bits",
+                            "loss", "status") if c in frame]
+        emit(frame.to_dict("records"), as_json=args.json,
+             text=(frame[cols].to_string(index=False) if len(frame) else "(no runs)")
+             + (f"\nwrote {out}" if out else ""))
+        return 0
+
+    @staticmethod
+    def _spec(args: argparse.Namespace) -> Any:
+        from fmlab.quant import SweepSpec
+
+        models = [{"d_model": d, "n_layers": args.n_layers, "n_heads": args.n_heads}
+                  for d in args.d_model]
+        return SweepSpec(models=models, n_tokens=args.tokens, train_bits=args.train_bits,
+                         post_bits=args.post_bits, seeds=args.seeds,
+                         ptq_method=args.ptq_method)
