@@ -13,6 +13,7 @@ _LAZY: dict[str, str] = {
     # "capability.short": "fmlab.capability._study:ClassName",
     "embeddings.echo": "fmlab.embeddings._study:EchoStudy",
     "ood.agreement": "fmlab.ood._study:AgreementStudy",
+    "quant.precision_sweep": "fmlab.quant._study:PrecisionSweepStudy",
     "sam.feature_balance": "fmlab.sam._study:FeatureBalanceStudy",
     "sam.label_noise": "fmlab.sam._study:LabelNoiseStudy",
     "scaling.chinchilla": "fmlab.scaling._study:ChinchillaStudy",

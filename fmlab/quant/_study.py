@@ -1,0 +1,250 @@
+"""Study ``quant.precision_sweep``: the precision-law claims of Kumar et al. (2024) on real
+training runs of a small LM on this machine."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+from fmlab.studies._base import Claim, Study, StudyContext, StudyResult
+
+__all__ = ["PrecisionSweepStudy"]
+
+
+class PrecisionSweepStudy(Study):
+    """Train small LMs with fake-quantized weights/activations/KV cache at several bit widths and
+    token counts, quantize them after training with GPTQ, and check the paper's directions.
+
+    References:
+        Kumar et al. 2024, Scaling Laws for Precision, arXiv 2411.04330.
+    """
+
+    name: ClassVar[str] = "quant.precision_sweep"
+    title: ClassVar[str] = "Precision sweep: quantized training and post-training quantization"
+    capability: ClassVar[str] = "quant"
+    paper: ClassVar[str] = "Kumar et al. 2024, Scaling Laws for Precision, arXiv 2411.04330"
+    summary: ClassVar[str] = (
+        "Decoder-only LMs (RMSNorm, RoPE, SwiGLU; 0.1-0.3M non-embedding parameters) trained on "
+        "the bundled Wikipedia and news text with weights, activations and KV cache "
+        "fake-quantized to 3-8 bits, then quantized after training with GPTQ. Checks that loss "
+        "rises as training precision falls, that PTQ degradation grows with tokens seen, and "
+        "that models trained in low precision lose less to PTQ. Runs go through the Optuna "
+        "sweep runner (SQLite); the run table is saved as runs.csv."
+    )
+    requires: ClassVar[tuple[str, ...]] = ("torch", "tokenizers", "optuna", "matplotlib",
+                                           "pandas")
+
+    def run(self, ctx: StudyContext) -> StudyResult:
+        import torch
+
+        from fmlab.quant._sweep import SweepSpec, run_sweep, write_table
+
+        torch.set_num_threads(int(ctx.options.get("threads", 2)))
+        ctx.seed_everything()
+        models = ctx.pick(
+            [{"d_model": 64, "n_layers": 2, "n_heads": 4}],
+            [{"d_model": 64, "n_layers": 2, "n_heads": 4},
+             {"d_model": 96, "n_layers": 2, "n_heads": 4}],
+        )
+        tokens = ctx.options.get("n_tokens") or ctx.pick([100_000, 250_000],
+                                                         [100_000, 300_000, 800_000])
+        bits: list[Any] = ctx.pick(
+            [None, 8, 4, 3],
+            [None, 8, 6, 4, 3, (3, None, None), (None, 3, None), (None, None, 3)],
+        )
+        post = ctx.pick([3, 4], [3, 4, 6])
+        spec = SweepSpec(models=models, n_tokens=[int(t) for t in tokens], train_bits=bits,
+                         post_bits=post, seeds=[ctx.seed], ptq_method="gptq",
+                         train={"eval_tokens": 32768}, calib_sequences=64)
+        db = ctx.out_dir / "sweep.db"
+        table = run_sweep(spec, f"sqlite:///{db}", "precision", heartbeat=30)
+        db.unlink(missing_ok=True)
+        write_table(table, ctx.out_dir / "runs.csv")
+        return self._analyse(ctx, table, spec)
+
+    # -- analysis ---------------------------------------------------------------------------
+    def _analyse(self, ctx: StudyContext, table: Any, spec: Any) -> StudyResult:
+        import numpy as np
+
+        ok = table[table.status == "complete"]
+        trained = ok[ok.post_bits.map(math.isinf)]
+        uniform = trained[(trained.w_bits == trained.a_bits) & (trained.a_bits == trained.kv_bits)]
+        n_max = uniform.n_params.max()
+        d_max = uniform.n_tokens.max()
+        claims: list[Claim] = []
+        metrics: dict[str, Any] = {"n_runs": int(len(table[table.post_bits.map(math.isinf)])),
+                                   "n_failed": int((table.status == "failed").sum() // 1)}
+
+        # 1. Loss rises as training precision falls (uniform w=a=kv), at the largest N and D.
+        sel = uniform[(uniform.n_params == n_max) & (uniform.n_tokens == d_max)]
+        by_bits = sel.groupby("w_bits").loss.mean().sort_index(ascending=False)  # fp first
+        metrics["loss_by_train_bits"] = {str(k): float(v) for k, v in by_bits.items()}
+        losses = by_bits.to_numpy()
+        rises = bool(len(losses) >= 2 and losses[-1] > losses[0])
+        steps = np.diff(losses)
+        claims.append(Claim(
+            claim="Loss rises as training precision falls (weights, activations and KV cache "
+                  "quantized together).",
+            measured=", ".join(f"{_b(k)}: {v:.3f}" for k, v in by_bits.items()),
+            holds=rises and bool((steps > -0.02).all()),
+            criterion="loss at the lowest precision > full precision, and no step down "
+                      "by more than 0.02 nats as bits fall",
+            value=float(losses[-1] - losses[0]) if len(losses) >= 2 else None,
+            reference="Fig. 3, arXiv 2411.04330"))
+
+        # 2. PTQ degradation grows with tokens at fixed N (full-precision training).
+        ptq = ok[~ok.post_bits.map(math.isinf)]
+        fp_ptq = ptq[ptq.w_bits.map(math.isinf) & ptq.a_bits.map(math.isinf)
+                     & ptq.kv_bits.map(math.isinf) & (ptq.n_params == n_max)]
+        pmin = min(spec.post_bits)
+        curve = fp_ptq[fp_ptq.post_bits == pmin].groupby("n_tokens").delta_ptq.mean()
+        metrics["delta_ptq_vs_tokens"] = {
+            str(int(p)): {str(int(d)): float(v) for d, v in
+                          fp_ptq[fp_ptq.post_bits == p].groupby("n_tokens").delta_ptq.mean()
+                          .items()} for p in spec.post_bits}
+        grows = bool(len(curve) >= 2 and curve.iloc[-1] > curve.iloc[0])
+        claims.append(Claim(
+            claim="At fixed N, post-training-quantization degradation grows with the number of "
+                  "training tokens.",
+            measured=f"δ_PTQ at {pmin} bits: " + ", ".join(
+                f"D={int(d):,}: {v:+.4f}" for d, v in curve.items()),
+            holds=grows, criterion="δ_PTQ at the largest D > at the smallest D",
+            value=float(curve.iloc[-1] - curve.iloc[0]) if len(curve) >= 2 else None,
+            reference="Fig. 2, arXiv 2411.04330"))
+
+        # 3. Lower training precision -> smaller PTQ degradation (same P_post, largest N, D).
+        sub = ptq[(ptq.post_bits == pmin) & (ptq.n_params == n_max) & (ptq.n_tokens == d_max)
+                  & (ptq.w_bits == ptq.a_bits) & (ptq.a_bits == ptq.kv_bits)]
+        by_train = sub.groupby("w_bits").delta_ptq.mean().sort_index(ascending=False)
+        metrics["delta_ptq_by_train_bits"] = {str(k): float(v) for k, v in by_train.items()}
+        less = bool(len(by_train) >= 2 and by_train.iloc[-1] < by_train.iloc[0])
+        claims.append(Claim(
+            claim="Models trained in lower precision lose less to the same post-training "
+                  "quantization.",
+            measured=f"δ_PTQ at {pmin} bits by training precision: " + ", ".join(
+                f"{_b(k)}: {v:+.4f}" for k, v in by_train.items()),
+            holds=less, criterion="δ_PTQ of the lowest training precision above P_post < "
+                                  "δ_PTQ of the full-precision model",
+            value=float(by_train.iloc[-1] - by_train.iloc[0]) if len(by_train) >= 2 else None,
+            reference="Fig. 5, arXiv 2411.04330"))
+
+        self._fit_laws(trained, metrics, claims)
+        figures = self._plots(ctx, uniform, fp_ptq, ptq, spec, d_max, n_max)
+        rows = trained[["n_params", "n_tokens", "w_bits", "a_bits", "kv_bits", "loss"]]
+        return StudyResult(metrics=metrics, claims=claims, figures=figures,
+                           tables={"training runs (no PTQ)": _records(rows)})
+
+    @staticmethod
+    def _fit_laws(trained: Any, metrics: dict[str, Any], claims: list[Claim]) -> None:
+        """Fit the precision law (b) when fmlab.scaling has it and there are enough runs;
+        score it on held-out runs (every third run)."""
+        try:
+            from fmlab.scaling import create_law
+        except ImportError:
+            metrics["precision_law"] = "fmlab.scaling not available"
+            return
+        import numpy as np
+
+        data = trained.sort_values(["n_params", "n_tokens", "w_bits"]).reset_index(drop=True)
+        cols = ["n_params", "n_tokens", "w_bits", "a_bits", "kv_bits"]
+        held = data.index % 3 == 2
+        if (~held).sum() <= 10:
+            metrics["precision_law"] = f"not fitted: {int((~held).sum())} training runs"
+            return
+        try:
+            law = create_law("precision")
+            law.fit(data.loc[~held, cols], data.loc[~held, "loss"])
+            pred = np.asarray(law.predict(data.loc[held, cols]))
+            y = data.loc[held, "loss"].to_numpy()
+            r2 = 1 - ((y - pred) ** 2).sum() / max(((y - y.mean()) ** 2).sum(), 1e-12)
+            params = getattr(law, "params_", None)
+            metrics["precision_law"] = {"held_out_r2": float(r2),
+                                        "held_out_mae": float(np.abs(y - pred).mean()),
+                                        "params": _params(params)}
+            claims.append(Claim(
+                claim="The precision law (N_eff with per-component sensitivities) predicts "
+                      "held-out runs.",
+                measured=f"held-out R² {r2:.3f}, MAE {np.abs(y - pred).mean():.4f} nats; "
+                         f"fitted {_params(params)}",
+                holds=bool(r2 > 0.5), criterion="held-out R² > 0.5 (every third run held out)",
+                value=float(r2), reference="Sec. 4, arXiv 2411.04330"))
+        except Exception as exc:  # noqa: BLE001 - a failed fit is reported, not fatal
+            metrics["precision_law"] = f"fit failed: {exc}"
+
+    @staticmethod
+    def _plots(ctx: StudyContext, uniform: Any, fp_ptq: Any, ptq: Any, spec: Any,
+               d_max: int, n_max: int) -> dict[str, str]:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        figs: dict[str, str] = {}
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for (n, d), grp in uniform.groupby(["n_params", "n_tokens"]):
+            g = grp.groupby("w_bits").loss.mean()
+            xs = [16 if math.isinf(b) else b for b in g.index]
+            ax.plot(xs, g.to_numpy(), "o-", label=f"N={int(n):,}, D={int(d):,}")
+        ax.set_xlabel("training bits (w = a = kv; 16 = full precision)")
+        ax.set_ylabel("validation loss (nats/token)")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(ctx.figure_path("loss_vs_train_bits.png"), dpi=110)
+        plt.close(fig)
+        figs["loss_vs_train_bits.png"] = "Validation loss against training precision."
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for p, grp in fp_ptq.groupby("post_bits"):
+            g = grp.groupby("n_tokens").delta_ptq.mean()
+            ax.plot(g.index, g.to_numpy(), "o-", label=f"GPTQ {int(p)} bits")
+        ax.set_xscale("log")
+        ax.set_xlabel("training tokens D")
+        ax.set_ylabel("δ_PTQ (loss after − before)")
+        ax.set_title(f"full-precision training, N={int(n_max):,}", fontsize=9)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(ctx.figure_path("ptq_vs_tokens.png"), dpi=110)
+        plt.close(fig)
+        figs["ptq_vs_tokens.png"] = "Post-training-quantization degradation against tokens."
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        sub = ptq[(ptq.n_params == n_max) & (ptq.n_tokens == d_max)
+                  & (ptq.w_bits == ptq.a_bits) & (ptq.a_bits == ptq.kv_bits)]
+        for p, grp in sub.groupby("post_bits"):
+            g = grp.groupby("w_bits").delta_ptq.mean()
+            ax.plot([16 if math.isinf(b) else b for b in g.index], g.to_numpy(), "o-",
+                    label=f"GPTQ {int(p)} bits")
+        ax.set_xlabel("training bits (16 = full precision)")
+        ax.set_ylabel("δ_PTQ")
+        ax.set_title(f"N={int(n_max):,}, D={int(d_max):,}", fontsize=9)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(ctx.figure_path("ptq_vs_train_bits.png"), dpi=110)
+        plt.close(fig)
+        figs["ptq_vs_train_bits.png"] = "PTQ degradation against training precision."
+        return figs
+
+
+def _b(bits: float) -> str:
+    return "fp32" if math.isinf(bits) else f"{int(bits)}-bit"
+
+
+def _params(params: Any) -> Any:
+    if params is None:
+        return None
+    if hasattr(params, "_asdict"):
+        params = params._asdict()
+    elif hasattr(params, "__dataclass_fields__"):
+        from dataclasses import asdict
+
+        params = asdict(params)
+    if isinstance(params, dict):
+        return {k: (round(float(v), 4) if isinstance(v, int | float) else v)
+                for k, v in params.items()}
+    return str(params)
+
+
+def _records(frame: Any) -> list[dict[str, Any]]:
+    out = []
+    for r in frame.to_dict("records"):
+        out.append({k: ("fp" if isinstance(v, float) and math.isinf(v) else
+                        (round(v, 4) if isinstance(v, float) else v)) for k, v in r.items()})
+    return out

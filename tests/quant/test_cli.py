@@ -1,0 +1,49 @@
+"""``fmlab quant`` / ``fmlab sweep`` commands and the study registration."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pandas as pd
+
+from fmlab.cli import main
+
+
+def test_formats_json(capsys) -> None:
+    assert main(["quant", "formats", "fp8*", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["name"] for r in rows} >= {"fp8_e4m3", "fp8_e5m2"}
+    assert {r["max"] for r in rows if r["name"] == "fp8_e4m3"} == {448.0}
+
+
+def test_bad_input_is_one_line_error(capsys, tmp_path) -> None:
+    code = main(["quant", "ptq", "--model", str(tmp_path / "missing.pt"), "--bits", "int17"])
+    assert code == 1
+    assert "error:" in capsys.readouterr().err
+    assert main(["sweep", "create", "--storage", "nowhere.db"]) == 1
+    assert "database URL" in capsys.readouterr().err
+
+
+def test_sweep_cli_end_to_end(tmp_path, capsys, token_data) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    args = ["--storage", url, "--d-model", "32", "--n-layers", "1", "--n-heads", "2",
+            "--tokens", "1024", "--train-bits", "16", "--post-bits", "3",
+            "--ptq-method", "rtn"]
+    assert main(["sweep", "create", *args]) == 0
+    assert main(["sweep", "work", "--storage", url, "--heartbeat", "1"]) == 0
+    out = tmp_path / "runs.csv"
+    assert main(["sweep", "table", "--storage", url, "--out", str(out), "--rows", "trained"]) == 0
+    frame = pd.read_csv(out)
+    assert len(frame) == 1 and frame.post_bits.map(math.isinf).all()
+    assert {"n_params", "n_tokens", "w_bits", "a_bits", "kv_bits", "post_bits", "loss"} <= set(
+        frame.columns)
+
+
+def test_study_registered_and_cheap() -> None:
+    code = ("import sys; from fmlab.studies._catalog import STUDIES; "
+            "cls = STUDIES.get('quant.precision_sweep'); assert cls.capability == 'quant'; "
+            "assert 'torch' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
