@@ -153,22 +153,26 @@ def trajectory_gap(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: in
     for _ in range(steps):
         step_a()
         step_b()
-    gap = max(float((p - q).abs().max()) for p, q in zip(a.parameters(), b.parameters(),
-                                                          strict=True))
-    moved = max(float((p - q).abs().max()) for p, q in zip(a.parameters(), model.parameters(),
-                                                            strict=True))
+    with torch.no_grad():
+        gap = max(float((p - q).abs().max()) for p, q in zip(a.parameters(), b.parameters(),
+                                                              strict=True))
+        moved = max(float((p - q).abs().max()) for p, q in zip(a.parameters(),
+                                                                model.parameters(), strict=True))
     return gap if moved > 0 else float("nan")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run (few steps)")
-    parser.add_argument("--width", type=int, default=32, help="ResNet base width (64 = full)")
+    parser.add_argument("--width", type=int, default=16,
+                        help="ResNet-18 base width (64 = the original 11M parameters)")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
+    parser.add_argument("--steps", type=int, default=2, help="steps per method and round")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    rounds, steps = (2, 1) if args.quick else (5, 2)
+    rounds, steps = (2, 1) if args.quick else (args.rounds, args.steps)
     methods = ["base", "penalty", "fmlab_sam", "pyopt_sam"]
     report: dict[str, Any] = {"torch": torch.__version__, "threads": args.threads,
                               "batch": args.batch, "rho": RHO, "base": "SGD " + str(HP),

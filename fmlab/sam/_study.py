@@ -56,9 +56,8 @@ class LabelNoiseStudy(Study):
         "trained with SGD, SAM, logit-only SAM, Jacobian-only SAM and SGD with the last-layer "
         "weight-norm and feature-norm penalties (all with the same momentum SGD base). Reports "
         "the best (early-stopped) and final clean test accuracy and how each method treats "
-        "clean vs flipped training examples over training. Quick: 2 noise levels, 3,000 images, "
-        "10 epochs, CNN width 8; full: 0/10/30/50 % noise, 10,000 images, 30 epochs, width 16, "
-        "2 seeds."
+        "clean vs flipped training examples over training. Quick: 0 and 40 % noise, 1,000 "
+        "images, 30 epochs; full: 0/10/30/50 % noise, 6,000 images, 30 epochs."
     )
     requires = ("torch",)
     options_help = {
@@ -69,7 +68,7 @@ class LabelNoiseStudy(Study):
         "n_test": "test subsample size",
         "epochs": "epochs per run",
         "seeds": "number of seeds",
-        "width": "channels of the CNN's first conv (8 quick, 16 full)",
+        "width": "channels of the CNN's first conv (default 8)",
         "rho": "SAM radius (batch-level perturbation)",
         "lr": "SGD learning rate (momentum 0.9, weight decay 5e-4)",
         "batch_size": "minibatch size",
@@ -78,7 +77,6 @@ class LabelNoiseStudy(Study):
     }
 
     def run(self, ctx: StudyContext) -> StudyResult:
-        import numpy as np
         import torch
 
         from fmlab.data import add_label_noise, load_dataset
@@ -92,13 +90,13 @@ class LabelNoiseStudy(Study):
                  for r in _as_list(_opt(ctx, "noise", [0.0, 0.4], [0.0, 0.1, 0.3, 0.5]))]
         methods = [check_option(m, "method", tuple(_METHOD_LABELS), owner=self.name)
                    for m in _as_list(ctx.options.get("methods", list(_METHOD_LABELS)))]
-        n_train = check_int(_opt(ctx, "n_train", 3000, 10000), "n_train", owner=self.name,
+        n_train = check_int(_opt(ctx, "n_train", 1000, 6000), "n_train", owner=self.name,
                             low=100)
         n_test = check_int(_opt(ctx, "n_test", 2000, 10000), "n_test", owner=self.name, low=100)
-        epochs = check_int(_opt(ctx, "epochs", 10, 30), "epochs", owner=self.name, low=1)
-        seeds = check_int(_opt(ctx, "seeds", 1, 2), "seeds", owner=self.name, low=1)
-        width = check_int(_opt(ctx, "width", 8, 16), "width", owner=self.name, low=1)
-        rho = check_real(ctx.options.get("rho", 0.1), "rho", owner=self.name, low=0.0)
+        epochs = check_int(_opt(ctx, "epochs", 30, 30), "epochs", owner=self.name, low=1)
+        seeds = check_int(_opt(ctx, "seeds", 1, 1), "seeds", owner=self.name, low=1)
+        width = check_int(_opt(ctx, "width", 8, 8), "width", owner=self.name, low=1)
+        rho = check_real(ctx.options.get("rho", 0.05), "rho", owner=self.name, low=0.0)
         lr = check_real(ctx.options.get("lr", 0.05), "lr", owner=self.name, low=0.0)
         batch_size = check_int(ctx.options.get("batch_size", 128), "batch_size",
                                owner=self.name, low=1)
@@ -161,7 +159,6 @@ class LabelNoiseStudy(Study):
                         for r in noise for m in methods],
             "runs": runs,
         }
-        _ = np  # numpy used by helpers
         return StudyResult(metrics=metrics, claims=claims, figures=figures,
                            tables={"Clean test accuracy": table})
 
@@ -549,8 +546,8 @@ def _feature_claims(s: dict[str, dict[str, float]]) -> list[Claim]:
                     "Gini) for the SAM-trained network.",
               measured=(f"Gini {s['sam']['gini_w']:.3f} at w vs {s['sam']['gini_w_eps']:.3f} "
                         "at w+eps"),
-              holds=s["sam"]["gini_w_eps"] < s["sam"]["gini_w"],
-              criterion="Gini(w+eps) < Gini(w)", value=s["sam"]["gini_w_eps"],
+              holds=s["sam"]["gini_w_eps"] <= s["sam"]["gini_w"] - 0.005,
+              criterion="Gini(w+eps) <= Gini(w) - 0.005", value=s["sam"]["gini_w_eps"],
               reference=ref),
     ]
 
