@@ -39,7 +39,8 @@ class PrecisionSweepStudy(Study):
 
         from fmlab.quant._sweep import SweepSpec, run_sweep, write_table
 
-        torch.set_num_threads(int(ctx.options.get("threads", 2)))
+        # one thread: on a busy 2-core machine two OpenMP threads per run oversubscribe badly
+        torch.set_num_threads(int(ctx.options.get("threads", 1)))
         ctx.seed_everything()
         models = ctx.pick(
             [{"d_model": 64, "n_layers": 2, "n_heads": 4}],
