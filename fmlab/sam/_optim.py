@@ -193,7 +193,9 @@ class SAM(Optimizer):
         device = norms[0].device
         # float32 at least (fp16/bf16 norms would overflow), float64 when the parameters are.
         dtype = torch.float64 if any(n.dtype == torch.float64 for n in norms) else torch.float32
-        return torch.linalg.vector_norm(torch.stack([n.to(device, dtype) for n in norms]))
+        # sqrt(sum of squared per-tensor norms), in this order so the result is bitwise
+        # reproducible against other foreach implementations.
+        return torch.stack([n.to(device, dtype) for n in norms]).square().sum().sqrt()
 
     @torch.no_grad()
     def first_step(self, zero_grad: bool = True) -> None:
