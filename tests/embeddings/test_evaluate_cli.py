@@ -141,3 +141,21 @@ def test_minilm_through_the_same_evaluation():
 
     r = evaluate_sts(load_sentence_encoder("all-minilm-l6-v2"), "stsb", n=200)
     assert r.score > 70  # a trained sentence encoder (MTEB STSBenchmark ~82)
+
+
+def test_study_is_registered_and_light_to_import():
+    from fmlab.studies import get_study
+
+    study = get_study("embeddings.echo")
+    assert study.capability == "embeddings" and "2402.15449" in study.paper
+
+
+@pytest.mark.slow
+def test_study_runs_on_small_subsets(tmp_path):
+    from fmlab.studies import reproduce
+
+    reproduce(["embeddings.echo"], out=tmp_path, scale="quick",
+              options={"n_sts": 20, "n_probe": 30, "n_toy": 5, "n_word": 30},
+              show_progress=False)
+    metrics = json.loads((tmp_path / "embeddings.echo" / "metrics.json").read_text())
+    assert metrics["status"] == "ok" and len(metrics["claims"]) == 3
