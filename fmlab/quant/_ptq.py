@@ -304,6 +304,13 @@ def quantize_model(
                     pass
     finally:
         handle.remove()
+    # A Hugging Face KV cache captured with the inputs would grow on every replay of a block
+    # (and every later pass would attend to stale keys): replay without caching.
+    for _args, kwargs in captured:
+        if "past_key_values" in kwargs:
+            kwargs["past_key_values"] = None
+        if "use_cache" in kwargs:
+            kwargs["use_cache"] = False
     # 2. Quantize block by block, feeding each block the outputs of the quantized previous ones.
     with torch.no_grad():
         for b, block in enumerate(blocks):
