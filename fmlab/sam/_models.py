@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["SmallCNN", "TinyTransformer", "resnet18_cifar"]
+__all__ = ["SmallCNN", "SmallMLP", "TinyTransformer", "resnet18_cifar"]
 
 
 class SmallCNN(nn.Module):
@@ -39,6 +39,35 @@ class SmallCNN(nn.Module):
             nn.Linear(2 * width * 16, hidden), nn.ReLU(),
         )
         self.head = nn.Linear(hidden, n_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)  # (B, hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))  # (B, n_classes)
+
+
+class SmallMLP(nn.Module):
+    """A ReLU multilayer perceptron on flattened inputs (fast on CPU; the label-noise study's
+    quick model).
+
+    Args:
+        in_features: Flattened input size (e.g. ``14 * 14`` for 2x-downsampled MNIST).
+        n_classes: Number of outputs.
+        hidden: Width of each hidden layer (the last one is the penultimate layer).
+        depth: Number of hidden layers.
+    """
+
+    def __init__(self, in_features: int, n_classes: int = 10, hidden: int = 256,
+                 depth: int = 2) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        d = in_features
+        for _ in range(depth):
+            layers += [nn.Linear(d, hidden), nn.ReLU()]
+            d = hidden
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(d, n_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)  # (B, hidden)

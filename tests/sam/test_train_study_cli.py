@@ -80,7 +80,7 @@ def test_label_noise_study_smoke(tmp_path):
 
     rec = run_study("sam.label_noise", tmp_path, options={
         "n_train": 100, "n_test": 100, "epochs": 2, "noise": [0.0, 0.5], "batch_size": 50,
-        "width": 2,
+        "hidden": 8, "seeds": 1,
     }, show_progress=False)
     assert rec["status"] == "ok"
     assert {c["claim"][:20] for c in rec["claims"]}
@@ -93,7 +93,7 @@ def test_feature_balance_study_smoke(tmp_path):
     from fmlab.studies import run_study
 
     rec = run_study("sam.feature_balance", tmp_path, options={
-        "n_train": 100, "n_probe": 100, "epochs": 1}, show_progress=False)
+        "n_train": 100, "n_probe": 100, "epochs": 1, "seeds": 1}, show_progress=False)
     assert rec["status"] == "ok" and len(rec["claims"]) == 4
     assert (tmp_path / "sam.feature_balance" / "probe_accuracy.png").is_file()
 
