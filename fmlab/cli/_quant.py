@@ -152,8 +152,7 @@ class QuantCommand(Command):
             model = load_hf_lm(args.model)
             data = hf_token_data(args.model)
         T = args.seq_len
-        ids = data.train[-(args.calib_sequences * T):].astype("int64")
-        calib = torch.from_numpy(ids[: (len(ids) // T) * T].reshape(-1, T))
+        calib = torch.from_numpy(data.calibration(args.calib_sequences, T))
         before = evaluate_loss(model, data, seq_len=T, batch_size=8, max_tokens=args.eval_tokens)
         res = quantize_model(model, bits, method=args.method, calibration=calib,
                              act_order=args.act_order, damp=args.damp, inplace=True)

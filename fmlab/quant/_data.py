@@ -203,6 +203,14 @@ class TokenData:
             else:
                 yield np.stack(xs), np.stack(ys)
 
+    def calibration(self, n_sequences: int, seq_len: int) -> np.ndarray:
+        """``(n_sequences, seq_len)`` int64 windows evenly spaced over the *training* split (for
+        GPTQ calibration: diverse text, never the validation documents)."""
+        n_sequences = check_int(n_sequences, "n_sequences", owner="TokenData.calibration", low=1)
+        seq_len = check_int(seq_len, "seq_len", owner="TokenData.calibration", low=1)
+        starts = np.linspace(0, len(self.train) - seq_len - 1, n_sequences).astype(np.int64)
+        return self.train[starts[:, None] + np.arange(seq_len)[None, :]].astype(np.int64)
+
     def val_batches(self, seq_len: int, batch_size: int = 16,
                     max_tokens: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Non-overlapping validation windows ``(B, T)``, in order, up to ``max_tokens`` targets."""

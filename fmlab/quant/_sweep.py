@@ -261,10 +261,8 @@ class _Objective:
         rows = [{**base, "post_bits": math.inf, "ptq_method": "none", "loss": res.val_loss,
                  "loss_before_ptq": res.val_loss, "delta_ptq": 0.0}]
         if not res.diverged:
-            n_cal = spec.calib_sequences
             T = tc.seq_len
-            ids = data.train[-(n_cal * T):].astype("int64")
-            calib = torch.from_numpy(ids[: (len(ids) // T) * T].reshape(-1, T))
+            calib = torch.from_numpy(data.calibration(spec.calib_sequences, T))
             for pb in spec.post_bits:
                 if pb >= w:
                     continue
