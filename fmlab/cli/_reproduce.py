@@ -52,6 +52,7 @@ class ReproduceCommand(Command):
         )
         parser.add_argument("--list", action="store_true", help="list the studies and exit")
         parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+        parser.add_argument("--quiet", action="store_true", help="no per-study status lines")
         parser.add_argument("--json", action="store_true", help="print the outcome as JSON")
 
     def run(self, args: argparse.Namespace) -> int:
@@ -73,6 +74,7 @@ class ReproduceCommand(Command):
             seed=args.seed,
             options=parse_options(args.option),
             show_progress=not args.no_progress,
+            verbose=not args.quiet,
         )
         summary = {
             "out": str(result.out),

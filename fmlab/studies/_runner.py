@@ -124,6 +124,7 @@ def reproduce(
     options: dict[str, Any] | None = None,
     show_progress: bool = True,
     report: bool = True,
+    verbose: bool = True,
 ) -> ReproduceResult:
     """Run studies (all registered ones by default) and render ``out/report.html``.
 
@@ -138,6 +139,9 @@ def reproduce(
         force: Re-run studies that already have results.
         seed: Base random seed passed to every study.
         options: Extra options passed to every study's context.
+        show_progress: Show progress bars inside studies.
+        report: Render ``out/report.html`` at the end.
+        verbose: Print one status line per study (started, skipped, done with verdicts, failed).
     """
     check_option(scale, "scale", ("quick", "full"), owner="reproduce")
     selected: list[str] = []
@@ -157,13 +161,13 @@ def reproduce(
     for i, name in enumerate(selected, 1):
         if not force and _finished(out / name, scale) is not None:
             result.skipped.append(name)
-            if show_progress:
+            if verbose:
                 print(
                     f"[{i}/{len(selected)}] {name}: finished before, skipped "
                     "(use --force to re-run)"
                 )
             continue
-        if show_progress:
+        if verbose:
             print(f"[{i}/{len(selected)}] {name}: running at {scale} scale", flush=True)
         error_file = out / f"{name}.error.txt"
         try:
@@ -175,12 +179,12 @@ def reproduce(
         except Exception as exc:  # one failed study must not stop the others
             result.failed[name] = f"{type(exc).__name__}: {exc}"
             error_file.write_text(traceback.format_exc())
-            if show_progress:
+            if verbose:
                 print(f"    failed: {type(exc).__name__}: {exc}", flush=True)
             continue
         error_file.unlink(missing_ok=True)
         result.ran.append(name)
-        if show_progress:
+        if verbose:
             verdicts = ", ".join(
                 "holds" if c["holds"] else "does not hold" for c in record["claims"]
             )

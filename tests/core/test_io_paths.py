@@ -53,3 +53,18 @@ def test_shared_dir_is_configurable(tmp_path: Path, monkeypatch) -> None:
     assert shared_dir("sts") == tmp_path / "sts"
     monkeypatch.setenv("FMLAB_SHARED", str(tmp_path / "missing"))
     assert shared_dir("sts") is None
+
+
+def test_atomic_results_follow_the_umask_not_mkstemp_modes(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "m.json", {})
+        with atomic_dir(tmp_path / "d") as d:
+            (d / "x").write_text("")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "m.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755
