@@ -7,8 +7,10 @@ import json
 import numpy as np
 import pytest
 
+from fmlab._paths import shared_dir
 from fmlab.cli import main
 from fmlab.scaling import ChinchillaLaw
+from fmlab.testing import require_or_skip
 
 
 @pytest.fixture()
@@ -47,8 +49,9 @@ def test_plan_pools_preset(tmp_path, capsys):
     rc = main(["scaling", "plan", "pools", "--preset", "tmars-utility", "--pools",
                "tmars_top0to10p,tmars_top10to20p,tmars_top20to30p,tmars_top30to40p",
                "--budgets", "32e6,5e9", "--json", "--plot", str(tmp_path / "p.png")])
-    if rc != 0:
-        pytest.skip("T-MARS parameter file missing")
+    if shared_dir("data-filtering-scaling", "parameter_values.jsonl") is None:
+        require_or_skip("T-MARS parameter file missing: set FMLAB_SHARED to the reference-data folder")
+    assert rc == 0
     rows = json.loads(capsys.readouterr().out)
     assert rows[0]["best"] == "top1" and rows[1]["best"] != "top1"
 
