@@ -10,7 +10,7 @@ import hashlib
 import json
 import os
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,7 +36,25 @@ _PROMPT_TYPES = ("query", "document", "passage")
 _ENCODE_KWARGS = (
     "batch_size", "show_progress_bar", "convert_to_numpy", "convert_to_tensor",
     "normalize_embeddings", "device", "prompt", "prompt_name", "task_name", "prompt_type",
+    # MTEB 2.x passes these alongside a DataLoader of {"text": [...]} batches
+    "task_metadata", "hf_split", "hf_subset",
 )
+
+
+def _mteb_batches_to_texts(inputs: Any) -> list[Any] | None:
+    """Flatten MTEB 2.x input (an iterable of ``{"text": [...]}`` batches), else ``None``."""
+    if isinstance(inputs, (str, bytes, Sequence)) or not hasattr(inputs, "__iter__"):
+        return None
+    texts: list[Any] = []
+    for i, batch in enumerate(inputs):
+        if not isinstance(batch, Mapping) or "text" not in batch:
+            raise TypeError(
+                "encode() takes a str, a sequence of str, or MTEB's DataLoader of batches with a "
+                f"'text' field; batch {i} is a {type(batch).__name__}"
+                + (f" with keys {sorted(batch)}" if isinstance(batch, Mapping) else "") + "."
+            )
+        texts.extend(batch["text"])
+    return texts
 
 
 def pool_hidden_states(hidden: torch.Tensor, pool_mask: torch.Tensor, pooling: str) -> torch.Tensor:
@@ -425,6 +443,9 @@ class EchoEncoder:
                 ``instruction_format``).
             prompt_name: The key of an instruction in ``prompts``.
             task_name: MTEB task name; its instruction is looked up in ``prompts`` (keyword-only).
+            task_metadata, hf_split, hf_subset: MTEB 2.x keywords; ``task_metadata.name`` stands
+                in for ``task_name``. MTEB 2.x passes ``sentences`` as a DataLoader of
+                ``{"text": [...]}`` batches, which is flattened in order.
             prompt_type: ``"query"`` (default; symmetric tasks use it for both sides),
                 ``"document"`` or ``"passage"`` (keyword-only; MTEB's enum is accepted).
 
@@ -465,11 +486,14 @@ class EchoEncoder:
                 f"encode(device={device!r}) differs from the encoder's device {self.device}; "
                 f"build the encoder with EchoEncoder(..., device={str(device)!r}) instead."
             )
+        task_name = kwargs.get("task_name")
+        if task_name is None and kwargs.get("task_metadata") is not None:
+            task_name = getattr(kwargs["task_metadata"], "name", None)
         side, instruction = self._resolve_prompt(
-            kwargs.get("prompt"), kwargs.get("prompt_name"), kwargs.get("task_name"),
-            kwargs.get("prompt_type"),
+            kwargs.get("prompt"), kwargs.get("prompt_name"), task_name, kwargs.get("prompt_type"),
         )
-        texts, single = self._check_sentences(sentences)
+        flat = _mteb_batches_to_texts(sentences)
+        texts, single = self._check_sentences(sentences if flat is None else flat)
         emb = self._embed(texts, side, instruction, batch_size, progress)  # (n, d) float32
         if normalize:
             norms = np.linalg.norm(emb, axis=1, keepdims=True)

@@ -266,3 +266,17 @@ def test_import_is_cheap():
             "print('torch' in sys.modules, 'transformers' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_mteb2_dataloader_input_matches_a_list(echo):
+    from types import SimpleNamespace
+
+    from torch.utils.data import DataLoader
+
+    texts = ["a cat sleeps", "a dog runs", "rain falls on the roof"]
+    loader = DataLoader([{"text": t} for t in texts], batch_size=2)  # batches {"text": [...]}
+    meta = SimpleNamespace(name="STSBenchmark")
+    got = echo.encode(loader, task_metadata=meta, hf_split="test", hf_subset="default")
+    np.testing.assert_allclose(got, echo.encode(texts, task_name="STSBenchmark"), atol=1e-6)
+    with pytest.raises(TypeError, match="batch 0 is a dict with keys \\['image'\\]"):
+        echo.encode(iter([{"image": [1]}]))
