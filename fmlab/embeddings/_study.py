@@ -184,9 +184,7 @@ class EchoStudy(Study):
         ax.set_ylabel("Spearman x100 / accuracy %")
         ax.set_title("Zero-shot SmolLM2 embeddings: classical vs echo, with MiniLM")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(ctx.figure_path("scores.png"), dpi=120)
-        plt.close(fig)
+        ctx.save_figure(fig, "scores.png", dpi=120)
 
         fig, ax = plt.subplots(figsize=(5, 3.2))
         labels = ["early tokens", "whole sentence"]
@@ -199,9 +197,7 @@ class EchoStudy(Study):
         ax.set_ylabel("probe accuracy")
         ax.set_title("Toy: class decided by the sentence's end")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        fig.savefig(ctx.figure_path("toy.png"), dpi=120)
-        plt.close(fig)
+        ctx.save_figure(fig, "toy.png", dpi=120)
         return {
             "scores.png": "STS-B, SICK-R and word-similarity Spearman, Rotten Tomatoes probe "
                           "accuracy: classical vs echo (same LM, mean pooling) and MiniLM.",

@@ -266,10 +266,8 @@ def _plot_lines(ctx: StudyContext, scatter: dict[tuple[str, str], Any]) -> str:
             ax.set_xlabel("probit ID")
             ax.set_ylabel("probit OOD")
             ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
     name = "probit_lines.png"
-    fig.savefig(ctx.figure_path(name), dpi=80)
-    plt.close(fig)
+    ctx.save_figure(fig, name, dpi=80)
     return ("Probit scatter per shift (rows) and diversity source (columns): model accuracies "
             "(blue) and pairwise agreements (orange), with both least-squares lines. Lines "
             "coincide with random head initialisation.")
@@ -298,8 +296,6 @@ def _plot_errors(ctx: StudyContext, rows: list[dict[str, Any]]) -> str:
         ax.set_yscale("log")
         ax.set_ylabel("MAE (accuracy points, log)")
     axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
     name = "estimator_errors.png"
-    fig.savefig(ctx.figure_path(name), dpi=80)
-    plt.close(fig)
+    ctx.save_figure(fig, name, dpi=80)
     return "Mean absolute error of each estimator's predicted OOD accuracy, per shift."

@@ -194,9 +194,7 @@ class PrecisionSweepStudy(Study):
         ax.set_xlabel("training bits (w = a = kv; 16 = full precision)")
         ax.set_ylabel("validation loss (nats/token)")
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(ctx.figure_path("loss_vs_train_bits.png"), dpi=110)
-        plt.close(fig)
+        ctx.save_figure(fig, "loss_vs_train_bits.png", dpi=110)
         figs["loss_vs_train_bits.png"] = "Validation loss against training precision."
         fig, ax = plt.subplots(figsize=(5, 3.5))
         for p, grp in fp_ptq.groupby("post_bits"):
@@ -207,9 +205,7 @@ class PrecisionSweepStudy(Study):
         ax.set_ylabel("δ_PTQ (loss after − before)")
         ax.set_title(f"full-precision training, N={int(n_max):,}", fontsize=9)
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(ctx.figure_path("ptq_vs_tokens.png"), dpi=110)
-        plt.close(fig)
+        ctx.save_figure(fig, "ptq_vs_tokens.png", dpi=110)
         figs["ptq_vs_tokens.png"] = "Post-training-quantization degradation against tokens."
         fig, ax = plt.subplots(figsize=(5, 3.5))
         sub = ptq[(ptq.n_params == n_max) & (ptq.n_tokens == d_max)
@@ -222,9 +218,7 @@ class PrecisionSweepStudy(Study):
         ax.set_ylabel("δ_PTQ")
         ax.set_title(f"N={int(n_max):,}, D={int(d_max):,}", fontsize=9)
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(ctx.figure_path("ptq_vs_train_bits.png"), dpi=110)
-        plt.close(fig)
+        ctx.save_figure(fig, "ptq_vs_train_bits.png", dpi=110)
         figs["ptq_vs_train_bits.png"] = "PTQ degradation against training precision."
         return figs
 

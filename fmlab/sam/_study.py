@@ -296,9 +296,7 @@ def _plot_noise(ctx: StudyContext, runs: list[dict[str, Any]], noise: list[float
         ax.set_ylabel("clean test accuracy")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(ctx.figure_path("accuracy_curves.png"), dpi=110)
-    plt.close(fig)
+    ctx.save_figure(fig, "accuracy_curves.png", dpi=110)
 
     fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(noise) * len(methods) / 3, 3.3))
     width = 0.8 / len(methods)
@@ -316,9 +314,7 @@ def _plot_noise(ctx: StudyContext, runs: list[dict[str, Any]], noise: list[float
     lo = min(x["final_test_acc"] for x in runs)
     ax.set_ylim(max(0.0, lo - 0.05), 1.0)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(ctx.figure_path("best_accuracy.png"), dpi=110)
-    plt.close(fig)
+    ctx.save_figure(fig, "best_accuracy.png", dpi=110)
 
     top = max(noise)
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.3))
@@ -337,9 +333,7 @@ def _plot_noise(ctx: StudyContext, runs: list[dict[str, Any]], noise: list[float
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     fig.suptitle(f"{top:.0%} label noise", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(ctx.figure_path("example_weighting.png"), dpi=110)
-    plt.close(fig)
+    ctx.save_figure(fig, "example_weighting.png", dpi=110)
 
 
 class FeatureBalanceStudy(Study):
@@ -615,9 +609,7 @@ def _plot_features(ctx: StudyContext, s: dict[str, dict[str, float]],
     ax.set_ylabel("linear-probe accuracy")
     ax.set_ylim(0.5, 1.0)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(ctx.figure_path("probe_accuracy.png"), dpi=110)
-    plt.close(fig)
+    ctx.save_figure(fig, "probe_accuracy.png", dpi=110)
 
     fig, ax = plt.subplots(figsize=(5, 3.3))
     names = sorted(runs[0]["groups"])
@@ -630,6 +622,4 @@ def _plot_features(ctx: StudyContext, s: dict[str, dict[str, float]],
                    "y=1 digit agrees"][: len(names)], fontsize=7)
     ax.set_ylabel("test accuracy")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(ctx.figure_path("worst_group.png"), dpi=110)
-    plt.close(fig)
+    ctx.save_figure(fig, "worst_group.png", dpi=110)

@@ -104,6 +104,16 @@ class StudyContext:
         """Path for a figure file inside the study's folder (``name`` should end in .png)."""
         return self.out_dir / name
 
+    def save_figure(self, fig: Any, name: str, *, dpi: int = 110) -> Path:
+        """Lay out a matplotlib figure, save it as ``out_dir/name``, close it; return the path."""
+        import matplotlib.pyplot as plt
+
+        fig.tight_layout()
+        path = self.figure_path(name)
+        fig.savefig(path, dpi=dpi)
+        plt.close(fig)
+        return path
+
     def progress(
         self, iterable: Iterable[_T], desc: str = "", total: int | None = None, leave: bool = False
     ) -> Iterator[_T]:

@@ -39,8 +39,7 @@ class LineStudy(Study):
         fig, ax = plt.subplots(figsize=(4, 3))
         ax.scatter(x, y, s=4)
         ax.plot([0, 1], [b, a + b], color="C1")
-        fig.savefig(ctx.figure_path("fit.png"), dpi=80)
-        plt.close(fig)
+        ctx.save_figure(fig, "fit.png", dpi=80)
         return StudyResult(
             metrics={"slope": a, "intercept": b, "n": n},
             claims=[
