@@ -13,7 +13,7 @@ import json
 import sys
 from typing import Any, ClassVar
 
-__all__ = ["Command", "emit", "parse_options"]
+__all__ = ["Command", "add_action", "emit", "parse_options"]
 
 
 class Command:
@@ -29,6 +29,13 @@ class Command:
     def run(self, args: argparse.Namespace) -> int:
         """Carry out the command; return the exit code (0 success, 1 failure)."""
         raise SystemExit(f"fmlab {self.name}: no action given; see 'fmlab {self.name} --help'")
+
+
+def add_action(sub: Any, name: str, help: str) -> argparse.ArgumentParser:
+    """Add the sub-action ``name`` (e.g. ``fmlab models info``) with the common ``--json`` flag."""
+    parser: argparse.ArgumentParser = sub.add_parser(name, help=help)
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    return parser
 
 
 def emit(obj: Any, *, as_json: bool, text: str | None = None) -> None:

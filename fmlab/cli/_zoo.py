@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from fmlab.cli._base import Command
+from fmlab.cli._base import Command, add_action, emit
 
 
 class ModelsCommand(Command):
@@ -19,19 +19,15 @@ class ModelsCommand(Command):
 
     def configure(self, parser: argparse.ArgumentParser) -> None:
         sub = parser.add_subparsers(dest="action", metavar="ACTION")
-        p = sub.add_parser("list", help="list the zoo (default action)")
+        p = add_action(sub, "list", "list the zoo (default action)")
         p.add_argument("pattern", nargs="?", default=None, help="fnmatch pattern, e.g. 'tiny-*'")
-        p.add_argument("--json", action="store_true", help="print JSON")
-        p = sub.add_parser("info", help="describe one model")
+        p = add_action(sub, "info", "describe one model")
         p.add_argument("name", help="zoo name")
-        p.add_argument("--json", action="store_true", help="print JSON")
-        p = sub.add_parser("prepare", help="convert a GGUF model into the verified cache")
+        p = add_action(sub, "prepare", "convert a GGUF model into the verified cache")
         p.add_argument("name", help="zoo name of a causal LM")
-        p.add_argument("--json", action="store_true", help="print JSON")
         parser.set_defaults(action="list", pattern=None, json=False)
 
     def run(self, args: argparse.Namespace) -> int:
-        from fmlab.cli._base import emit
         from fmlab.models import list_models, model_info
 
         if args.action == "prepare":
@@ -70,19 +66,15 @@ class DataCommand(Command):
 
     def configure(self, parser: argparse.ArgumentParser) -> None:
         sub = parser.add_subparsers(dest="action", metavar="ACTION")
-        p = sub.add_parser("list", help="list the zoo (default action)")
+        p = add_action(sub, "list", "list the zoo (default action)")
         p.add_argument("pattern", nargs="?", default=None, help="fnmatch pattern, e.g. 'cf-*'")
-        p.add_argument("--json", action="store_true", help="print JSON")
-        p = sub.add_parser("info", help="describe one dataset: schema, source, files, install")
+        p = add_action(sub, "info", "describe one dataset: schema, source, files, install")
         p.add_argument("name", help="zoo name")
-        p.add_argument("--json", action="store_true", help="print JSON")
-        p = sub.add_parser("verify", help="load datasets, verifying every file's checksum")
+        p = add_action(sub, "verify", "load datasets, verifying every file's checksum")
         p.add_argument("names", nargs="*", metavar="NAME", help="names or patterns (default: all)")
-        p.add_argument("--json", action="store_true", help="print JSON")
         parser.set_defaults(action="list", pattern=None, json=False)
 
     def run(self, args: argparse.Namespace) -> int:
-        from fmlab.cli._base import emit
         from fmlab.data import dataset_info, list_datasets
 
         if args.action == "info":
