@@ -4,9 +4,10 @@ Rounding is round-half-to-even everywhere (``torch.round`` for integers; the flo
 scaled significand with ``torch.round`` too, which is IEEE round-to-nearest-even, and the fp8/fp16/
 bf16 fast paths use torch's casts, which are RNE as well).
 
-Speed: the quantizer is memory-bound, so each path makes one output buffer and updates it in place
-(scale → round → rescale); scales are reduced with one ``aminmax`` pass; groups are a reshape, never
-a Python loop.
+Speed: the quantizer is memory-bound. Scales are reduced with one ``aminmax`` pass; the values are
+then processed in cache-sized blocks of rows (on CPU), each block going through scale → round →
+rescale in place while it is in L2, straight into the output buffer. Groups, tokens and channels
+are a reshape, never a Python loop over them.
 """
 
 from __future__ import annotations
@@ -130,50 +131,89 @@ def quantize_values(
         return_bounds: Also return the clip range ``(lo, hi)`` (broadcastable), for clipped STE.
     """
     fmt = get_format(fmt)
-    orig_dtype, orig_shape = x.dtype, x.shape
     x = x.detach()
-    if x.dtype != torch.float32:
-        x = x.float()
-    lo = hi = None
-    if fmt.kind == "float" and fmt.granularity == "none":
-        out = x.clamp(-fmt.max_value, fmt.max_value)
-        out = _cast_float_(out, fmt, native)
-        if return_bounds:
-            lo, hi = torch.tensor(-fmt.max_value), torch.tensor(fmt.max_value)
-    else:
-        xv = _grouped(x, fmt)
+    if x.numel() == 0:
+        empty = x.clone()
+        return (empty, empty, empty) if return_bounds else empty
+    scale = zero = None
+    if not (fmt.kind == "float" and fmt.granularity == "none"):
         scale, zero = compute_scale(x, fmt)
-        out = xv / scale
-        if fmt.kind == "int":
-            out.round_()
-            if zero is not None:
-                qlo, qhi = -zero, fmt.max_value - zero
-                out.clamp_(min=qlo, max=qhi)
-                if return_bounds:
-                    lo, hi = (qlo - 0.5) * scale, (qhi + 0.5) * scale
-            else:
-                if fmt.clip_ratio < 1.0:  # without clipping |x/s| <= qmax already holds
-                    out.clamp_(-fmt.max_value, fmt.max_value)
-                if return_bounds:
-                    hi = (fmt.max_value + 0.5) * scale
-                    lo = -hi
-        else:
-            if fmt.clip_ratio < 1.0:
-                out.clamp_(-fmt.max_value, fmt.max_value)
-            out = _cast_float_(out, fmt, native)
-            if return_bounds:
-                hi = fmt.max_value * scale
-                lo = -hi
-        out.mul_(scale)
-        if fmt.granularity == "group":
-            out = out.reshape(orig_shape)
-            if return_bounds:
-                lo, hi = _expand_group(lo, orig_shape, fmt), _expand_group(hi, orig_shape, fmt)
-    if out.dtype != orig_dtype:
-        out = out.to(orig_dtype)
-    if return_bounds:
-        return out, lo, hi
-    return out
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    _quantize_blocked(x, out, fmt, scale, zero, native)
+    if not return_bounds:
+        return out
+    if scale is None:
+        lo, hi = torch.tensor(-fmt.max_value), torch.tensor(fmt.max_value)
+    elif zero is not None:
+        lo, hi = (-zero - 0.5) * scale, (fmt.max_value - zero + 0.5) * scale
+    else:
+        hi = (fmt.max_value + (0.5 if fmt.kind == "int" else 0.0)) * scale
+        lo = -hi
+    if fmt.granularity == "group":
+        lo, hi = _expand_group(lo, x.shape, fmt), _expand_group(hi, x.shape, fmt)
+    return out, lo, hi
+
+
+# Elements per block on CPU. Every pass of the quantizer (scale, round, clamp, rescale) runs over
+# one block while it sits in the core's L2 cache, so main memory sees about one read of ``x`` for
+# the scales, one read for the values and one write of the output -- near a plain copy.
+_BLOCK = 1 << 16
+
+
+def _quantize_blocked(x: torch.Tensor, out: torch.Tensor, fmt: QuantFormat,
+                      scale: torch.Tensor | None, zero: torch.Tensor | None,
+                      native: bool) -> None:
+    """Write ``Q(x)`` into ``out`` (contiguous, same shape), block by block.
+
+    Every granularity partitions ``x`` into equal, consecutive row-major pieces that share one
+    scale (a leading index, a token, a group), so ``x`` is viewed as ``(scale.numel(), -1)`` rows
+    with one scale per row; a single scale (tensor granularity, plain casts) uses the last axis.
+    """
+    n_scales = 1 if scale is None else scale.numel()
+    if n_scales > 1:
+        rows = x.reshape(n_scales, -1)
+        scale = scale.reshape(n_scales, 1)
+        zero = None if zero is None else zero.reshape(n_scales, 1)
+    else:
+        rows = x.reshape(-1, x.shape[-1]) if x.ndim else x.reshape(1, 1)
+        scale = None if scale is None else scale.reshape(())
+        zero = None if zero is None else zero.reshape(())
+    out_rows = out.view(rows.shape)
+    n_rows, width = rows.shape
+    step = max(1, _BLOCK // max(width, 1)) if x.device.type == "cpu" else max(n_rows, 1)
+    direct = out.dtype == torch.float32
+    work = None if direct else torch.empty((min(step, n_rows), width), device=x.device)
+    for r0 in range(0, n_rows, step):
+        r1 = min(r0 + step, n_rows)
+        y = out_rows[r0:r1] if direct else work[: r1 - r0]  # type: ignore[index]
+        per_row = n_scales > 1
+        s = scale[r0:r1] if (per_row and scale is not None) else scale
+        z = zero[r0:r1] if (per_row and zero is not None) else zero
+        _quantize_block_(rows[r0:r1], y, fmt, s, z, native)
+        if not direct:
+            out_rows[r0:r1].copy_(y)
+
+
+def _quantize_block_(xb: torch.Tensor, y: torch.Tensor, fmt: QuantFormat,
+                     s: torch.Tensor | None, z: torch.Tensor | None, native: bool) -> None:
+    """``y ← s·Q(xb/s)`` in fp32, in place in ``y`` (the order of operations fixes the rounding:
+    one division, one round to the grid, one multiplication)."""
+    if s is None:  # a plain cast of the raw values
+        y.copy_(xb).clamp_(-fmt.max_value, fmt.max_value)
+        _cast_float_(y, fmt, native)
+        return
+    torch.div(xb, s, out=y)
+    if fmt.kind == "int":
+        y.round_()
+        if z is not None:
+            y.clamp_(min=-z, max=fmt.max_value - z)
+        elif fmt.clip_ratio < 1.0:  # without clipping |x/s| <= qmax already holds
+            y.clamp_(-fmt.max_value, fmt.max_value)
+    else:
+        if fmt.clip_ratio < 1.0:
+            y.clamp_(-fmt.max_value, fmt.max_value)
+        _cast_float_(y, fmt, native)
+    y.mul_(s)
 
 
 def _expand_group(b: torch.Tensor | None, shape: torch.Size, fmt: QuantFormat) -> torch.Tensor:

@@ -185,3 +185,34 @@ def test_import_is_cheap() -> None:
     code = ("import sys, fmlab.quant as q; q.get_format('int4'); q.list_formats(); "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("name", ["int4_channel", "int4_asym", "int8", "int3_token", "int4_g32",
+                                  "fp8_e4m3_channel", "fp8_e5m2", "fp4_e2m1_channel",
+                                  "fp6_e3m2_raw", "mxfp4"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_blocked_processing_matches_one_block(monkeypatch, name: str, dtype) -> None:
+    """The CPU path processes cache-sized blocks of rows; the block size must not change a bit."""
+    import fmlab.quant._fake as fake
+
+    gen = torch.Generator().manual_seed(3)
+    x = (torch.randn(6, 40, 64, generator=gen) * torch.logspace(-3, 3, 64)).to(dtype)
+    monkeypatch.setattr(fake, "_BLOCK", 1 << 30)
+    whole, lo, hi = quantize_values(x, name, return_bounds=True)
+    for block in (1, 37, 64 * 7):
+        monkeypatch.setattr(fake, "_BLOCK", block)
+        out, lo2, hi2 = quantize_values(x, name, return_bounds=True)
+        assert out.dtype == dtype and out.shape == x.shape
+        assert torch.equal(out.float().view(torch.int32), whole.float().view(torch.int32)), block
+        assert torch.equal(lo2, lo) and torch.equal(hi2, hi)
+    # ... and agrees with the unblocked arithmetic written out for the per-channel formats.
+    if name == "fp8_e4m3_channel":
+        xf = x.float()
+        s = xf.abs().amax((1, 2), keepdim=True) / 448
+        ref = ((xf / s).to(torch.float8_e4m3fn).float() * s).to(dtype)
+        assert torch.equal(whole, ref)
+
+
+def test_empty_and_scalar_tensors() -> None:
+    assert quantize_values(torch.empty(0, 8), "int4_channel").shape == (0, 8)
+    assert fake_quantize(torch.tensor(0.3), "int8").shape == ()
