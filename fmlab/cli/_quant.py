@@ -16,7 +16,7 @@ _QUANT_EPILOG = """Examples:
   fmlab quant ptq --model smollm2-135m-instruct --bits 4 --method rtn --eval-tokens 4096"""
 
 _SWEEP_EPILOG = """Examples:
-  fmlab sweep run --storage sqlite:///sweep.db --d-model 32,64 --tokens 50000,200000 \\
+  fmlab sweep run --storage sqlite:///sweep.db --workers 2 --d-model 32,64 --tokens 5e4,2e5 \\
       --train-bits 16,8,4 --post-bits 3,4
   # many machines: create once, then start workers anywhere that reaches the database
   fmlab sweep create --storage postgresql+psycopg://user@db:5432/fmlab --d-model 64 \\
@@ -191,8 +191,10 @@ class SweepCommand(Command):
         sub = parser.add_subparsers(dest="action", metavar="ACTION")
         c = sub.add_parser("create", help="create the sweep study (once)")
         self._grid_args(c)
-        r = sub.add_parser("run", help="create the sweep and work on it in this process")
+        r = sub.add_parser("run", help="create the sweep and work on it from this machine")
         self._grid_args(r)
+        r.add_argument("--workers", type=int, default=1,
+                       help="worker processes on this machine (e.g. one per core)")
         w = sub.add_parser("work", help="work on an existing sweep until it is done")
         w.add_argument("--storage", required=True)
         w.add_argument("--name", default="precision-sweep")
@@ -214,19 +216,20 @@ class SweepCommand(Command):
             raise SystemExit("fmlab sweep: no action given; see 'fmlab sweep --help'")
         from fmlab.quant import create_sweep, run_sweep_worker, sweep_table
 
-        if action in ("create", "run"):
+        if action == "create":
             spec = self._spec(args)
             create_sweep(spec, args.storage, args.name)
-            if action == "create":
-                emit({"study": args.name, "n_grid": spec.n_grid}, as_json=args.json,
-                     text=f"created sweep {args.name!r} with {spec.n_grid} runs")
-                return 0
-        if action in ("run", "work"):
-            n = run_sweep_worker(args.storage, args.name,
-                                 heartbeat=getattr(args, "heartbeat", 10.0))
-            if action == "work":
-                emit({"runs": n}, as_json=args.json, text=f"this worker ran {n} run(s)")
-                return 0
+            emit({"study": args.name, "n_grid": spec.n_grid}, as_json=args.json,
+                 text=f"created sweep {args.name!r} with {spec.n_grid} runs")
+            return 0
+        if action == "run":
+            from fmlab.quant import run_sweep
+
+            run_sweep(self._spec(args), args.storage, args.name, workers=args.workers)
+        if action == "work":
+            n = run_sweep_worker(args.storage, args.name, heartbeat=args.heartbeat)
+            emit({"runs": n}, as_json=args.json, text=f"this worker ran {n} run(s)")
+            return 0
         frame = sweep_table(args.storage, args.name,
                             include_failed=getattr(args, "include_failed", False))
         rows = getattr(args, "rows", "all")

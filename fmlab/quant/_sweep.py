@@ -26,6 +26,8 @@ not quantized after training), ``loss``; ``inf`` training bits mean full precisi
 from __future__ import annotations
 
 import math
+import os
+import socket
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -257,7 +259,7 @@ class _Objective:
                 "a_bits": a, "kv_bits": kv, "seed": int(p["seed"]), "lr": float(p["lr"]),
                 "model": p["model"], **{f"cfg_{k}": v for k, v in model_kw.items()},
                 "train_loss_final": res.train_losses[-1] if res.train_losses else math.nan,
-                "seconds": res.seconds}
+                "seconds": res.seconds, "worker": f"{socket.gethostname()}:{os.getpid()}"}
         rows = [{**base, "post_bits": math.inf, "ptq_method": "none", "loss": res.val_loss,
                  "loss_before_ptq": res.val_loss, "delta_ptq": 0.0}]
         if not res.diverged:
@@ -381,16 +383,53 @@ def _seed_orphans(study: Any, grace: float, seeded: set[int]) -> None:
             seeded.add(t._trial_id)
 
 
-def run_sweep(spec: SweepSpec, storage: str | None = None, name: str = "precision-sweep",
+def run_sweep(spec: SweepSpec, storage: str | None = None, name: str = "precision-sweep", *,
+              workers: int = 1, threads_per_worker: int | None = None,
               **worker_kwargs: Any) -> Any:
-    """Create the sweep and work on it in this process; returns :func:`sweep_table`.
+    """Create the sweep and work on it from this machine; returns :func:`sweep_table`.
 
-    ``storage`` defaults to an SQLite file in the current directory (``fmlab-sweep.db``).
+    Args:
+        spec: The grid.
+        storage: Database URL; defaults to an SQLite file in the current directory
+            (``fmlab-sweep.db``).
+        name: Study name.
+        workers: Worker processes on this machine (this process is one of them). Small models
+            train fastest with one thread each, so on a ``k``-core machine ``workers=k`` is
+            usually best.
+        threads_per_worker: Torch threads in each *extra* worker (default: cores / workers).
+        **worker_kwargs: Passed to :func:`run_sweep_worker` (``heartbeat``, ``device``, ...).
     """
+    check_int(workers, "workers", owner="run_sweep", low=1)
     storage = storage or f"sqlite:///{Path('fmlab-sweep.db').resolve()}"
     create_sweep(spec, storage, name)
-    run_sweep_worker(storage, name, **worker_kwargs)
+    procs: list[Any] = []
+    if workers > 1:
+        import multiprocessing
+
+        threads = threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
+        mp = multiprocessing.get_context("spawn")
+        procs = [mp.Process(target=_worker_process, args=(storage, name, threads, worker_kwargs),
+                            daemon=True, name=f"fmlab-sweep-worker-{i + 1}")
+                 for i in range(workers - 1)]
+        for proc in procs:
+            proc.start()
+    try:
+        run_sweep_worker(storage, name, **worker_kwargs)
+    finally:
+        for proc in procs:
+            proc.join()
+    bad = [f"{p.name} (exit code {p.exitcode})" for p in procs if p.exitcode != 0]
+    if bad:
+        raise RuntimeError(f"Sweep worker process(es) failed: {', '.join(bad)}. Finished runs are "
+                           f"kept in {storage}; call run_sweep again with the same spec to resume.")
     return sweep_table(storage, name)
+
+
+def _worker_process(storage: str, name: str, threads: int, kwargs: dict[str, Any]) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    run_sweep_worker(storage, name, **kwargs)
 
 
 def sweep_table(storage: str, name: str = "precision-sweep", *,
@@ -399,8 +438,9 @@ def sweep_table(storage: str, name: str = "precision-sweep", *,
 
     Columns: ``n_params, n_tokens, w_bits, a_bits, kv_bits, post_bits, loss`` (the scaling-law
     features and target), ``loss_before_ptq, delta_ptq, ptq_method, seed, lr, model, cfg_*,
-    status`` (``"complete"`` or ``"failed"`` for diverged runs), ``trial``. Runs lost to a dead
-    worker and end-of-sweep duplicates never appear.
+    seconds, worker`` (``host:pid`` of the process that ran it), ``status`` (``"complete"`` or
+    ``"failed"`` for diverged runs), ``trial``. Runs lost to a dead worker and end-of-sweep
+    duplicates never appear.
     """
     import numpy as np
     import pandas as pd

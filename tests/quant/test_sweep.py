@@ -157,3 +157,17 @@ def test_postgres_two_workers_kill_and_resume(postgres_url, token_data, tmp_path
     killed = [t for t in trials if t.state == TrialState.FAIL]
     assert len(killed) == 1 and "rows" not in killed[0].user_attrs  # the dead worker's run
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+
+
+def test_sqlite_local_worker_processes(tmp_path, token_data) -> None:
+    """``workers=2``: a second process works on the same SQLite study; every grid point runs
+    exactly once and both processes take runs."""
+    url = f"sqlite:///{tmp_path / 'sweep.db'}"
+    spec = _spec(n_tokens=[20_000, 30_000], train_bits=[None, 8, 6, 4], post_bits=[])
+    table = run_sweep(spec, url, "w", workers=2, threads_per_worker=1, heartbeat=1)
+    runs = table[table.post_bits == math.inf]
+    assert len(runs) == spec.n_grid == 8 and runs.grid_id.is_unique
+    assert (runs.status == "complete").all()
+    assert runs.worker.nunique() == 2, runs.worker.value_counts()
+    with pytest.raises(ValueError, match="'workers' parameter of run_sweep"):
+        run_sweep(spec, url, "w", workers=0)
