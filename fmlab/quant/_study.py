@@ -4,6 +4,7 @@ training runs of a small LM on this machine."""
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, ClassVar
 
 from fmlab.studies._base import Claim, Study, StudyContext, StudyResult
@@ -24,12 +25,14 @@ class PrecisionSweepStudy(Study):
     capability: ClassVar[str] = "quant"
     paper: ClassVar[str] = "Kumar et al. 2024, Scaling Laws for Precision, arXiv 2411.04330"
     summary: ClassVar[str] = (
-        "Decoder-only LMs (RMSNorm, RoPE, SwiGLU; 0.1-0.3M non-embedding parameters) trained on "
-        "the bundled Wikipedia and news text with weights, activations and KV cache "
-        "fake-quantized to 3-8 bits, then quantized after training with GPTQ. Checks that loss "
-        "rises as training precision falls, that PTQ degradation grows with tokens seen, and "
-        "that models trained in low precision lose less to PTQ. Runs go through the Optuna "
-        "sweep runner (SQLite); the run table is saved as runs.csv."
+        "Decoder-only LMs (RMSNorm, RoPE, SwiGLU; 27k-107k non-embedding parameters) trained on "
+        "0.25-1.5M tokens of the bundled Wikipedia and news text with weights, activations and "
+        "KV cache fake-quantized to 3-8 bits, then quantized after training with GPTQ. Checks "
+        "that loss rises as training precision falls, that PTQ degradation grows with tokens "
+        "seen, and that models trained in low precision lose less to PTQ; the full scale also "
+        "fits the precision law (sensitivities of weights, activations and KV cache) and scores "
+        "it on held-out runs. Runs go through the Optuna sweep runner (SQLite, one worker "
+        "process per core); the run table is saved as runs.csv."
     )
     requires: ClassVar[tuple[str, ...]] = ("torch", "tokenizers", "optuna", "matplotlib",
                                            "pandas")
@@ -39,16 +42,18 @@ class PrecisionSweepStudy(Study):
 
         from fmlab.quant._sweep import SweepSpec, run_sweep, write_table
 
-        # one thread: on a busy 2-core machine two OpenMP threads per run oversubscribe badly
+        # Small models train fastest on one thread, so the sweep runs one worker process per
+        # core (each with one thread) on the same SQLite study.
         torch.set_num_threads(int(ctx.options.get("threads", 1)))
+        workers = int(ctx.options.get("workers", min(2, os.cpu_count() or 1)))
         ctx.seed_everything()
-        models = ctx.pick(
-            [{"d_model": 64, "n_layers": 2, "n_heads": 4}],
-            [{"d_model": 64, "n_layers": 2, "n_heads": 4},
-             {"d_model": 96, "n_layers": 2, "n_heads": 4}],
-        )
-        tokens = ctx.options.get("n_tokens") or ctx.pick([100_000, 250_000],
-                                                         [100_000, 300_000, 800_000])
+        # Tiny models trained on many tokens per parameter: the precision effects live in the
+        # capacity-limited regime (D/N of 10-50 here); at D/N of a few they drown in noise.
+        m32 = {"d_model": 32, "n_layers": 2, "n_heads": 4}
+        models = ctx.pick([m32], [m32, {"d_model": 48, "n_layers": 2, "n_heads": 4},
+                                  {"d_model": 64, "n_layers": 2, "n_heads": 4}])
+        tokens = ctx.options.get("n_tokens") or ctx.pick([250_000, 800_000],
+                                                         [300_000, 700_000, 1_500_000])
         bits: list[Any] = ctx.pick(
             [None, 8, 4, 3],
             [None, 8, 6, 4, 3, (3, None, None), (None, 3, None), (None, None, 3)],
@@ -58,7 +63,8 @@ class PrecisionSweepStudy(Study):
                          post_bits=post, seeds=[ctx.seed], ptq_method="gptq",
                          train={"eval_tokens": 32768}, calib_sequences=64)
         db = ctx.out_dir / "sweep.db"
-        table = run_sweep(spec, f"sqlite:///{db}", "precision", heartbeat=30)
+        table = run_sweep(spec, f"sqlite:///{db}", "precision", workers=workers,
+                          threads_per_worker=1, heartbeat=30)
         db.unlink(missing_ok=True)
         write_table(table, ctx.out_dir / "runs.csv")
         return self._analyse(ctx, table, spec)
@@ -134,48 +140,125 @@ class PrecisionSweepStudy(Study):
             value=float(by_train.iloc[-1] - by_train.iloc[0]) if len(by_train) >= 2 else None,
             reference="Fig. 5, arXiv 2411.04330"))
 
-        self._fit_laws(trained, metrics, claims)
+        self._component_sensitivity(trained, metrics, claims, min_effect)
+        fit = self._fit_laws(trained, metrics, claims)
         figures = self._plots(ctx, uniform, fp_ptq, ptq, spec, d_max, n_max)
+        if fit is not None:
+            figures.update(self._plot_fit(ctx, *fit))
         rows = trained[["n_params", "n_tokens", "w_bits", "a_bits", "kv_bits", "loss"]]
         return StudyResult(metrics=metrics, claims=claims, figures=figures,
                            tables={"training runs (no PTQ)": _records(rows)})
 
     @staticmethod
-    def _fit_laws(trained: Any, metrics: dict[str, Any], claims: list[Claim]) -> None:
+    def _component_sensitivity(trained: Any, metrics: dict[str, Any], claims: list[Claim],
+                               min_effect: float) -> None:
+        """Loss cost of quantizing one component alone (the others in full precision), averaged
+        over every (N, D) that has the full-precision run and all three single-component runs."""
+        inf = math.inf
+        fp = trained[trained.w_bits.map(math.isinf) & trained.a_bits.map(math.isinf)
+                     & trained.kv_bits.map(math.isinf)]
+        costs: dict[str, list[float]] = {"weights": [], "activations": [], "KV cache": []}
+        bits_seen: set[float] = set()
+        for (n, d), base in fp.groupby(["n_params", "n_tokens"]):
+            at = trained[(trained.n_params == n) & (trained.n_tokens == d)]
+            rows = {}
+            for comp, col in (("weights", "w_bits"), ("activations", "a_bits"),
+                              ("KV cache", "kv_bits")):
+                others = [c for c in ("w_bits", "a_bits", "kv_bits") if c != col]
+                one = at[~at[col].map(math.isinf) & (at[others[0]] == inf)
+                         & (at[others[1]] == inf)]
+                if len(one):
+                    rows[comp] = (one, float(one[col].min()))
+            if len(rows) < 3:
+                continue
+            for comp, (one, b) in rows.items():
+                bits_seen.add(b)
+                costs[comp].append(float(one.loss.mean() - base.loss.mean()))
+        if not costs["weights"]:
+            return
+        mean = {k: float(sum(v) / len(v)) for k, v in costs.items()}
+        metrics["single_component_cost"] = {"bits": sorted(bits_seen), "n_settings":
+                                            len(costs["weights"]), "mean_loss_increase": mean}
+        worst = max(mean, key=lambda k: mean[k])
+        runner_up = max(v for k, v in mean.items() if k != worst)
+        bits_txt = "/".join(str(int(b)) for b in sorted(bits_seen))
+        claims.append(Claim(
+            claim="Activations are the most precision-sensitive component: quantizing them "
+                  "alone costs more loss than quantizing the weights or the KV cache alone.",
+            measured=f"mean loss increase at {bits_txt} bits over {len(costs['weights'])} "
+                     "(N, D) settings: " + ", ".join(f"{k} {v:+.4f}" for k, v in mean.items()),
+            holds=bool(worst == "activations" and mean[worst] > runner_up + min_effect),
+            criterion=f"activations' increase > the next component's + {min_effect:g} nats",
+            value=mean["activations"] - runner_up if worst == "activations" else
+            mean["activations"] - mean[worst],
+            reference="Sec. 4.1, arXiv 2411.04330"))
+
+    @staticmethod
+    def _fit_laws(trained: Any, metrics: dict[str, Any], claims: list[Claim]) -> Any:
         """Fit the precision law (b) when fmlab.scaling has it and there are enough runs;
-        score it on held-out runs (every third run)."""
+        score it on held-out runs (every third run). Returns ``(data, held, prediction)`` for
+        the plot, or ``None``."""
         try:
             from fmlab.scaling import create_law
         except ImportError:
             metrics["precision_law"] = "fmlab.scaling not available"
-            return
+            return None
         import numpy as np
 
-        data = trained.sort_values(["n_params", "n_tokens", "w_bits"]).reset_index(drop=True)
+        data = trained.sort_values(["n_params", "n_tokens", "w_bits", "a_bits", "kv_bits"]
+                                   ).reset_index(drop=True)
         cols = ["n_params", "n_tokens", "w_bits", "a_bits", "kv_bits"]
-        held = data.index % 3 == 2
+        held = np.asarray(data.index % 3 == 2)
         if (~held).sum() <= 10:
             metrics["precision_law"] = f"not fitted: {int((~held).sum())} training runs"
-            return
+            return None
         try:
             law = create_law("precision")
             law.fit(data.loc[~held, cols], data.loc[~held, "loss"])
-            pred = np.asarray(law.predict(data.loc[held, cols]))
-            y = data.loc[held, "loss"].to_numpy()
-            r2 = 1 - ((y - pred) ** 2).sum() / max(((y - y.mean()) ** 2).sum(), 1e-12)
-            params = getattr(law, "params_", None)
-            metrics["precision_law"] = {"held_out_r2": float(r2),
-                                        "held_out_mae": float(np.abs(y - pred).mean()),
-                                        "params": _params(params)}
-            claims.append(Claim(
-                claim="The precision law (N_eff with per-component sensitivities) predicts "
-                      "held-out runs.",
-                measured=f"held-out R² {r2:.3f}, MAE {np.abs(y - pred).mean():.4f} nats; "
-                         f"fitted {_params(params)}",
-                holds=bool(r2 > 0.5), criterion="held-out R² > 0.5 (every third run held out)",
-                value=float(r2), reference="Sec. 4, arXiv 2411.04330"))
+            pred_all = np.asarray(law.predict(data[cols]), dtype=float)
         except Exception as exc:  # noqa: BLE001 - a failed fit is reported, not fatal
-            metrics["precision_law"] = f"fit failed: {exc}"
+            metrics["precision_law"] = f"fit failed: {type(exc).__name__}: {exc}"
+            return None
+        y = data.loss.to_numpy()
+        yh, ph = y[held], pred_all[held]
+        r2 = 1 - ((yh - ph) ** 2).sum() / max(((yh - yh.mean()) ** 2).sum(), 1e-12)
+        mae = float(np.abs(yh - ph).mean())
+        params = _params(getattr(law, "params_", None))
+        metrics["precision_law"] = {"held_out_r2": float(r2), "held_out_mae": mae,
+                                    "n_fit": int((~held).sum()), "n_held_out": int(held.sum()),
+                                    "params": params}
+        gammas = ""
+        if isinstance(params, dict) and "gamma_w" in params:
+            gammas = (f"; sensitivities γ_w={params['gamma_w']:.2f}, γ_a={params['gamma_a']:.2f},"
+                      f" γ_kv={params['gamma_kv']:.2f} bits (larger = more sensitive)")
+        claims.append(Claim(
+            claim="The precision law (N_eff with per-component sensitivities) predicts "
+                  "held-out runs.",
+            measured=f"held-out R² {r2:.3f}, MAE {mae:.4f} nats on {int(held.sum())} runs"
+                     f"{gammas}; fitted {params}",
+            holds=bool(r2 > 0.5), criterion="held-out R² > 0.5 (every third run held out)",
+            value=float(r2), reference="Sec. 4, arXiv 2411.04330"))
+        return data, held, pred_all
+
+    @staticmethod
+    def _plot_fit(ctx: StudyContext, data: Any, held: Any, pred: Any) -> dict[str, str]:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        y = data.loss.to_numpy()
+        fig, ax = plt.subplots(figsize=(4.5, 4))
+        ax.scatter(y[~held], pred[~held], s=14, c="tab:blue", label="fitted runs")
+        ax.scatter(y[held], pred[held], s=22, c="tab:orange", marker="s", label="held-out runs")
+        lo, hi = float(min(y.min(), pred.min())), float(max(y.max(), pred.max()))
+        ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
+        ax.set_xlabel("measured validation loss")
+        ax.set_ylabel("precision-law prediction")
+        _legend(ax)
+        ctx.save_figure(fig, "law_fit.png", dpi=110)
+        return {"law_fit.png": "Precision law: predicted against measured loss, fitted and "
+                               "held-out runs."}
 
     @staticmethod
     def _plots(ctx: StudyContext, uniform: Any, fp_ptq: Any, ptq: Any, spec: Any,
@@ -193,7 +276,7 @@ class PrecisionSweepStudy(Study):
             ax.plot(xs, g.to_numpy(), "o-", label=f"N={int(n):,}, D={int(d):,}")
         ax.set_xlabel("training bits (w = a = kv; 16 = full precision)")
         ax.set_ylabel("validation loss (nats/token)")
-        ax.legend(fontsize=7)
+        _legend(ax)
         ctx.save_figure(fig, "loss_vs_train_bits.png", dpi=110)
         figs["loss_vs_train_bits.png"] = "Validation loss against training precision."
         fig, ax = plt.subplots(figsize=(5, 3.5))
@@ -204,7 +287,7 @@ class PrecisionSweepStudy(Study):
         ax.set_xlabel("training tokens D")
         ax.set_ylabel("δ_PTQ (loss after − before)")
         ax.set_title(f"full-precision training, N={int(n_max):,}", fontsize=9)
-        ax.legend(fontsize=7)
+        _legend(ax)
         ctx.save_figure(fig, "ptq_vs_tokens.png", dpi=110)
         figs["ptq_vs_tokens.png"] = "Post-training-quantization degradation against tokens."
         fig, ax = plt.subplots(figsize=(5, 3.5))
@@ -217,10 +300,15 @@ class PrecisionSweepStudy(Study):
         ax.set_xlabel("training bits (16 = full precision)")
         ax.set_ylabel("δ_PTQ")
         ax.set_title(f"N={int(n_max):,}, D={int(d_max):,}", fontsize=9)
-        ax.legend(fontsize=7)
+        _legend(ax)
         ctx.save_figure(fig, "ptq_vs_train_bits.png", dpi=110)
         figs["ptq_vs_train_bits.png"] = "PTQ degradation against training precision."
         return figs
+
+
+def _legend(ax: Any) -> None:
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
 
 
 def _b(bits: float) -> str:

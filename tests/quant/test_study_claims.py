@@ -33,3 +33,39 @@ def test_claims_need_an_effect_above_noise(tmp_path, scale, expected) -> None:
     result = study._analyse(StudyContext(tmp_path), _table(scale), SimpleNamespace(post_bits=[3]))
     verdicts = [c.holds for c in result.claims[:3]]
     assert verdicts == [expected] * 3, [(c.measured, c.criterion) for c in result.claims]
+
+
+def _law_table(gammas: tuple[float, float, float], noise: float = 0.003) -> pd.DataFrame:
+    """Training runs drawn from the precision law (L = A N_eff^-α + B D^-β + E) plus noise."""
+    import itertools
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    inf = math.inf
+    bits = [(inf,) * 3, (8,) * 3, (6,) * 3, (4,) * 3, (3,) * 3,
+            (3, inf, inf), (inf, 3, inf), (inf, inf, 3)]
+    rows = []
+    for n, d, b in itertools.product([27e3, 60e3, 107e3], [3e5, 7e5, 1.5e6], bits):
+        f = np.prod([1 - np.exp(-x / g) for x, g in zip(b, gammas, strict=True)])
+        loss = 2.0 + 40 * (n * f) ** -0.3 + 300 * d ** -0.35 + rng.normal(0, noise)
+        rows.append(dict(n_params=n, n_tokens=d, w_bits=b[0], a_bits=b[1], kv_bits=b[2],
+                         post_bits=inf, loss=loss, delta_ptq=0.0, status="complete"))
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize(("gammas", "activations_worst"), [((1.5, 2.0, 1.0), True),
+                                                           ((2.0, 1.0, 1.0), False)])
+def test_sensitivity_claim_and_law_fit(tmp_path, gammas, activations_worst) -> None:
+    study = get_study("quant.precision_sweep")()
+    result = study._analyse(StudyContext(tmp_path), _law_table(gammas),
+                            SimpleNamespace(post_bits=[3]))
+    by_ref = {c.claim.split(":")[0].split(" (")[0]: c for c in result.claims}
+    sens = by_ref["Activations are the most precision-sensitive component"]
+    assert sens.holds is activations_worst, sens.measured
+    law = by_ref["The precision law"]
+    assert law.holds and law.value > 0.95, law.measured
+    fitted = result.metrics["precision_law"]["params"]
+    for name, true in zip(("gamma_w", "gamma_a", "gamma_kv"), gammas, strict=True):
+        assert fitted[name] == pytest.approx(true, rel=0.15), (name, fitted)
+    assert (tmp_path / "law_fit.png").stat().st_size > 0
