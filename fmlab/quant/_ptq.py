@@ -221,6 +221,66 @@ def _as_batches(calibration: Any, batch_size: int) -> list[torch.Tensor]:
     return list(ids.long().split(batch_size))
 
 
+def _stages(block: nn.Module, lins: dict[str, nn.Linear],
+            sample: tuple[tuple[Any, ...], dict[str, Any]]) -> list[list[str]]:
+    """The block's linear layers in call order, grouped into stages that read the same input
+    tensor (q/k/v, then the attention output, then gate/up, then down)."""
+    calls: list[tuple[str, Any]] = []
+    hooks = [m.register_forward_pre_hook(
+        lambda _m, inp, n=n: calls.append((n, inp[0]))) for n, m in lins.items()]
+    try:
+        block(*sample[0], **sample[1])
+    finally:
+        for h in hooks:
+            h.remove()
+    stages: list[list[str]] = []
+    last_input = None
+    for n, x in calls:
+        if any(n in st for st in stages):
+            continue  # a layer called twice: its first call decides
+        if stages and x is last_input:
+            stages[-1].append(n)
+        else:
+            stages.append([n])
+        last_input = x
+    missing = [n for n in lins if not any(n in st for st in stages)]
+    return stages + ([missing] if missing else [])
+
+
+def _block_hessians(block: nn.Module, lins: dict[str, nn.Linear],
+                    captured: list[tuple[tuple[Any, ...], dict[str, Any]]],
+                    stop_after: str | None) -> dict[str, torch.Tensor]:
+    """``H = 2·X·Xᵀ / n`` of each layer in ``lins`` over the calibration inputs of the block as
+    it is now (earlier stages already quantized); the pass stops after ``stop_after`` runs."""
+    device = next(iter(lins.values())).weight.device
+    hess = {n: torch.zeros(m.in_features, m.in_features, device=device)
+            for n, m in lins.items()}
+    counts = dict.fromkeys(lins, 0)
+
+    def acc(_m: nn.Module, inp: tuple[Any, ...], _out: Any, n: str) -> None:
+        x = inp[0].detach().reshape(-1, inp[0].shape[-1]).float()  # (tokens, d_in)
+        hess[n].addmm_(x.T, x, alpha=2.0)
+        counts[n] += x.shape[0]
+
+    def stop(_m: nn.Module, _inp: Any, _out: Any) -> None:
+        raise _Stop
+
+    hooks = [m.register_forward_hook(lambda m_, i, o, n=n: acc(m_, i, o, n))
+             for n, m in lins.items()]
+    if stop_after is not None:
+        hooks.append(lins[stop_after].register_forward_hook(stop))
+    try:
+        for args, kwargs in captured:
+            try:
+                block(*args, **kwargs)
+            except _Stop:
+                pass
+    finally:
+        for h in hooks:
+            h.remove()
+    return {n: h / max(1, counts[n]) for n, h in hess.items()}
+
+
 def quantize_model(
     model: nn.Module,
     fmt: QuantFormat | str | int,
@@ -230,6 +290,7 @@ def quantize_model(
     block_size: int = 128,
     damp: float = 0.01,
     act_order: bool = False,
+    true_sequential: bool = True,
     batch_size: int = 8,
     inplace: bool = False,
 ) -> PTQResult:
@@ -237,8 +298,9 @@ def quantize_model(
     head stay in full precision), by round-to-nearest or GPTQ.
 
     GPTQ runs block by block: the calibration inputs of block *k* are the outputs of the already
-    quantized blocks *< k*; within a block, all linear layers use the Hessians of one pass over the
-    unquantized block.
+    quantized blocks *< k*. Within a block it is *true-sequential* by default: layers that read the
+    same input (q/k/v; gate/up) form one stage, and each stage's Hessians come from the block with
+    the earlier stages already quantized, so a layer corrects the error of those before it.
 
     Args:
         model: A :class:`TinyLM` or a Hugging Face causal LM.
@@ -247,6 +309,8 @@ def quantize_model(
         calibration: GPTQ only: token ids ``(n_sequences, seq_len)``; needs at least as many tokens
             as the widest layer input (use held-out text, never the evaluation text).
         block_size, damp, act_order: GPTQ settings (see :func:`gptq_quantize_weight`).
+        true_sequential: Quantize a block's layers stage by stage (above); ``False`` takes all
+            Hessians from one pass over the unquantized block (faster, usually a little worse).
         batch_size: Calibration sequences per forward pass.
         inplace: Modify ``model`` instead of a deep copy.
 
@@ -256,6 +320,7 @@ def quantize_model(
     """
     check_option(method, "method", ("rtn", "gptq"), owner="quantize_model")
     check_bool(inplace, "inplace", owner="quantize_model")
+    check_bool(true_sequential, "true_sequential", owner="quantize_model")
     wfmt = resolve_format(fmt, default_granularity="channel", name="fmt")
     if wfmt is None:
         raise ValueError("quantize_model needs a weight format below 16 bits, e.g. 'int4_channel'.")
@@ -315,32 +380,19 @@ def quantize_model(
     with torch.no_grad():
         for b, block in enumerate(blocks):
             lins = _linears(block)
-            hess = {n: torch.zeros(m.in_features, m.in_features, device=device)
-                    for n, m in lins.items()}
-            counts = dict.fromkeys(lins, 0)
-            hooks = []
-            for n, m in lins.items():
-                def acc(_m: nn.Module, inp: tuple[Any, ...], _out: Any, n: str = n,
-                        hess: dict[str, torch.Tensor] = hess,
-                        counts: dict[str, int] = counts) -> None:
-                    x = inp[0].detach().reshape(-1, inp[0].shape[-1]).float()  # (tokens, d_in)
-                    hess[n].addmm_(x.T, x, alpha=2.0)
-                    counts[n] += x.shape[0]
-                hooks.append(m.register_forward_hook(acc))
-            try:
-                for args, kwargs in captured:
-                    block(*args, **kwargs)
-            finally:
-                for h in hooks:
-                    h.remove()
-            for n, m in lins.items():
-                H = hess[n] / max(1, counts[n])
-                q, err = gptq_quantize_weight(m.weight, H, wfmt, block_size=block_size,
-                                              damp=damp, act_order=act_order)
-                m.weight.copy_(q)
-                _drop_weight_format(m)
-                names.append(f"blocks.{b}.{n}")
-                errors[f"blocks.{b}.{n}"] = err
+            stages = _stages(block, lins, captured[0]) if true_sequential else [list(lins)]
+            for stage in stages:
+                hess = _block_hessians(block, {n: lins[n] for n in stage}, captured,
+                                       stop_after=stage[-1] if stage is not stages[-1] else None)
+                for n in stage:
+                    m = lins[n]
+                    q, err = gptq_quantize_weight(m.weight, hess[n], wfmt,
+                                                  block_size=block_size, damp=damp,
+                                                  act_order=act_order)
+                    m.weight.copy_(q)
+                    _drop_weight_format(m)
+                    names.append(f"blocks.{b}.{n}")
+                    errors[f"blocks.{b}.{n}"] = err
             new = []
             for args, kwargs in captured:
                 out = block(*args, **kwargs)

@@ -125,3 +125,42 @@ def test_hugging_face_model_gptq_beats_rtn() -> None:
             err[method] = (q.model(ids).logits - base).square().mean()
             assert len(q.layers) == 7 * model.config.num_hidden_layers
     assert err["gptq"] < err["rtn"]
+
+
+def test_true_sequential_stages(trained_lm, token_data) -> None:
+    """Layers reading the same input form one stage; later stages see the quantized earlier ones,
+    so their weights differ from the one-pass variant while the first stage's do not."""
+    from fmlab.quant._ptq import _linears, _stages
+
+    model = trained_lm.model
+    block = model.blocks[0]
+    x = model.embed(torch.from_numpy(token_data.val[:64].astype("int64"))[None])
+    sample = ((x, model.rope_cos[:64], model.rope_sin[:64]), {})
+    with torch.no_grad():
+        stages = _stages(block, _linears(block), sample)
+    assert stages == [["qkv"], ["proj"], ["gate_up"], ["down"]]
+    calib = _calib(token_data)
+    seq = quantize_model(model, 3, calibration=calib).model
+    one = quantize_model(model, 3, calibration=calib, true_sequential=False).model
+    for name in ("qkv", "proj", "down"):
+        same = torch.equal(getattr(seq.blocks[0], name).weight, getattr(one.blocks[0], name).weight)
+        assert same is (name == "qkv"), name
+    with pytest.raises(TypeError, match="'true_sequential' parameter of quantize_model"):
+        quantize_model(model, 3, calibration=calib, true_sequential="yes")
+
+
+def test_true_sequential_groups_hugging_face_projections() -> None:
+    models = pytest.importorskip("fmlab.models")
+    from fmlab.quant._ptq import _linears, _stages
+
+    model, _tok = models.tiny_causal_lm(seed=0)
+    layer = model.model.layers[0]
+    seen: list = []
+    hook = layer.register_forward_pre_hook(lambda _m, a, k: seen.append((a, k)), with_kwargs=True)
+    with torch.no_grad():
+        model(torch.randint(0, model.config.vocab_size, (1, 16)), use_cache=False)
+        hook.remove()
+        stages = _stages(layer, _linears(layer), seen[0])
+    flat = [sorted(n.split(".")[-1] for n in st) for st in stages]
+    assert flat == [["k_proj", "q_proj", "v_proj"], ["o_proj"], ["gate_proj", "up_proj"],
+                    ["down_proj"]]
