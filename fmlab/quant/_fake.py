@@ -12,6 +12,7 @@ are a reshape, never a Python loop over them.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Literal
 
 import torch
@@ -21,12 +22,36 @@ from fmlab.quant._formats import QuantFormat, get_format
 
 __all__ = ["compute_scale", "fake_quantize", "quantize_values"]
 
-_NATIVE_FLOATS: dict[tuple[int, int], torch.dtype] = {
-    (4, 3): torch.float8_e4m3fn,
-    (5, 2): torch.float8_e5m2,
-    (5, 10): torch.float16,
-    (8, 7): torch.bfloat16,
-}
+# torch dtypes whose casts round to nearest even: (dtype, exp bits, man bits, min normal exponent,
+# max finite value).
+_NATIVE_FLOATS: tuple[tuple[torch.dtype, int, int, int, float], ...] = (
+    (torch.float8_e4m3fn, 4, 3, -6, 448.0),
+    (torch.float8_e5m2, 5, 2, -14, 57344.0),
+    (torch.float16, 5, 10, -14, 65504.0),
+    (torch.bfloat16, 8, 7, -126, float(torch.finfo(torch.bfloat16).max)),
+)
+
+
+@functools.lru_cache(maxsize=256)
+def _native_cast(fmt: QuantFormat) -> tuple[torch.dtype, int] | None:
+    """A torch dtype ``T`` and shift ``k`` with ``Q_fmt(y) = 2^-k · cast_T(2^k · y)`` exactly.
+
+    The same format (``k = 0``), or one with the same mantissa width and a wider exponent range
+    (fp6 e2m3 in fp8 e4m3, fp6 e3m2 in fp8 e5m2): shifting by ``2^k`` lines the smallest normal
+    binades up, so every binade, the subnormal quantum and the rounding agree. A shift is only used
+    where the target's subnormals stay in fp32's normal range, so the scaling is exact.
+    """
+    if fmt.kind != "float":
+        return None
+    for dtype, e, m, emin, vmax in _NATIVE_FLOATS:
+        if m != fmt.man_bits or e < fmt.exp_bits:
+            continue
+        if e == fmt.exp_bits and fmt.max_value == vmax:
+            return dtype, 0
+        k = emin - fmt.min_exponent
+        if emin - m >= -126 and fmt.max_value * 2.0**k <= vmax:
+            return dtype, k
+    return None
 
 
 def _grouped(x: torch.Tensor, fmt: QuantFormat) -> torch.Tensor:
@@ -102,7 +127,7 @@ def _round_float_(y: torch.Tensor, fmt: QuantFormat) -> torch.Tensor:
     The quantum of a value in binade e is ``2^(e - M)``: read e from the fp32 exponent field with a
     mask, floor it at the smallest normal binade (the subnormal quantum), then
     ``y ← round(y / q) · q``; division by a power of two is exact, so the only rounding is the
-    ``torch.round`` (half to even).
+    ``torch.round`` (half to even), and the sign of zero is kept.
     """
     lowest = fmt.min_exponent - fmt.man_bits
     if lowest < -126:
@@ -168,11 +193,23 @@ def _quantize_blocked(x: torch.Tensor, out: torch.Tensor, fmt: QuantFormat,
     Every granularity partitions ``x`` into equal, consecutive row-major pieces that share one
     scale (a leading index, a token, a group), so ``x`` is viewed as ``(scale.numel(), -1)`` rows
     with one scale per row; a single scale (tensor granularity, plain casts) uses the last axis.
+    A native cast with a shift ``2^k`` (see :func:`_native_cast`) folds the shift into the scale.
     """
+    limit: float | None = None
+    if fmt.kind == "int":
+        limit = fmt.max_value if (zero is None and fmt.clip_ratio < 1.0) else None
+    else:
+        cast = _native_cast(fmt) if native else None
+        shift = cast[1] if cast else 0
+        if shift:
+            scale = (torch.tensor(2.0**-shift, device=x.device) if scale is None
+                     else scale * 2.0**-shift)
+        if fmt.granularity == "none" or fmt.clip_ratio < 1.0:
+            limit = fmt.max_value * 2.0**shift
     n_scales = 1 if scale is None else scale.numel()
     if n_scales > 1:
         rows = x.reshape(n_scales, -1)
-        scale = scale.reshape(n_scales, 1)
+        scale = scale.reshape(n_scales, 1)  # type: ignore[union-attr]
         zero = None if zero is None else zero.reshape(n_scales, 1)
     else:
         rows = x.reshape(-1, x.shape[-1]) if x.ndim else x.reshape(1, 1)
@@ -186,34 +223,34 @@ def _quantize_blocked(x: torch.Tensor, out: torch.Tensor, fmt: QuantFormat,
     for r0 in range(0, n_rows, step):
         r1 = min(r0 + step, n_rows)
         y = out_rows[r0:r1] if direct else work[: r1 - r0]  # type: ignore[index]
-        per_row = n_scales > 1
-        s = scale[r0:r1] if (per_row and scale is not None) else scale
-        z = zero[r0:r1] if (per_row and zero is not None) else zero
-        _quantize_block_(rows[r0:r1], y, fmt, s, z, native)
+        s = scale[r0:r1] if (n_scales > 1 and scale is not None) else scale
+        z = zero[r0:r1] if (n_scales > 1 and zero is not None) else zero
+        _quantize_block_(rows[r0:r1], y, fmt, s, z, native, limit)
         if not direct:
             out_rows[r0:r1].copy_(y)
 
 
 def _quantize_block_(xb: torch.Tensor, y: torch.Tensor, fmt: QuantFormat,
-                     s: torch.Tensor | None, z: torch.Tensor | None, native: bool) -> None:
+                     s: torch.Tensor | None, z: torch.Tensor | None, native: bool,
+                     limit: float | None) -> None:
     """``y ← s·Q(xb/s)`` in fp32, in place in ``y`` (the order of operations fixes the rounding:
-    one division, one round to the grid, one multiplication)."""
-    if s is None:  # a plain cast of the raw values
-        y.copy_(xb).clamp_(-fmt.max_value, fmt.max_value)
-        _cast_float_(y, fmt, native)
-        return
-    torch.div(xb, s, out=y)
+    one division, one clamp, one round to the grid, one multiplication)."""
+    if s is None:
+        y.copy_(xb)
+    else:
+        torch.div(xb, s, out=y)
     if fmt.kind == "int":
         y.round_()
         if z is not None:
             y.clamp_(min=-z, max=fmt.max_value - z)
-        elif fmt.clip_ratio < 1.0:  # without clipping |x/s| <= qmax already holds
-            y.clamp_(-fmt.max_value, fmt.max_value)
+        elif limit is not None:  # without clipping |x/s| <= qmax already holds
+            y.clamp_(-limit, limit)
     else:
-        if fmt.clip_ratio < 1.0:
-            y.clamp_(-fmt.max_value, fmt.max_value)
-        _cast_float_(y, fmt, native)
-    y.mul_(s)
+        if limit is not None:
+            y.clamp_(-limit, limit)
+        _cast_float_(y, fmt, native, shifted=True)
+    if s is not None:
+        y.mul_(s)
 
 
 def _expand_group(b: torch.Tensor | None, shape: torch.Size, fmt: QuantFormat) -> torch.Tensor:
@@ -222,13 +259,21 @@ def _expand_group(b: torch.Tensor | None, shape: torch.Size, fmt: QuantFormat) -
     return b.expand(*shape[:-1], shape[-1] // g, g).reshape(shape)
 
 
-def _cast_float_(y: torch.Tensor, fmt: QuantFormat, native: bool) -> torch.Tensor:
+def _cast_float_(y: torch.Tensor, fmt: QuantFormat, native: bool, *,
+                 shifted: bool = False) -> torch.Tensor:
+    """Round fp32 ``y`` in place to the float format's grid. ``shifted``: ``y`` is already
+    multiplied by the ``2^k`` of :func:`_native_cast` (the caller folded it into its scale)."""
     # Callers guarantee |y| <= max_value (up to one ulp of fp32 from the scale division, which
     # RNE maps back onto max_value), so neither path depends on the cast's overflow behaviour.
-    dtype = _NATIVE_FLOATS.get((fmt.exp_bits, fmt.man_bits)) if native else None
-    if dtype is not None:
-        return y.copy_(y.to(dtype))
-    return _round_float_(y, fmt)
+    cast = _native_cast(fmt) if native else None
+    if cast is None:
+        return _round_float_(y, fmt)
+    dtype, k = cast
+    if k and not shifted:
+        y.mul_(2.0**k)
+        y.copy_(y.to(dtype))
+        return y.mul_(2.0**-k)
+    return y.copy_(y.to(dtype))
 
 
 class _FakeQuantSTE(torch.autograd.Function):

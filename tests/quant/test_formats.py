@@ -216,3 +216,37 @@ def test_blocked_processing_matches_one_block(monkeypatch, name: str, dtype) -> 
 def test_empty_and_scalar_tensors() -> None:
     assert quantize_values(torch.empty(0, 8), "int4_channel").shape == (0, 8)
     assert fake_quantize(torch.tensor(0.3), "int8").shape == ()
+
+
+def test_native_cast_table() -> None:
+    from fmlab.quant._fake import _native_cast
+
+    assert _native_cast(get_format("fp8_e4m3")) == (torch.float8_e4m3fn, 0)
+    assert _native_cast(get_format("bf16")) == (torch.bfloat16, 0)
+    assert _native_cast(get_format("fp6_e2m3")) == (torch.float8_e4m3fn, -6)
+    assert _native_cast(get_format("fp6_e3m2")) == (torch.float8_e5m2, -12)
+    assert _native_cast(get_format("fp4_e2m1")) is None  # no 1-bit-mantissa dtype
+    assert _native_cast(make_format("float", 8, exp_bits=3, man_bits=4)) is None
+    assert _native_cast(get_format("int4")) is None
+
+
+@pytest.mark.parametrize("name", ["fp6_e2m3_raw", "fp6_e3m2_raw", "fp6_e2m3_channel",
+                                  "fp6_e3m2_channel", "fp4_e2m1_raw"])
+def test_shifted_native_cast_matches_generic_rounding(name: str) -> None:
+    """fp6 through a shifted fp8 cast is bit-identical to the generic ExMy rounding, over a dense
+    sweep, every representable value and every midpoint (the ties)."""
+    fmt = get_format(name)
+    raw = get_format(name.replace("_channel", "_raw"))
+    table = torch.tensor(raw.representable_values())
+    grid = torch.cat([table, -table])
+    mids = torch.cat([(table[1:] + table[:-1]) / 2, -(table[1:] + table[:-1]) / 2])
+    top = raw.max_value
+    x = torch.cat([torch.linspace(-1.3 * top, 1.3 * top, 400_003), grid, mids,
+                   torch.nextafter(mids, torch.tensor(0.0)), torch.nextafter(mids, mids * 2),
+                   torch.randn(100_000) * torch.logspace(-12, 1, 100_000)])
+    x = x[: len(x) // 64 * 64].reshape(-1, 64)
+    a = quantize_values(x, fmt, native=True)
+    b = quantize_values(x, fmt, native=False)
+    assert torch.equal(a.view(torch.int32), b.view(torch.int32))
+    if fmt.granularity == "none":
+        assert torch.isin(a, grid).all()
