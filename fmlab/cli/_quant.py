@@ -73,6 +73,9 @@ class QuantCommand(Command):
         p.add_argument("--bits", default="4", help="bit width (per-channel int) or format name")
         p.add_argument("--method", default="gptq", choices=("rtn", "gptq"))
         p.add_argument("--act-order", action="store_true")
+        p.add_argument("--true-sequential", action=argparse.BooleanOptionalAction, default=True,
+                       help="GPTQ: quantize each block's layers stage by stage (default) or from "
+                            "one pass over the unquantized block")
         p.add_argument("--damp", type=float, default=0.01)
         p.add_argument("--calib-sequences", type=int, default=32)
         p.add_argument("--seq-len", type=int, default=64)
@@ -155,7 +158,8 @@ class QuantCommand(Command):
         calib = torch.from_numpy(data.calibration(args.calib_sequences, T))
         before = evaluate_loss(model, data, seq_len=T, batch_size=8, max_tokens=args.eval_tokens)
         res = quantize_model(model, bits, method=args.method, calibration=calib,
-                             act_order=args.act_order, damp=args.damp, inplace=True)
+                             act_order=args.act_order, damp=args.damp,
+                             true_sequential=args.true_sequential, inplace=True)
         after = evaluate_loss(res.model, data, seq_len=T, batch_size=8,
                               max_tokens=args.eval_tokens)
         out = {"format": res.format.name, "method": res.method, "loss_before": before,

@@ -47,3 +47,25 @@ def test_study_registered_and_cheap() -> None:
             "cls = STUDIES.get('quant.precision_sweep'); assert cls.capability == 'quant'; "
             "assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_train_then_gptq_cli(tmp_path, capsys, token_data) -> None:
+    """``quant train --save`` then ``quant ptq`` with both GPTQ variants; ``sweep run --workers``."""
+    ckpt = tmp_path / "lm.pt"
+    assert main(["quant", "train", "--d-model", "32", "--n-layers", "1", "--n-heads", "2",
+                 "--tokens", "20000", "--save", str(ckpt), "--json"]) == 0
+    capsys.readouterr()
+    losses = {}
+    for flag in ("--true-sequential", "--no-true-sequential"):
+        assert main(["quant", "ptq", "--model", str(ckpt), "--bits", "3", flag,
+                     "--eval-tokens", "2048", "--json"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["method"] == "gptq" and out["layers"] == 4
+        losses[flag] = out["loss_after"]
+    assert losses["--true-sequential"] != losses["--no-true-sequential"]
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    assert main(["sweep", "run", "--storage", url, "--workers", "2", "--d-model", "32",
+                 "--n-layers", "1", "--n-heads", "2", "--tokens", "1024,2048",
+                 "--train-bits", "16", "--post-bits", "3", "--ptq-method", "rtn", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 4  # 2 runs, each with a P_post row
