@@ -60,6 +60,8 @@ def bench_fake_quant(device: str, repeats: int) -> dict:
         "fmlab fp8_e4m3 (tensor)": lambda: fake_quantize(x, "fp8_e4m3"),
         "fmlab int8 (tensor)": lambda: fake_quantize(x, "int8"),
         "fmlab fp4_e2m1_channel (generic ExMy)": lambda: fake_quantize(x, "fp4_e2m1_channel"),
+        "fmlab fp6_e2m3_channel": lambda: fake_quantize(x, "fp6_e2m3_channel"),
+        "fmlab int4_g32 (groups)": lambda: fake_quantize(x, "int4_g32"),
     }
     ms = _bench(fns, repeats, device)
     base = ms["copy"]

@@ -62,7 +62,11 @@ def test_small_float_tables(name: str, table: list[float]) -> None:
                         ("fp16", torch.float16), ("bf16", torch.bfloat16)]
     for native in (True, False) if not (name == "bf16" and not native)
 ])
-def test_matches_torch_casts_bitwise(name: str, dtype: torch.dtype, native: bool) -> None:
+def test_matches_torch_casts_bitwise(monkeypatch, name: str, dtype: torch.dtype,
+                                     native: bool) -> None:
+    import fmlab.quant._fake as fake
+
+    monkeypatch.setattr(fake, "_SLOW_CPU_CASTS", ())  # native=True really takes torch's cast
     fmt = get_format(name if name in ("fp16", "bf16") else f"{name}_raw")
     gen = torch.Generator().manual_seed(0)
     # A dense sweep over the full range incl. 20% beyond max (saturation), plus log-spaced
@@ -219,7 +223,7 @@ def test_empty_and_scalar_tensors() -> None:
 
 
 def test_native_cast_table() -> None:
-    from fmlab.quant._fake import _native_cast
+    from fmlab.quant._fake import _float_cast, _native_cast
 
     assert _native_cast(get_format("fp8_e4m3")) == (torch.float8_e4m3fn, 0)
     assert _native_cast(get_format("bf16")) == (torch.bfloat16, 0)
@@ -228,13 +232,21 @@ def test_native_cast_table() -> None:
     assert _native_cast(get_format("fp4_e2m1")) is None  # no 1-bit-mantissa dtype
     assert _native_cast(make_format("float", 8, exp_bits=3, man_bits=4)) is None
     assert _native_cast(get_format("int4")) is None
+    # On CPU the slow E4M3 decode is replaced by the (bit-identical) generic arithmetic.
+    assert _float_cast(get_format("fp8_e4m3"), True, "cpu") is None
+    assert _float_cast(get_format("fp8_e4m3"), True, "cuda") == (torch.float8_e4m3fn, 0)
+    assert _float_cast(get_format("fp8_e5m2"), True, "cpu") == (torch.float8_e5m2, 0)
+    assert _float_cast(get_format("fp8_e5m2"), False, "cpu") is None
 
 
 @pytest.mark.parametrize("name", ["fp6_e2m3_raw", "fp6_e3m2_raw", "fp6_e2m3_channel",
                                   "fp6_e3m2_channel", "fp4_e2m1_raw"])
-def test_shifted_native_cast_matches_generic_rounding(name: str) -> None:
+def test_shifted_native_cast_matches_generic_rounding(monkeypatch, name: str) -> None:
     """fp6 through a shifted fp8 cast is bit-identical to the generic ExMy rounding, over a dense
     sweep, every representable value and every midpoint (the ties)."""
+    import fmlab.quant._fake as fake
+
+    monkeypatch.setattr(fake, "_SLOW_CPU_CASTS", ())  # force the cast on CPU too
     fmt = get_format(name)
     raw = get_format(name.replace("_channel", "_raw"))
     table = torch.tensor(raw.representable_values())
