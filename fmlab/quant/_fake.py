@@ -4,10 +4,11 @@ Rounding is round-half-to-even everywhere (``torch.round`` for integers; the flo
 scaled significand with ``torch.round`` too, which is IEEE round-to-nearest-even, and the fp8/fp16/
 bf16 fast paths use torch's casts, which are RNE as well).
 
-Speed: the quantizer is memory-bound. Scales are reduced with one ``aminmax`` pass; the values are
-then processed in cache-sized blocks of rows (on CPU), each block going through scale → round →
-rescale in place while it is in L2, straight into the output buffer. Groups, tokens and channels
-are a reshape, never a Python loop over them.
+Speed: the quantizer is memory-bound. Scales come from one min/max reduction; the values are then
+processed in cache-sized blocks of rows (on CPU), each block going through scale → round → rescale
+in place while it is in L2, straight into the output buffer. Groups, tokens and channels are a
+reshape, never a Python loop over them. Which rounding runs (a torch cast or the generic ExMy
+arithmetic) is chosen per device for speed only: both are bit-identical.
 """
 
 from __future__ import annotations
