@@ -65,6 +65,8 @@ def test_sensitivity_claim_and_law_fit(tmp_path, gammas, activations_worst) -> N
     assert sens.holds is activations_worst, sens.measured
     law = by_ref["The precision law"]
     assert law.holds and law.value > 0.95, law.measured
+    penalty = next(c for c in result.claims if "loss cost of quantized training" in c.claim)
+    assert penalty.holds and penalty.value > 0.8, penalty.measured
     fitted = result.metrics["precision_law"]["params"]
     for name, true in zip(("gamma_w", "gamma_a", "gamma_kv"), gammas, strict=True):
         assert fitted[name] == pytest.approx(true, rel=0.15), (name, fitted)
