@@ -165,3 +165,19 @@ class Study(ABC):
         Runs inside a fresh temporary ``ctx.out_dir``; write figures there with
         :meth:`StudyContext.figure_path`. Must be deterministic given ``ctx.seed``.
         """
+
+
+METRICS_FILE = "metrics.json"  # one per finished study: DIR/<study>/metrics.json
+
+
+def load_results(out: str | Path) -> list[dict[str, Any]]:
+    """Every finished study record under ``out`` (sorted by study name)."""
+    import json
+
+    records = []
+    for path in sorted(Path(out).glob(f"*/{METRICS_FILE}")):
+        try:
+            records.append(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError):
+            continue
+    return records

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from fmlab._io import atomic_write
+from fmlab.studies._base import load_results
 from fmlab.version import __version__
 
 __all__ = ["render_report"]
@@ -94,8 +95,6 @@ def _n_holding(record: dict[str, Any]) -> int:
 
 def render_report(out: str | Path, failed: dict[str, str] | None = None) -> Path:
     """Write ``out/report.html`` from every ``out/<study>/metrics.json``; return its path."""
-    from fmlab.studies._runner import load_results
-
     out = Path(out)
     records = load_results(out)
     failed = dict(failed or {})

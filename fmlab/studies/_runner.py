@@ -14,13 +14,20 @@ from typing import Any
 from fmlab._imports import require
 from fmlab._io import atomic_dir, write_json
 from fmlab._validation import check_option
-from fmlab.studies._base import Scale, Study, StudyContext, StudyResult
+from fmlab.studies._base import (
+    METRICS_FILE,
+    Scale,
+    Study,
+    StudyContext,
+    StudyResult,
+    load_results,
+)
 from fmlab.studies._catalog import STUDIES
+from fmlab.studies._report import render_report
 from fmlab.version import __version__
 
 __all__ = ["ReproduceResult", "list_studies", "load_results", "reproduce", "run_study"]
 
-METRICS_FILE = "metrics.json"
 
 
 def list_studies(pattern: str | None = None) -> list[str]:
@@ -192,18 +199,5 @@ def reproduce(
                 f"    done in {record['seconds']:.0f} s; claims: {verdicts or 'none'}", flush=True
             )
     if report:
-        from fmlab.studies._report import render_report
-
         result.report = render_report(out, failed=result.failed)
     return result
-
-
-def load_results(out: str | Path) -> list[dict[str, Any]]:
-    """Every finished study record under ``out`` (sorted by study name)."""
-    records = []
-    for path in sorted(Path(out).glob(f"*/{METRICS_FILE}")):
-        try:
-            records.append(json.loads(path.read_text()))
-        except (OSError, json.JSONDecodeError):
-            continue
-    return records
