@@ -166,10 +166,9 @@ class EchoStudy(Study):
     @staticmethod
     def _figures(ctx: StudyContext, rows: list[dict[str, Any]],
                  toy_res: dict[str, dict[str, float]]) -> dict[str, str]:
-        import matplotlib
+        from fmlab._plotting import pyplot
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = pyplot()
         import numpy as np
 
         encs = ["classical-mean", "echo-mean", "all-MiniLM-L6-v2"]

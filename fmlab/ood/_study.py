@@ -230,10 +230,9 @@ def _claims(all_rows: list[dict[str, Any]], np: Any) -> list[Claim]:
 
 
 def _plot_lines(ctx: StudyContext, scatter: dict[tuple[str, str], Any]) -> str:
-    import matplotlib
+    from fmlab._plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import numpy as np
 
     from fmlab.ood import probit
@@ -274,10 +273,9 @@ def _plot_lines(ctx: StudyContext, scatter: dict[tuple[str, str], Any]) -> str:
 
 
 def _plot_errors(ctx: StudyContext, rows: list[dict[str, Any]]) -> str:
-    import matplotlib
+    from fmlab._plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import numpy as np
 
     fig, axes = plt.subplots(1, len(_DIVERSITY), figsize=(5 * len(_DIVERSITY), 3.8),

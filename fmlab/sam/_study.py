@@ -272,10 +272,9 @@ def _noise_claims(summary: dict[tuple[float, str], dict[str, float]], noise: lis
 
 def _plot_noise(ctx: StudyContext, runs: list[dict[str, Any]], noise: list[float],
                 methods: list[str]) -> None:
-    import matplotlib
+    from fmlab._plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import numpy as np
 
     colors = dict(zip(_METHOD_LABELS, ["#444444", "#d62728", "#1f77b4", "#2ca02c", "#ff7f0e"],
@@ -588,10 +587,9 @@ def _feature_claims(s: dict[str, dict[str, float]],
 
 def _plot_features(ctx: StudyContext, s: dict[str, dict[str, float]],
                    runs: list[dict[str, Any]]) -> None:
-    import matplotlib
+    from fmlab._plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import numpy as np
 
     colors = {"sgd": "#444444", "sam": "#d62728"}

@@ -7,22 +7,15 @@ from typing import Any
 
 import numpy as np
 
+from fmlab._plotting import pyplot, save_figure
+
 __all__ = ["plot_fit", "plot_pool_plan", "plot_precision_curves"]
-
-
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def plot_fit(law: Any, X: Any, y: Any, path: str | Path, *, title: str | None = None) -> Path:
     """Observed vs fitted loss: the runs against ``n_params`` (or samples seen), one fitted curve
     per distinct second feature (or pool), with the bootstrap band when available."""
-    plt = _plt()
+    plt = pyplot()
     y = np.asarray(y, float)
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     if law.name == "data_filtering":
@@ -71,17 +64,12 @@ def plot_fit(law: Any, X: Any, y: Any, path: str | Path, *, title: str | None = 
         ax.legend(fontsize=6, ncol=2)
     ax.set_xscale("log")
     ax.set_title(title or f"{type(law).__name__} fit")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def plot_pool_plan(plan: Any, path: str | Path, *, title: str | None = None) -> Path:
     """Predicted error of every candidate pool/mix vs samples seen, with the best per budget."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for name, err in zip(plan.candidates, plan.errors, strict=True):
         ax.plot(plan.budgets, err, label=name, lw=1)
@@ -91,19 +79,14 @@ def plot_pool_plan(plan: Any, path: str | Path, *, title: str | None = None) -> 
     ax.set_ylabel("predicted error")
     ax.legend(fontsize=7)
     ax.set_title(title or "Best data pool per compute budget")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def plot_precision_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path, *,
                           xlabel: str, ylabel: str = "loss", title: str = "",
                           logx: bool = False, vlines: dict[str, float] | None = None) -> Path:
     """Generic line plot: label -> (x, y)."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for label, (x, yv) in curves.items():
         ax.plot(x, yv, label=label)
@@ -116,9 +99,4 @@ def plot_precision_curves(curves: dict[str, tuple[np.ndarray, np.ndarray]], path
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)

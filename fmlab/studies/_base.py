@@ -106,13 +106,9 @@ class StudyContext:
 
     def save_figure(self, fig: Any, name: str, *, dpi: int = 110) -> Path:
         """Lay out a matplotlib figure, save it as ``out_dir/name``, close it; return the path."""
-        import matplotlib.pyplot as plt
+        from fmlab._plotting import save_figure
 
-        fig.tight_layout()
-        path = self.figure_path(name)
-        fig.savefig(path, dpi=dpi)
-        plt.close(fig)
-        return path
+        return save_figure(fig, self.figure_path(name), dpi=dpi)
 
     def progress(
         self, iterable: Iterable[_T], desc: str = "", total: int | None = None, leave: bool = False
