@@ -77,7 +77,7 @@ class PrecisionSweepStudy(Study):
 
         ok = table[table.status == "complete"]
         trained = ok[ok.post_bits.map(math.isinf)]
-        uniform = trained[(trained.w_bits == trained.a_bits) & (trained.a_bits == trained.kv_bits)]
+        uniform = trained[_uniform(trained)]
         n_max = uniform.n_params.max()
         d_max = uniform.n_tokens.max()
         claims: list[Claim] = []
@@ -107,8 +107,7 @@ class PrecisionSweepStudy(Study):
 
         # 2. PTQ degradation grows with tokens at fixed N (full-precision training).
         ptq = ok[~ok.post_bits.map(math.isinf)]
-        fp_ptq = ptq[ptq.w_bits.map(math.isinf) & ptq.a_bits.map(math.isinf)
-                     & ptq.kv_bits.map(math.isinf) & (ptq.n_params == n_max)]
+        fp_ptq = ptq[_full_precision(ptq) & (ptq.n_params == n_max)]
         pmin = min(spec.post_bits)
         curve = fp_ptq[fp_ptq.post_bits == pmin].groupby("n_tokens").delta_ptq.mean()
         metrics["delta_ptq_vs_tokens"] = {
@@ -127,9 +126,9 @@ class PrecisionSweepStudy(Study):
             reference="Fig. 2, arXiv 2411.04330"))
 
         # 3. Lower training precision -> smaller PTQ degradation (same P_post, largest N, D).
-        sub = ptq[(ptq.post_bits == pmin) & (ptq.n_params == n_max) & (ptq.n_tokens == d_max)
-                  & (ptq.w_bits == ptq.a_bits) & (ptq.a_bits == ptq.kv_bits)]
-        by_train = sub.groupby("w_bits").delta_ptq.mean().sort_index(ascending=False)
+        top_ptq = ptq[(ptq.n_params == n_max) & (ptq.n_tokens == d_max) & _uniform(ptq)]
+        by_train = (top_ptq[top_ptq.post_bits == pmin].groupby("w_bits").delta_ptq.mean()
+                    .sort_index(ascending=False))
         metrics["delta_ptq_by_train_bits"] = {str(k): float(v) for k, v in by_train.items()}
         less = bool(len(by_train) >= 2 and by_train.iloc[-1] < by_train.iloc[0] - min_effect)
         claims.append(Claim(
@@ -144,7 +143,7 @@ class PrecisionSweepStudy(Study):
 
         self._component_sensitivity(trained, metrics, claims, min_effect)
         fit = self._fit_laws(trained, metrics, claims)
-        figures = self._plots(ctx, uniform, fp_ptq, ptq, spec, d_max, n_max)
+        figures = self._plots(ctx, uniform, fp_ptq, top_ptq, d_max, n_max)
         if fit is not None:
             figures.update(self._plot_fit(ctx, *fit))
         rows = trained[["n_params", "n_tokens", "w_bits", "a_bits", "kv_bits", "loss"]]
@@ -157,8 +156,7 @@ class PrecisionSweepStudy(Study):
         """Loss cost of quantizing one component alone (the others in full precision), averaged
         over every (N, D) that has the full-precision run and all three single-component runs."""
         inf = math.inf
-        fp = trained[trained.w_bits.map(math.isinf) & trained.a_bits.map(math.isinf)
-                     & trained.kv_bits.map(math.isinf)]
+        fp = trained[_full_precision(trained)]
         costs: dict[str, list[float]] = {"weights": [], "activations": [], "KV cache": []}
         bits_seen: set[float] = set()
         for (n, d), base in fp.groupby(["n_params", "n_tokens"]):
@@ -242,8 +240,7 @@ class PrecisionSweepStudy(Study):
             value=float(r2), reference="Sec. 4, arXiv 2411.04330"))
         # The loss varies mostly with N and D; the precision part of the law is tested on the
         # penalty of quantized training, L(N, D, P) - L(N, D, fp), against the measured fp run.
-        fp_mask = np.asarray(data.w_bits.map(math.isinf) & data.a_bits.map(math.isinf)
-                             & data.kv_bits.map(math.isinf))
+        fp_mask = np.asarray(_full_precision(data))
         fp_loss = data[fp_mask].groupby(["n_params", "n_tokens"]).loss.mean()
         keys = list(zip(data.n_params, data.n_tokens, strict=True))
         has_fp = np.array([k in fp_loss.index for k in keys])
@@ -270,13 +267,10 @@ class PrecisionSweepStudy(Study):
 
     @staticmethod
     def _plot_fit(ctx: StudyContext, data: Any, held: Any, pred: Any) -> dict[str, str]:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        from fmlab._plotting import pyplot
 
         y = data.loss.to_numpy()
-        fig, ax = plt.subplots(figsize=(4.5, 4))
+        fig, ax = pyplot().subplots(figsize=(4.5, 4))
         ax.scatter(y[~held], pred[~held], s=14, c="tab:blue", label="fitted runs")
         ax.scatter(y[held], pred[held], s=22, c="tab:orange", marker="s", label="held-out runs")
         lo, hi = float(min(y.min(), pred.min())), float(max(y.max(), pred.max()))
@@ -289,49 +283,58 @@ class PrecisionSweepStudy(Study):
                                "held-out runs."}
 
     @staticmethod
-    def _plots(ctx: StudyContext, uniform: Any, fp_ptq: Any, ptq: Any, spec: Any,
+    def _plots(ctx: StudyContext, uniform: Any, fp_ptq: Any, top_ptq: Any,
                d_max: int, n_max: int) -> dict[str, str]:
-        import matplotlib
+        bits_axis = "training bits (w = a = kv; 16 = full precision)"
+        return {
+            **_curves(ctx, "loss_vs_train_bits.png", "Validation loss against training precision.",
+                      uniform, ["n_params", "n_tokens"], "w_bits", "loss",
+                      lambda k: f"N={int(k[0]):,}, D={int(k[1]):,}", bits_axis,
+                      "validation loss (nats/token)"),
+            **_curves(ctx, "ptq_vs_tokens.png",
+                      "Post-training-quantization degradation against tokens.",
+                      fp_ptq, "post_bits", "n_tokens", "delta_ptq",
+                      lambda p: f"GPTQ {int(p)} bits", "training tokens D",
+                      "δ_PTQ (loss after − before)",
+                      title=f"full-precision training, N={int(n_max):,}", logx=True),
+            **_curves(ctx, "ptq_vs_train_bits.png", "PTQ degradation against training precision.",
+                      top_ptq, "post_bits", "w_bits", "delta_ptq",
+                      lambda p: f"GPTQ {int(p)} bits", bits_axis, "δ_PTQ",
+                      title=f"N={int(n_max):,}, D={int(d_max):,}"),
+        }
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
 
-        figs: dict[str, str] = {}
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        for (n, d), grp in uniform.groupby(["n_params", "n_tokens"]):
-            g = grp.groupby("w_bits").loss.mean()
-            xs = [16 if math.isinf(b) else b for b in g.index]
-            ax.plot(xs, g.to_numpy(), "o-", label=f"N={int(n):,}, D={int(d):,}")
-        ax.set_xlabel("training bits (w = a = kv; 16 = full precision)")
-        ax.set_ylabel("validation loss (nats/token)")
-        _legend(ax)
-        ctx.save_figure(fig, "loss_vs_train_bits.png", dpi=110)
-        figs["loss_vs_train_bits.png"] = "Validation loss against training precision."
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        for p, grp in fp_ptq.groupby("post_bits"):
-            g = grp.groupby("n_tokens").delta_ptq.mean()
-            ax.plot(g.index, g.to_numpy(), "o-", label=f"GPTQ {int(p)} bits")
+def _curves(ctx: StudyContext, name: str, caption: str, frame: Any, by: Any, x: str, y: str,
+            label: Any, xlabel: str, ylabel: str, *, title: str | None = None,
+            logx: bool = False) -> dict[str, str]:
+    """One line per ``by`` group: the mean of ``y`` against ``x`` (full precision drawn at 16)."""
+    from fmlab._plotting import pyplot
+
+    fig, ax = pyplot().subplots(figsize=(5, 3.5))
+    for key, grp in frame.groupby(by):
+        g = grp.groupby(x)[y].mean()
+        ax.plot([16 if math.isinf(v) else v for v in g.index], g.to_numpy(), "o-",
+                label=label(key))
+    if logx:
         ax.set_xscale("log")
-        ax.set_xlabel("training tokens D")
-        ax.set_ylabel("δ_PTQ (loss after − before)")
-        ax.set_title(f"full-precision training, N={int(n_max):,}", fontsize=9)
-        _legend(ax)
-        ctx.save_figure(fig, "ptq_vs_tokens.png", dpi=110)
-        figs["ptq_vs_tokens.png"] = "Post-training-quantization degradation against tokens."
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        sub = ptq[(ptq.n_params == n_max) & (ptq.n_tokens == d_max)
-                  & (ptq.w_bits == ptq.a_bits) & (ptq.a_bits == ptq.kv_bits)]
-        for p, grp in sub.groupby("post_bits"):
-            g = grp.groupby("w_bits").delta_ptq.mean()
-            ax.plot([16 if math.isinf(b) else b for b in g.index], g.to_numpy(), "o-",
-                    label=f"GPTQ {int(p)} bits")
-        ax.set_xlabel("training bits (16 = full precision)")
-        ax.set_ylabel("δ_PTQ")
-        ax.set_title(f"N={int(n_max):,}, D={int(d_max):,}", fontsize=9)
-        _legend(ax)
-        ctx.save_figure(fig, "ptq_vs_train_bits.png", dpi=110)
-        figs["ptq_vs_train_bits.png"] = "PTQ degradation against training precision."
-        return figs
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=9)
+    _legend(ax)
+    ctx.save_figure(fig, name, dpi=110)
+    return {name: caption}
+
+
+def _uniform(frame: Any) -> Any:
+    """Rows trained with one precision for weights, activations and KV cache."""
+    return (frame.w_bits == frame.a_bits) & (frame.a_bits == frame.kv_bits)
+
+
+def _full_precision(frame: Any) -> Any:
+    """Rows trained without any quantization."""
+    return frame.w_bits.map(math.isinf) & frame.a_bits.map(math.isinf) & frame.kv_bits.map(
+        math.isinf)
 
 
 def _legend(ax: Any) -> None:
