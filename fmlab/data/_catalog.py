@@ -121,6 +121,12 @@ add("lee-background", "fmlab.data._text:load_lee_background", kind="text",
     source="PyPI gensim 4.4.0, gensim/test/test_data/lee_background.cor",
     license="LGPL-2.1 (gensim)", needs=[_gensim("lee_background.cor")],
     reference="Lee, Pincombe & Welsh 2005")
+add("crime-and-punishment", "fmlab.data._text:load_crime_and_punishment", kind="text",
+    description="Opening of Crime and Punishment in Russian (a tiny non-English sample)",
+    splits=("all",), size="3.8 KB of text", schema="unlabelled (labels None)",
+    source="PyPI gensim 4.4.0, gensim/test/test_data/crime-and-punishment.txt",
+    license="public domain text; LGPL-2.1 (gensim)",
+    needs=[_gensim("crime-and-punishment.txt")], reference="Dostoevsky 1866")
 add("lee", "fmlab.data._text:load_lee_pairs", kind="pairs",
     description="Lee document similarity: 50 news documents, 1,225 human-rated pairs",
     splits=("all",), size="1,225 pairs (i < j) of 50 documents",

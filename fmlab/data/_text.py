@@ -99,6 +99,14 @@ def load_lee_background(split: str = "all") -> TextDataset:
     return TextDataset(texts, None, (), "lee-background", split)
 
 
+def load_crime_and_punishment(split: str = "all") -> TextDataset:
+    """The opening paragraphs of Dostoevsky's *Crime and Punishment* in Russian (gensim test data),
+    one document per paragraph longer than 50 characters; a tiny non-English sample."""
+    raw = _gensim_file("crime-and-punishment.txt").read_text(encoding="utf-8", errors="replace")
+    texts = [para.strip() for para in raw.split("\n\n") if len(para.strip()) > 50]
+    return TextDataset(texts, None, (), "crime-and-punishment", split)
+
+
 def load_lee_pairs(split: str = "all") -> PairDataset:
     """Lee document similarity: the 50 ``lee.cor`` documents, all 1,225 pairs i < j scored by the
     mean human rating in ``similarities0-1.txt`` (0 = unrelated, 1 = same).

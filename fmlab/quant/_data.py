@@ -1,7 +1,6 @@
 """Text for the small LM: corpora, a BPE tokenizer trained on them, a deterministic token stream.
 
-The corpora come from :func:`fmlab.data.load_dataset` when the data zoo provides them, else straight
-from the files gensim ships (``gensim/test/test_data``). The tokenizer (Hugging Face
+The corpora come from the data zoo (:func:`fmlab.data.load_dataset`). The tokenizer (Hugging Face
 ``tokenizers`` byte-level BPE) and the encoded token arrays are cached under
 ``cache_dir("quant")`` keyed by a hash of the corpora and settings, so a second call costs
 milliseconds.
@@ -10,12 +9,10 @@ milliseconds.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,81 +21,23 @@ from fmlab._imports import require
 from fmlab._io import atomic_write
 from fmlab._paths import cache_dir
 from fmlab._validation import check_int, check_real
-from fmlab.exceptions import DataUnavailableError
 
 __all__ = ["TokenData", "load_corpus", "load_token_data", "train_tokenizer"]
 
 DEFAULT_CORPORA = ("wikipedia-sample", "lee-background")
-_FALLBACK_FILES = {
-    "wikipedia-sample": "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2",
-    "lee-background": "lee_background.cor",
-    "crime-and-punishment": "crime-and-punishment.txt",
-}
 _EOS = "<|endoftext|>"
 
 
-def _gensim_test_file(name: str) -> Path:
-    spec = importlib.util.find_spec("gensim")
-    if spec is None or spec.origin is None:
-        raise DataUnavailableError(
-            f"The text corpus {name!r} needs gensim's bundled test data. Install it with: "
-            'pip install "gensim==4.4.0"'
-        )
-    path = Path(spec.origin).parent / "test" / "test_data" / _FALLBACK_FILES[name]
-    if not path.exists():
-        raise DataUnavailableError(f"{path} is missing; reinstall gensim==4.4.0.")
-    return path
-
-
-def _load_fallback(name: str) -> list[str]:
-    path = _gensim_test_file(name)
-    if name == "wikipedia-sample":
-        import bz2
-
-        from gensim.corpora.wikicorpus import extract_pages, filter_wiki
-
-        texts = []
-        with bz2.open(path, "rb") as fh:
-            for title, text, _pageid in extract_pages(fh):
-                if not text or text.lstrip().lower().startswith("#redirect"):
-                    continue
-                clean = filter_wiki(text).strip()
-                if len(clean) > 200:
-                    texts.append(f"{title}\n{clean}")
-        return texts
-    if name == "lee-background":
-        return [line.strip() for line in path.read_text(encoding="latin-1").splitlines()
-                if line.strip()]
-    raw = path.read_text(encoding="utf-8", errors="replace")
-    return [p.strip() for p in raw.split("\n\n") if len(p.strip()) > 50]
-
-
 def load_corpus(name: str) -> list[str]:
-    """Texts of a bundled corpus (one string per document).
+    """Texts of a text corpus of the data zoo (one string per document), e.g.
+    ``"wikipedia-sample"``, ``"lee-background"``; see ``fmlab.data.list_datasets()``."""
+    from fmlab.data import load_dataset
 
-    Uses ``fmlab.data.load_dataset(name).texts`` when the data zoo has the corpus; falls back to
-    reading gensim's test files for ``"wikipedia-sample"``, ``"lee-background"`` and
-    ``"crime-and-punishment"``.
-    """
-    try:
-        import fmlab.data as fdata
-
-        loader = getattr(fdata, "load_dataset", None)
-    except ImportError:  # pragma: no cover - the package always exists
-        loader = None
-    if loader is not None:
-        try:
-            ds = loader(name)
-            texts = list(getattr(ds, "texts", []))
-            if texts:
-                return [str(t) for t in texts]
-        except (KeyError, ValueError, FileNotFoundError, NotImplementedError):
-            if name not in _FALLBACK_FILES:
-                raise
-    if name not in _FALLBACK_FILES:
-        raise ValueError(f"Unknown text corpus {name!r} (fmlab.data is not available to resolve "
-                         f"it). Valid options are: {tuple(_FALLBACK_FILES)}.")
-    return _load_fallback(name)
+    texts = getattr(load_dataset(name), "texts", None)
+    if not texts:
+        raise ValueError(f"{name!r} is not a text corpus of the data zoo (it has no texts); use "
+                         f"a text dataset such as {DEFAULT_CORPORA[0]!r}.")
+    return [str(t) for t in texts]
 
 
 def _key(*parts: Any) -> str:
