@@ -22,6 +22,21 @@ from typing import Any
 
 # name -> private module; loaded on first access
 _LAZY = {
+    "CFTask": "fmlab.context._tasks",
+    "ContextLM": "fmlab.context._lm",
+    "FunctionLM": "fmlab.context._lm",
+    "GenerationRequest": "fmlab.context._lm",
+    "HFCausalLM": "fmlab.context._lm",
+    "LoglikelihoodRequest": "fmlab.context._lm",
+    "ReliabilityReport": "fmlab.context._evaluate",
+    "TASKS": "fmlab.context._tasks",
+    "evaluate": "fmlab.context._evaluate",
+    "facts": "fmlab.context._generate",
+    "get_task": "fmlab.context._tasks",
+    "list_tasks": "fmlab.context._tasks",
+    "load_task": "fmlab.context._tasks",
+    "make_conflict_set": "fmlab.context._generate",
+    "score_generation": "fmlab.context._scoring",
     "ToyConfig": "fmlab.context._toy",
     "ToyResult": "fmlab.context._toy",
     "simulate_toy": "fmlab.context._toy",
