@@ -56,7 +56,8 @@ def _rate(records: list[dict[str, Any]], scoring: str, label: str) -> dict[str, 
     return {"value": k / n if n else math.nan, "low": lo, "high": hi}
 
 
-def compute_metrics(records: Sequence[dict[str, Any]], scorings: Sequence[str]) -> list[dict[str, Any]]:
+def compute_metrics(records: Sequence[dict[str, Any]],
+                    scorings: Sequence[str]) -> list[dict[str, Any]]:
     """One row per (task, category, relation, scoring): ``n`` and each label's rate with its
     interval. ``category == "all"`` pools a task's categories."""
     rows: list[dict[str, Any]] = []
@@ -102,7 +103,8 @@ class ReliabilityReport:
         return [(r[label]["value"], r["n"]) for r in self.rows
                 if r["category"] == "all" and r["relation"] == "conflict" and r["scoring"] == s]
 
-    def aggregate(self, label: str = "counterfactual", scoring: str | None = None) -> dict[str, float]:
+    def aggregate(self, label: str = "counterfactual",
+                  scoring: str | None = None) -> dict[str, float]:
         """The mean over tasks of a label's conflict-item rate, with a 95% interval."""
         vals = self._task_values(label, scoring)
         if not vals:
@@ -295,7 +297,7 @@ def evaluate(
     for task in task_objs:
         fp = _fingerprint(lm, method, task)
         if path is not None:
-            clash = {r["fingerprint"] for (t, _, f), r in done.items() if t == task.name and f != fp}
+            clash = {f for (t, _, f) in done if t == task.name and f != fp}
             if clash:
                 raise ValueError(
                     f"The records file {path} holds results of task {task.name!r} from another "
