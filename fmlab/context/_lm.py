@@ -201,7 +201,9 @@ class HFCausalLM(ContextLM):
         if self._cache_kw is None:
             import inspect
 
-            params = inspect.signature(self.model.forward).parameters
+            core = self.model.get_base_model() if hasattr(self.model, "get_base_model") \
+                else self.model  # a peft wrapper forwards keyword arguments to its base
+            params = inspect.signature(core.forward).parameters
             self._cache_kw = "cache" if "cache" in params else "past_key_values"
         value = out.get("cache") if "cache" in out else out.get("past_key_values")
         return {self._cache_kw: value}
