@@ -255,7 +255,8 @@ def evaluate(
             folder (loaded with :func:`fmlab.models.load_causal_lm`).
         tasks: Task names (:func:`list_tasks`), JSONL task files or :class:`CFTask` objects.
         method: ``"generate"`` (greedy answer, scored by substring, first-sentence and exact
-            match) or ``"loglikelihood"`` (the more likely of the two answers: ``choice``).
+            match) or ``"loglikelihood"`` (the more likely of the two answers: ``choice``; conflict
+            items only).
         scoring: Primary scoring for the summary: ``"first"`` (default for generation),
             ``"substring"`` (the paper's), ``"exact"``; ``"choice"`` for log-likelihood.
         limit: At most this many items per task (a seeded sample), for quick runs.
@@ -303,7 +304,9 @@ def evaluate(
                     f"The records file {path} holds results of task {task.name!r} from another "
                     f"configuration (model, method, template or decoding). Use a new output file, "
                     f"or delete this one to start over.")
-        todo = [it for it in task.items if (task.name, it["id"], fp) not in done]
+        # the log-likelihood choice needs two different answers: conflict items only
+        items = task.items if method == "generate" else tuple(task.conflicts())
+        todo = [it for it in items if (task.name, it["id"], fp) not in done]
         step = chunk_size if path is not None else max(len(todo), 1)
         for start in range(0, len(todo), step):
             new = _run_items(lm, task, todo[start:start + step], method, fp)
@@ -311,6 +314,6 @@ def evaluate(
                 _append(path, new)
             for r in new:
                 done[(task.name, r["id"], fp)] = r
-        records.extend(done[(task.name, it["id"], fp)] for it in task.items)
+        records.extend(done[(task.name, it["id"], fp)] for it in items)
     return ReliabilityReport(model=lm.name, method=method, scoring=scoring, records=records,
                              rows=compute_metrics(records, scorings))

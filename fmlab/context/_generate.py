@@ -10,6 +10,7 @@ knowledge examples can be built from the same code.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -135,9 +136,11 @@ class Fact:
     extra: str = ""
 
 
-def _country_facts(column: str, names: dict[str, str] | None) -> list[Fact]:
+@functools.lru_cache(maxsize=8)
+def _country_facts(column: str) -> tuple[Fact, ...]:
     from fmlab.data import load_dataset
 
+    names = {"languages": _LANGUAGES, "currencies": _CURRENCIES}.get(column)
     df = load_dataset("countryinfo").frame
     out = []
     for row in df.to_dict("records"):
@@ -152,7 +155,7 @@ def _country_facts(column: str, names: dict[str, str] | None) -> list[Fact]:
             val = names[val]
         out.append(Fact({"capital": "capital", "languages": "language",
                          "currencies": "currency"}[column], name, val))
-    return out
+    return tuple(out)
 
 
 _PERSON = re.compile(r"^((?:[A-Z][a-z]+ ){1,2})([a-z][a-z-]*(?: [a-z][a-z-]*)?)"
@@ -160,7 +163,8 @@ _PERSON = re.compile(r"^((?:[A-Z][a-z]+ ){1,2})([a-z][a-z-]*(?: [a-z][a-z-]*)?)"
 _NATIONALITY_FIX = {"United States": "American"}
 
 
-def _person_facts() -> list[tuple[str, str, str]]:
+@functools.lru_cache(maxsize=1)
+def _person_facts() -> tuple[tuple[str, str, str], ...]:
     """(name, nationality, occupation) from WordNet person glosses."""
     from fmlab.data import load_dataset
 
@@ -183,19 +187,16 @@ def _person_facts() -> list[tuple[str, str, str]]:
             continue
         seen.add(name)
         out.append((name, nat, occ))
-    return out
+    return tuple(out)
 
 
 def facts(relation: str) -> list[Fact]:
     """All facts of one relation from the offline tables (country relations need countryinfo,
     person relations the Debian WordNet files)."""
     check_option(relation, "relation", RELATIONS_GEN, owner="facts")
-    if relation == "capital":
-        return _country_facts("capital", None)
-    if relation == "language":
-        return _country_facts("languages", _LANGUAGES)
-    if relation == "currency":
-        return _country_facts("currencies", _CURRENCIES)
+    if relation in ("capital", "language", "currency"):
+        return list(_country_facts({"capital": "capital", "language": "languages",
+                                    "currency": "currencies"}[relation]))
     people = _person_facts()
     if relation == "nationality":
         return [Fact("nationality", n, nat, occ) for n, nat, occ in people]
