@@ -206,7 +206,8 @@ def counterfactual_augment(examples: Sequence[dict[str, Any]], share: float = 0.
 
 
 def filter_context_critical(examples: Sequence[dict[str, Any]],
-                            nll_without_context: Sequence[float], drop_share: float = 0.25) -> list[dict[str, Any]]:
+                            nll_without_context: Sequence[float],
+                            drop_share: float = 0.25) -> list[dict[str, Any]]:
     """Context-critical filtering: drop the ``drop_share`` of reading examples whose target has
     the lowest per-token NLL (perplexity) *without* the context, i.e. the ones answerable from
     memory. Examples without a context are kept.
