@@ -158,7 +158,7 @@ def test_cli_ensemble_dry_run_and_predict_errors(tmp_path, capsys):
     assert main(["ood", "ensemble", "--backbone", "pixels", "--dataset", "digits", "--ood",
                  "rotate:20", "--out", str(tmp_path), "--dry-run", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["ood"] == "rotate:20"
-    assert main(["ood", "predict", str(tmp_path / "nope.npy"), "b.npy", "c.npy"]) == 1
+    assert main(["ood", "predict", str(tmp_path / "nope.npy"), "b.npy", "c.npy"]) == 2
     assert "does not exist" in capsys.readouterr().err
 
 
