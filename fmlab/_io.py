@@ -12,7 +12,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_dir", "atomic_write", "file_sha256", "read_npy", "read_table", "write_json"]
+__all__ = [
+    "atomic_dir",
+    "atomic_write",
+    "clean_stale",
+    "file_lock",
+    "file_sha256",
+    "read_npy",
+    "read_table",
+    "write_json",
+]
 
 
 def _umask() -> int:
@@ -72,6 +81,42 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold an exclusive lock beside ``path`` (``.<name>.lock``) for the duration of the block, so
+    that concurrent processes build or publish ``path`` one at a time."""
+    path = Path(path)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: rely on the atomic renames alone
+        yield
+        return
+    lock = path.parent / f".{path.name}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def clean_stale(path: str | os.PathLike[str]) -> list[Path]:
+    """Remove what a killed :func:`atomic_dir` / :func:`atomic_write` of ``path`` left behind
+    (``.<name>.*.tmp`` and ``.<name>.old``). Call it while holding :func:`file_lock` of ``path``,
+    so that no live writer's temporary is removed. Returns the removed paths."""
+    path = Path(path)
+    removed = []
+    for stale in [*path.parent.glob(f".{path.name}.*.tmp"), path.parent / f".{path.name}.old"]:
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+            removed.append(stale)
+        elif stale.exists():
+            stale.unlink(missing_ok=True)
+            removed.append(stale)
+    return removed
 
 
 def write_json(path: str | os.PathLike[str], obj: Any, **kwargs: Any) -> None:
@@ -139,6 +184,17 @@ def read_npy(path: str | os.PathLike[str], *, what: str = "array") -> Any:
     return np.load(name, allow_pickle=False)
 
 
+def _parse(read: Any, name: str, what: str, fmt: str) -> Any:
+    try:
+        return read()
+    except MemoryError:
+        raise ValueError(f"The {what} file {name!r} is too large or corrupt to read.") from None
+    except Exception as exc:  # pandas/pyarrow parser errors (many subclass ValueError)
+        first = " ".join(str(exc).split())[:200]
+        raise ValueError(f"The {what} file {name!r} cannot be parsed as {fmt} "
+                         f"({type(exc).__name__}: {first}).") from None
+
+
 _TABLE_SUFFIXES = (".csv", ".tsv", ".txt", ".parquet", ".pq", ".json", ".jsonl")
 _TABLE_EXAMPLE = "n_params,n_tokens,loss"
 
@@ -181,9 +237,9 @@ def read_table(path: str | os.PathLike[str], *, what: str = "table") -> Any:
             if any(not h for h in header):
                 raise ValueError(f"The {what} file {name!r} has an unnamed column in its header "
                                  f"{header}; expected {expected}.")
-            frame = pd.read_csv(io.StringIO(text), sep=sep)
+            frame = _parse(lambda: pd.read_csv(io.StringIO(text), sep=sep), name, what, "CSV")
         elif suffix in (".parquet", ".pq"):
-            frame = pd.read_parquet(p)
+            frame = _parse(lambda: pd.read_parquet(p), name, what, "Parquet")
         else:
             text = p.read_text(encoding="utf-8")
             if suffix == ".jsonl":

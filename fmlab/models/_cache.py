@@ -15,17 +15,15 @@ name, size or hash is rebuilt, never used.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import shutil
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fmlab._io import atomic_dir, file_sha256
+from fmlab._io import atomic_dir, clean_stale, file_lock, file_sha256
 from fmlab.exceptions import FmlabWarning
 
 __all__ = ["CACHE_FORMAT", "MANIFEST", "CacheRebuildWarning", "cached_build", "check_cache"]
@@ -103,24 +101,6 @@ def check_cache(path: str | os.PathLike[str], key: dict[str, Any] | None = None)
     return None
 
 
-@contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock beside ``path`` so that concurrent processes build it only once."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX: rely on atomic_dir alone
-        yield
-        return
-    lock = path.parent / f".{path.name}.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _write_manifest(folder: Path, key: dict[str, Any]) -> None:
     files = {
         rel: {"size": (folder / rel).stat().st_size, "sha256": file_sha256(folder / rel)}
@@ -160,7 +140,7 @@ def cached_build(
     reason = check_cache(path, key)
     if reason is None:
         return path
-    with _lock(path):
+    with file_lock(path):
         reason = check_cache(path, key)  # another process may have built it while we waited
         if reason is None:
             return path
@@ -173,8 +153,7 @@ def cached_build(
         else:
             _log.warning("Converting %s once into %s (later loads use this copy).", what, path)
         # temporary folders left by a killed build: nobody else builds while we hold the lock
-        for stale in path.parent.glob(f".{path.name}.*.tmp"):
-            shutil.rmtree(stale, ignore_errors=True)
+        clean_stale(path)
         with atomic_dir(path) as tmp:
             os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is readable like ~/.cache
             build(tmp)

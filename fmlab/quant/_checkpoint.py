@@ -76,7 +76,7 @@ def load_lm(path: str | os.PathLike[str]) -> Any:
         ValueError: The file is not a TinyLM safetensors checkpoint (a pickled ``.pt`` file, a
             corrupt file or another model); the message names the file and the fix.
     """
-    from safetensors import SafetensorsError, safe_open
+    from safetensors import SafetensorError, safe_open
 
     from fmlab.quant._model import LMConfig, PrecisionConfig, TinyLM, set_precision
 
@@ -94,7 +94,7 @@ def load_lm(path: str | os.PathLike[str]) -> Any:
         with safe_open(name, framework="pt") as f:
             meta = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-    except (SafetensorsError, OSError, ValueError) as exc:
+    except (SafetensorError, OSError, ValueError) as exc:
         raise ValueError(f"{name} is not a readable safetensors file ({exc}). Save models "
                          "with 'fmlab quant train --save lm.safetensors'.") from None
     try:
