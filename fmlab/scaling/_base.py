@@ -9,6 +9,7 @@ fit, bootstrap intervals, diagnostics, prediction, saving) lives here once.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -18,7 +19,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 
 from fmlab._validation import check_int, check_option, check_real
-from fmlab.exceptions import NotFittedError
+from fmlab.exceptions import NotFittedError, ReliabilityWarning
 from fmlab.scaling import _fitting as core
 
 __all__ = ["BaseLaw", "LawParams"]
@@ -331,11 +332,33 @@ class BaseLaw(RegressorMixin, BaseEstimator):
             diag.bootstrap_failed = int((~ok).sum())
         diag.time_s = clock()
         self.diagnostics_ = diag
+        self._warn_identifiability(Xt, yt, diag, np.asarray(starts[res.winning_start]), res.x)
         if not res.converged:
             core.warn_not_converged(type(self).__name__,
                                     f"the best optimum (objective {res.fun:.6g}) failed the "
                                     "convergence test")
         return self
+
+    def _warn_identifiability(self, Xt: np.ndarray, yt: np.ndarray, diag: Any,
+                              start: np.ndarray, theta: np.ndarray) -> None:
+        """ReliabilityWarnings for fits whose parameters the data cannot pin down: a feature or
+        the target without spread, an undefined R², parameters that never left their start."""
+        name = type(self).__name__
+        problems = []
+        for j, col in enumerate(self.feature_names[: Xt.shape[1]]):
+            v = Xt[:, j]
+            if np.all(v == v[0]):
+                problems.append(f"column {col!r} has no spread (every run has {v[0]:g}), so its "
+                                "exponent is not identified; vary it across runs")
+        if np.all(yt == yt[0]):
+            problems.append(f"the target is constant ({yt[0]:g}) in every run")
+        if not np.isfinite(diag.r2):
+            problems.append("R² is undefined")
+        if theta.shape == start.shape and np.allclose(theta, start, rtol=1e-7, atol=1e-10):
+            problems.append("the parameters never left their start values")
+        if problems:
+            warnings.warn(f"{name}: the fit is not identifiable: " + "; ".join(problems) + ".",
+                          ReliabilityWarning, stacklevel=3)
 
     # -- prediction -------------------------------------------------------------------------
     def _check_fitted(self, what: str = "predict") -> None:

@@ -78,11 +78,11 @@ def test_feature_cache_roundtrip(tmp_path, monkeypatch):
     monkeypatch.setenv("FMLAB_CACHE", str(tmp_path))
     images = np.random.default_rng(0).integers(0, 255, (5, 8, 8), dtype=np.uint8)
     a = extract_features("pixels", images, resolution=12)
-    files = list((tmp_path / "features" / "pixels").glob("*.npy"))
+    files = list((tmp_path / "features" / "pixels").glob("*/features.npy"))
     assert a.shape == (5, 144) and len(files) == 1
     np.testing.assert_array_equal(extract_features("pixels", images, resolution=12), a)
     extract_features("pixels", images, resolution=10)  # settings are part of the key
-    assert len(list((tmp_path / "features" / "pixels").glob("*.npy"))) == 2
+    assert len(list((tmp_path / "features" / "pixels").glob("*/features.npy"))) == 2
     assert "efficientnet-lite0" in list_backbones("image")
     with pytest.raises(TypeError, match="uint8 images"):
         extract_features("pixels", images.astype(float))
