@@ -168,9 +168,10 @@ def read_npy(path: str | os.PathLike[str], *, what: str = "array") -> Any:
                 shape, fortran, dtype = npformat.read_array_header_1_0(fh)
             else:
                 shape, fortran, dtype = npformat.read_array_header_2_0(fh)
-        except (ValueError, OSError, SyntaxError) as exc:
-            raise ValueError(f"The {what} file {name!r} is not a valid .npy file ({exc}).") \
-                from None
+        except Exception as exc:  # numpy parses the header dict with tokenize/ast: any error
+            first = " ".join(str(exc).split())[:160]
+            raise ValueError(f"The {what} file {name!r} is not a valid .npy file "
+                             f"({type(exc).__name__}: {first}).") from None
         if dtype.hasobject:
             raise ValueError(f"The {what} file {name!r} holds Python objects (dtype {dtype}); "
                              "fmlab never unpickles files. Save numbers, e.g. "
