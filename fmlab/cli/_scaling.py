@@ -123,6 +123,7 @@ class ScalingCommand(Command):
         if target not in frame.columns:
             raise ValueError(f"Target column {target!r} not in {args.file}; columns are "
                              f"{list(frame.columns)}. Pick one with --target.")
+        _check_numeric(frame, [target], args.file)
         if args.drop_highest:
             if args.drop_highest >= len(frame):
                 raise UsageError(f"--drop-highest {args.drop_highest} would drop every one of "
@@ -239,6 +240,19 @@ class ScalingCommand(Command):
                                    for k, v in r.items()) for r in rows)
         emit(rows, as_json=args.json, text=text)
         return 0
+
+
+def _check_numeric(frame: Any, columns: list[str], file: str) -> None:
+    """Name the file, column and row of the first value that is not a number."""
+    import pandas as pd
+
+    for col in columns:
+        values = pd.to_numeric(frame[col], errors="coerce")
+        bad = values.isna() & frame[col].notna()
+        if bad.any():
+            i = int(bad.to_numpy().argmax())
+            raise ValueError(f"Column {col!r} of {file} must hold numbers; row {i + 1} has "
+                             f"{frame[col].iloc[i]!r}.")
 
 
 def _need(value: Any, flag: str) -> Any:

@@ -304,7 +304,9 @@ def test_W15_report_of_a_folder_without_results_is_an_error(capsys, tmp_path) ->
     ("strings.json", '["a", "b"]', r"holds a JSON list of str; expected records"),
     ("latin1.csv", "n_params,loss\n1e8,3.0 \xe9\n".encode("latin-1"), r"is not UTF-8 text"),
     ("bad.parquet", b"PAR1 garbage", r"cannot be parsed as Parquet"),
-], ids=["D1-empty-csv", "D2-json-strings", "D12-non-utf8", "D-corrupt-parquet"])
+    ("text.csv", "n_params,n_tokens,loss\n1e8,1e9,abc\n", r"Column 'loss' of .* row 1 has 'abc'"),
+], ids=["D1-empty-csv", "D2-json-strings", "D12-non-utf8", "D-corrupt-parquet",
+        "D-text-in-target"])
 def test_D_tables_name_the_file(name, content, pattern, capsys, tmp_path) -> None:
     import re
 
