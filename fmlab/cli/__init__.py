@@ -93,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         prog = _prog(args)
-        msg = " ".join(str(exc).split())
+        msg = " ".join(str(exc).split()).rstrip(".")
         print(f"{prog}: error: {msg}; see '{prog} --help'", file=sys.stderr)
         return 2
     except Exception as exc:

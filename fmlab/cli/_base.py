@@ -40,7 +40,7 @@ class Parser(argparse.ArgumentParser):
                           help="show full tracebacks on errors")
 
     def error(self, message: str) -> NoReturn:  # type: ignore[override]
-        message = " ".join(message.split())
+        message = " ".join(message.split()).rstrip(".")
         self.exit(2, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
 
 

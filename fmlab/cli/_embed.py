@@ -28,6 +28,18 @@ def _build_encoder(model: str, template: str, pooling: str, dtype: str, batch_si
                                        batch_size=batch_size, max_length=max_length)
 
 
+def _check_models(names: list[str]) -> None:
+    """Unknown zoo names fail before any model loads (``hf:`` ids and folders pass through)."""
+    from fmlab.models import list_models
+
+    for name in names:
+        if name.startswith("hf:") or Path(name).expanduser().exists():
+            continue
+        if name not in list_models():
+            raise UsageError(f"argument --model: unknown model {name!r}; use a zoo name "
+                             f"({', '.join(list_models())}), 'hf:org/name' or a folder.")
+
+
 def _check_templates(names: list[str]) -> None:
     from fmlab.embeddings import TEMPLATES
 
@@ -119,7 +131,8 @@ class EmbedCommand(Command):
         if args.model in _SENTENCE_ENCODERS:
             raise UsageError("embed encode takes a causal LM; for all-minilm-l6-v2 use "
                              "sentence-transformers directly.")
-        _check_templates([args.template])  # before the model loads (seconds)
+        _check_models([args.model])  # before the model loads (seconds)
+        _check_templates([args.template])
         try:
             texts = path.read_text(encoding="utf-8").splitlines()
         except UnicodeDecodeError as exc:
@@ -144,6 +157,7 @@ class EmbedCommand(Command):
         templates = _split_list(args.template)
         if not models or not templates:
             raise UsageError("--model and --template need at least one name each.")
+        _check_models(models)
         _check_templates(templates)
         from fmlab.embeddings._evaluate import TASKS
 
