@@ -7,6 +7,7 @@ import argparse
 import json
 from typing import Any
 
+from fmlab._validation import Int, OutputFile, Real
 from fmlab.cli._base import Command, add_action, emit
 
 
@@ -54,13 +55,14 @@ class ContextCommand(Command):
                         choices=("first", "substring", "exact", "choice"),
                         help="primary scoring (default: first for generate, choice for "
                              "loglikelihood)")
-        ev.add_argument("--limit", type=int, default=None, help="items per task (seeded sample)")
-        ev.add_argument("--seed", type=int, default=0)
-        ev.add_argument("--out", default=None,
+        ev.add_argument("--limit", type=Int(1), default=None,
+                        help="items per task (seeded sample)")
+        ev.add_argument("--seed", type=Int(0), default=0)
+        ev.add_argument("--out", type=OutputFile(".jsonl"), default=None,
                         help="per-item JSONL records; an interrupted run resumes from it")
-        ev.add_argument("--batch-size", type=int, default=16)
-        ev.add_argument("--max-new-tokens", type=int, default=24)
-        ev.add_argument("--cad-alpha", type=float, default=0.0,
+        ev.add_argument("--batch-size", type=Int(1), default=16)
+        ev.add_argument("--max-new-tokens", type=Int(1), default=24)
+        ev.add_argument("--cad-alpha", type=Real(0, closed="left"), default=0.0,
                         help="context-aware decoding strength (0 = off; 0.5 typical)")
         ev.add_argument("--dtype", default=None, choices=("float32", "bfloat16", "float16"))
         ev.add_argument("--no-progress", action="store_true")
@@ -68,36 +70,38 @@ class ContextCommand(Command):
         tr = add_action(sub, "track", "reliance over saved checkpoints (in training order)")
         tr.add_argument("checkpoints", nargs="+", help="checkpoint folders")
         tr.add_argument("--tasks", default="cf_capitals", help="comma-separated tasks")
-        tr.add_argument("--limit", type=int, default=64)
+        tr.add_argument("--limit", type=Int(1), default=64)
         tr.add_argument("--method", default="loglikelihood",
                         choices=("generate", "loglikelihood"))
-        tr.add_argument("--heldout", type=int, default=32,
+        tr.add_argument("--heldout", type=Int(0), default=32,
                         help="held-out generated instructions for the instruction metric (0=off)")
         tr.add_argument("--base", default=None, help="base model of LoRA adapter checkpoints")
-        tr.add_argument("--steps", default=None, help="comma-separated step of each checkpoint")
+        tr.add_argument("--steps", type=Int(0).list(), default=None,
+                        help="comma-separated step of each checkpoint")
 
         toy = add_action(sub, "toy", "the one-layer attention model of the paper's §5")
-        toy.add_argument("--steps", type=int, default=25)
-        toy.add_argument("--lr", type=float, default=20.0)
-        toy.add_argument("--n-subject-only", type=int, default=0)
-        toy.add_argument("--n-non-critical", type=int, default=10)
+        toy.add_argument("--steps", type=Int(0), default=25)
+        toy.add_argument("--lr", type=Real(0), default=20.0)
+        toy.add_argument("--n-subject-only", type=Int(0), default=0)
+        toy.add_argument("--n-non-critical", type=Int(0), default=10)
         toy.add_argument("--train-value", action="store_true")
-        toy.add_argument("--plot", default=None, help="write the curves to this PNG")
+        toy.add_argument("--plot", type=OutputFile(".png"), default=None,
+                         help="write the curves to this PNG")
 
         ms = add_action(sub, "make-set", "write a generated conflict set as a JSONL task file")
         ms.add_argument("relation",
                         choices=("capital", "language", "currency", "nationality", "occupation"))
-        ms.add_argument("--n", type=int, default=None)
-        ms.add_argument("--agree-share", type=float, default=0.5)
-        ms.add_argument("--seed", type=int, default=0)
-        ms.add_argument("--out", required=True)
+        ms.add_argument("--n", type=Int(1), default=None)
+        ms.add_argument("--agree-share", type=Real(0, 1, closed="both"), default=0.5)
+        ms.add_argument("--seed", type=Int(0), default=0)
+        ms.add_argument("--out", type=OutputFile(".jsonl"), required=True)
 
         mx = add_action(sub, "mix", "write a generated instruction-tuning mix as JSONL")
-        mx.add_argument("--n", type=int, default=512)
-        mx.add_argument("--agree-share", type=float, default=0.5)
+        mx.add_argument("--n", type=Int(1), default=512)
+        mx.add_argument("--agree-share", type=Real(0, 1, closed="both"), default=0.5)
         mx.add_argument("--split", default="train", choices=("train", "heldout"))
-        mx.add_argument("--seed", type=int, default=0)
-        mx.add_argument("--out", required=True)
+        mx.add_argument("--seed", type=Int(0), default=0)
+        mx.add_argument("--out", type=OutputFile(".jsonl"), required=True)
 
     def run(self, args: argparse.Namespace) -> int:
         action = getattr(args, "action", None)
@@ -127,7 +131,7 @@ class ContextCommand(Command):
     def _track(self, args: argparse.Namespace) -> int:
         from fmlab.context import make_instruction_mix, track
 
-        steps = [int(s) for s in _split(args.steps)] if args.steps else None
+        steps = args.steps
         held = make_instruction_mix(args.heldout, split="heldout") if args.heldout else None
         rows = track(args.checkpoints, _split(args.tasks), heldout=held, base=args.base,
                      steps=steps, limit=args.limit, method=args.method)

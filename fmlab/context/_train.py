@@ -372,6 +372,20 @@ class ReliabilityTracker:
         self.history.append(row)
         return row
 
+    def trainer_callback(self, tokenizer: Any) -> Any:
+        """This tracker as a ``transformers.TrainerCallback`` (measures at the end of every
+        ``every``-th optimiser step of a Hugging Face ``Trainer``)."""
+        transformers = require("transformers", feature="ReliabilityTracker.trainer_callback")
+        tracker = self
+
+        class _Callback(transformers.TrainerCallback):  # type: ignore[misc]
+            def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None,
+                            **kwargs: Any) -> None:
+                if model is not None:
+                    tracker(int(state.global_step), model, tokenizer)
+
+        return _Callback()
+
     def curve(self) -> dict[str, np.ndarray]:
         """The history as arrays keyed by metric (``step``, ``counterfactual``, ...)."""
         keys = sorted({k for r in self.history for k in r})

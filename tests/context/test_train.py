@@ -129,3 +129,17 @@ def test_cli_toy_make_set_and_errors(tmp_path, capsys):
     assert "has no weights" in capsys.readouterr().err
     assert main(["context", "tasks"]) == 0
     assert "cf_quotes" in capsys.readouterr().out
+
+
+def test_tracker_as_transformers_trainer_callback(tiny):
+    from types import SimpleNamespace
+
+    import transformers
+
+    model, tok = tiny
+    tracker = ReliabilityTracker([_probe()], None, limit=2, every=5)
+    cb = tracker.trainer_callback(tok)
+    assert isinstance(cb, transformers.TrainerCallback)
+    for step in (4, 5):
+        cb.on_step_end(None, SimpleNamespace(global_step=step), None, model=model)
+    assert [r["step"] for r in tracker.history] == [5]
