@@ -121,6 +121,17 @@ def test_W1_W2_W3_api_refuses_non_finite_numbers() -> None:
             train_classifier(SmallCNN(), x, y, x, y, epochs=1, **kw)
 
 
+@pytest.mark.parametrize("flag,value", [("--ood", "rotate:abc"), ("--ood", "corrupt:fog:9"),
+                                        ("--diversity", "nope"), ("--backbone", "nope"),
+                                        ("--dataset", "nope")])
+def test_W3_ensemble_dry_run_checks_names_and_specs(flag, value, capsys, tmp_path) -> None:
+    args = {"--backbone": "pixels", "--dataset": "mnist", "--ood": "rotate:10",
+            "--diversity": "head_init", flag: value}
+    code, err = _run(capsys, "ood", "ensemble", *(x for kv in args.items() for x in kv),
+                     "--out", str(tmp_path / "e"), "--dry-run")
+    assert code == 2 and flag in _one_line(err)
+
+
 def test_W3_dry_run_accepts_valid_values(capsys) -> None:
     assert main(["sam", "train", "--momentum", "0", "--weight-decay", "0", "--dry-run"]) == 0
 
