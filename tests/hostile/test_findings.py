@@ -465,3 +465,18 @@ def test_E5_models_list_does_not_call_a_broken_cache_cached(tmp_path, monkeypatc
     (d / "model.safetensors").write_bytes(b"x")
     (d / "fmlab-manifest.json").write_text("{broken")
     assert model_info("smollm2-135m-instruct").cached is False
+
+
+# -- X: found while fixing the above -------------------------------------------------------------
+
+
+def test_X_api_refuses_bad_numbers_found_by_fuzzing() -> None:
+    from fmlab.ood import extract_features
+    from fmlab.quant import LMConfig
+
+    images = np.zeros((3, 8, 8), np.uint8)
+    for bad in (0, -3):
+        with pytest.raises(ValueError, match="'resolution' parameter of extract_features"):
+            extract_features("pixels", images, resolution=bad, cache=False)
+    with pytest.raises(ValueError, match="'rope_theta' parameter of LMConfig"):
+        LMConfig(rope_theta=float("nan"))
