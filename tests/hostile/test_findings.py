@@ -480,3 +480,12 @@ def test_X_api_refuses_bad_numbers_found_by_fuzzing() -> None:
             extract_features("pixels", images, resolution=bad, cache=False)
     with pytest.raises(ValueError, match="'rope_theta' parameter of LMConfig"):
         LMConfig(rope_theta=float("nan"))
+
+
+def test_X_sam_train_refuses_more_examples_than_the_split_holds(capsys) -> None:
+    from fmlab.data import dataset_info
+
+    if not dataset_info("mnist").available:
+        pytest.skip("mnist missing")
+    code, err = _run(capsys, "sam", "train", "--dataset", "mnist", "--n-train", "99999999")
+    assert code == 2 and "--n-train 99999999 exceeds the 60,000 examples" in err
