@@ -296,6 +296,9 @@ def test_W14_stale_publish_folders_are_ignored_and_cleaned(tmp_path, capsys) -> 
     with file_lock(tmp_path / "scaling.chinchilla"):
         removed = clean_stale(tmp_path / "scaling.chinchilla")
     assert len(removed) == 2 and not list(tmp_path.glob(".scaling.chinchilla.*tmp"))
+    (tmp_path / ".report.html.x1y2.tmp").write_text("half a report")  # a killed render
+    assert main(["report", "--out", str(tmp_path)]) == 0
+    assert not list(tmp_path.glob(".report.html.*.tmp"))
 
 
 def test_W15_report_of_a_folder_without_results_is_an_error(capsys, tmp_path) -> None:
