@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from fmlab.cli._base import Command
+from fmlab.exceptions import UsageError
 from fmlab.version import __version__
 
 __all__ = ["main"]
@@ -88,6 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except SystemExit:
         raise
+    except UsageError as exc:  # asked for something that does not exist: a usage error
+        print(f"fmlab {args.command}: error: {exc}", file=sys.stderr)
+        return 2
     except Exception as exc:
         if debug:
             raise

@@ -9,6 +9,7 @@ import time
 from typing import Any, ClassVar
 
 from fmlab.studies._base import Claim, Study, StudyContext, StudyResult
+from fmlab.studies._options import Option
 
 _REFERENCE = ("arXiv 2402.15449 v2 abstract (echo beats classical by over 5% zero-shot); "
               "MTEB avg Mistral-7B echo 48.64 vs classical 42.38 (third-party review, brief)")
@@ -30,6 +31,18 @@ class EchoStudy(Study):
         "mechanism. Quick scale uses seeded subsets (sizes in the metrics); full uses all pairs.")
     requires: ClassVar[tuple[str, ...]] = ("torch", "transformers", "sentence_transformers",
                                            "sklearn", "matplotlib")
+    options: ClassVar[tuple[Option, ...]] = (
+        Option("model", str, "smollm2-135m-instruct", help="causal LM from the model zoo"),
+        Option("n_sts", int, 200, None, low=10, none_ok=True,
+               help="STS pairs per task (seeded subset; null: all)"),
+        Option("n_word", int, None, low=10, none_ok=True,
+               help="word-similarity pairs (null: all)"),
+        Option("n_probe", int, 200, 2000, low=20,
+               help="Rotten Tomatoes train and test size for the probe"),
+        Option("n_toy", int, 20, 60, low=5, help="toy sentences per class"),
+        Option("dtype", str, "auto", choices=("auto", "float32", "bfloat16", "float16"),
+               help="model dtype"),
+    )
 
     def run(self, ctx: StudyContext) -> StudyResult:
         from fmlab.embeddings import EchoEncoder, evaluate_sts, probe_classification
@@ -37,15 +50,12 @@ class EchoStudy(Study):
         from fmlab.models import load_sentence_encoder
 
         ctx.seed_everything()
-        opts = ctx.options
-        model_name = str(opts.get("model", "smollm2-135m-instruct"))
-        n_sts = opts.get("n_sts", ctx.pick(200, None))
-        n_word = opts.get("n_word", ctx.pick(None, None))
-        n_probe = int(opts.get("n_probe", ctx.pick(200, 2000)))
-        n_toy = int(opts.get("n_toy", ctx.pick(20, 60)))
+        o = ctx.option
+        model_name, n_sts, n_word = o("model"), o("n_sts"), o("n_word")
+        n_probe, n_toy = o("n_probe"), o("n_toy")
         poolings = ctx.pick(("mean",), ("mean", "last"))
         word_tasks = ctx.pick(("wordsim353",), ("wordsim353", "simlex999"))
-        dtype = opts.get("dtype", "auto")
+        dtype = o("dtype")
 
         t0 = time.perf_counter()
         echo = EchoEncoder.from_pretrained(model_name, template="echo", dtype=dtype)

@@ -10,6 +10,7 @@ import warnings
 from typing import Any
 
 from fmlab.studies._base import Claim, Study, StudyContext, StudyResult
+from fmlab.studies._options import Option
 
 __all__ = ["AgreementStudy"]
 
@@ -32,7 +33,7 @@ def _tasks(ctx: StudyContext) -> list[dict[str, Any]]:
          "shifts": ["typos:0.3", "pang-lee-polarity"], "settings": {},
          "n_train": ctx.pick(3000, 6000), "n_eval": ctx.pick(500, 1000)},
     ]
-    if ctx.options.get("cnn", not ctx.quick):  # from-scratch contrast (Baek et al. 2022)
+    if ctx.option("cnn"):  # from-scratch contrast (Baek et al. 2022)
         tasks.append({"name": "mnist-cnn", "backbone": "cnn", "dataset": "mnist",
                       "shifts": image_shifts, "settings": {"resolution": 28},
                       "n_train": ctx.pick(1000, 3000), "n_eval": ctx.pick(500, 1000)})
@@ -55,6 +56,11 @@ class AgreementStudy(Study):
         "ALine-D/S with AC, DoC, ATC and naive agreement."
     )
     requires = ("torch",)
+    options = (
+        Option("n_models", int, 30, 50, low=3, help="ensemble members per diversity source"),
+        Option("cnn", bool, False, True,
+               help="also train small CNNs from scratch (the contrast of Baek et al. 2022)"),
+    )
 
     def run(self, ctx: StudyContext) -> StudyResult:
         import numpy as np
@@ -65,7 +71,7 @@ class AgreementStudy(Study):
         from fmlab.ood._features import extract_features
 
         seed = ctx.seed_everything()
-        n_models = int(ctx.options.get("n_models", ctx.pick(30, 50)))
+        n_models = ctx.option("n_models")
         rows: list[dict[str, Any]] = []
         scatter: dict[tuple[str, str], Any] = {}
         skipped: dict[str, str] = {}

@@ -8,6 +8,7 @@ import os
 from typing import Any, ClassVar
 
 from fmlab.studies._base import Claim, Study, StudyContext, StudyResult
+from fmlab.studies._options import Option
 
 __all__ = ["PrecisionSweepStudy"]
 
@@ -36,6 +37,15 @@ class PrecisionSweepStudy(Study):
     )
     requires: ClassVar[tuple[str, ...]] = ("torch", "tokenizers", "optuna", "matplotlib",
                                            "pandas")
+    options: ClassVar[tuple[Option, ...]] = (
+        Option("n_tokens", list, None, item=int, low=1000, none_ok=True,
+               help="training token counts (null: 250k, 800k quick; 1M, 1.6M, 2.5M full)"),
+        Option("min_effect", float, 2e-3, low=0.0,
+               help="smallest loss difference (nats) counted as an effect"),
+        Option("threads", int, 1, low=1, affects_result=False, help="torch threads per worker"),
+        Option("workers", int, min(2, os.cpu_count() or 1), low=1, affects_result=False,
+               help="sweep worker processes"),
+    )
 
     def run(self, ctx: StudyContext) -> StudyResult:
         import torch
@@ -44,8 +54,8 @@ class PrecisionSweepStudy(Study):
 
         # Small models train fastest on one thread, so the sweep runs one worker process per
         # core (each with one thread) on the same SQLite study.
-        torch.set_num_threads(int(ctx.options.get("threads", 1)))
-        workers = int(ctx.options.get("workers", min(2, os.cpu_count() or 1)))
+        torch.set_num_threads(ctx.option("threads"))
+        workers = ctx.option("workers")
         ctx.seed_everything()
         # Tiny models trained on many tokens per parameter: the precision effects live in the
         # capacity-limited regime (D/N of 10-50 here); at D/N of a few they drown in noise.
@@ -54,7 +64,7 @@ class PrecisionSweepStudy(Study):
         m32 = {"d_model": 32, "n_layers": 2, "n_heads": 4}
         models = ctx.pick([m32], [{"d_model": 24, "n_layers": 2, "n_heads": 4}, m32,
                                   {"d_model": 48, "n_layers": 2, "n_heads": 4}])
-        tokens = ctx.options.get("n_tokens") or ctx.pick([250_000, 800_000],
+        tokens = ctx.option("n_tokens") or ctx.pick([250_000, 800_000],
                                                          [1_000_000, 1_600_000, 2_500_000])
         bits: list[Any] = ctx.pick(
             [None, 8, 4, 3],

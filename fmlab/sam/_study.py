@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fmlab._validation import check_int, check_option, check_real
 from fmlab.studies._base import Claim, Study, StudyContext, StudyResult
+from fmlab.studies._options import Option
 
 __all__ = ["FeatureBalanceStudy", "LabelNoiseStudy"]
 
@@ -19,21 +19,6 @@ _METHOD_LABELS = {
     "jacobian": "Jacobian-SAM (J-SAM)",
     "penalty": "SGD + last-layer penalties",
 }
-
-
-def _opt(ctx: StudyContext, key: str, quick: Any, full: Any) -> Any:
-    return ctx.options.get(key, ctx.pick(quick, full))
-
-
-def _as_list(value: Any) -> list[Any]:
-    return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
-def _check_unknown(ctx: StudyContext, known: set[str], study: str) -> None:
-    unknown = sorted(set(ctx.options) - known)
-    if unknown:
-        raise ValueError(f"Unknown option(s) {unknown} for study {study!r}. "
-                         f"Valid options are: {tuple(sorted(known))}.")
 
 
 def _subsample(n_total: int, n: int, seed: int) -> Any:
@@ -62,24 +47,32 @@ class LabelNoiseStudy(Study):
         "seeds; full: the same MLP, 0/10/30/50 % noise, 2,000 images, 100 epochs, 3 seeds."
     )
     requires = ("torch",)
-    options_help = {
-        "dataset": "fashion-mnist (default) or mnist",
-        "noise": "noise rates, e.g. 0,0.3",
-        "methods": "subset of sgd,sam,logit,jacobian,penalty",
-        "n_train": "training subsample size",
-        "n_test": "test subsample size",
-        "epochs": "epochs per run",
-        "seeds": "number of seeds",
-        "model": "mlp (default: 2 hidden ReLU layers) or cnn (SmallCNN)",
-        "downsample": "average-pool the 28x28 images by this factor (default 2: 14x14)",
-        "hidden": "MLP hidden width / CNN penultimate width (default 256 / 64)",
-        "width": "channels of the CNN's first conv (default 8)",
-        "rho": "SAM radius (batch-level perturbation)",
-        "lr": "SGD learning rate (momentum 0.9, weight decay 5e-4)",
-        "batch_size": "minibatch size",
-        "weight_penalty": "lambda_1 of the last-layer weight norm",
-        "feature_penalty": "lambda_2 of the penultimate-feature norm",
-    }
+    options = (
+        Option("dataset", str, "mnist", choices=("mnist", "fashion-mnist"),
+               help="the image dataset"),
+        Option("noise", list, [0.0, 0.4], [0.0, 0.1, 0.3, 0.5], item=float, low=0.0, high=0.9,
+               help="symmetric label-noise rates"),
+        Option("methods", list, list(_METHOD_LABELS), item=str, choices=tuple(_METHOD_LABELS),
+               help="training methods to compare"),
+        Option("n_train", int, 1000, 2000, low=100, help="training subsample size"),
+        Option("n_test", int, 2000, 10000, low=100, help="test subsample size"),
+        Option("epochs", int, 60, 100, low=1, help="epochs per run"),
+        Option("seeds", int, 2, 3, low=1, help="number of seeds"),
+        Option("model", str, "mlp", choices=("mlp", "cnn"),
+               help="mlp (2 hidden ReLU layers) or cnn (SmallCNN)"),
+        Option("downsample", int, 2, low=1, high=7,
+               help="average-pool the 28x28 images by this factor (2: 14x14)"),
+        Option("hidden", int, None, low=1, none_ok=True,
+               help="MLP hidden width / CNN penultimate width (null: 256 for mlp, 64 for cnn)"),
+        Option("width", int, 8, low=1, help="channels of the CNN's first conv"),
+        Option("rho", float, 0.1, low=0.0, help="SAM radius (batch-level perturbation)"),
+        Option("lr", float, 0.1, low=0.0, help="SGD learning rate (momentum 0.9, wd 5e-4)"),
+        Option("batch_size", int, 100, low=1, help="minibatch size"),
+        Option("weight_penalty", float, 1e-2, low=0.0,
+               help="lambda_1 of the last-layer weight norm"),
+        Option("feature_penalty", float, 1e-2, low=0.0,
+               help="lambda_2 of the penultimate-feature norm"),
+    )
 
     def run(self, ctx: StudyContext) -> StudyResult:
         import torch
@@ -88,33 +81,13 @@ class LabelNoiseStudy(Study):
         from fmlab.sam._models import SmallCNN, SmallMLP
         from fmlab.sam._train import images_to_tensor, train_classifier
 
-        _check_unknown(ctx, set(self.options_help), self.name)
-        dataset = check_option(ctx.options.get("dataset", "mnist"), "dataset",
-                               ("fashion-mnist", "mnist"), owner=self.name)
-        noise = [check_real(r, "noise", owner=self.name, low=0.0, high=0.9, closed="both")
-                 for r in _as_list(_opt(ctx, "noise", [0.0, 0.4], [0.0, 0.1, 0.3, 0.5]))]
-        methods = [check_option(m, "method", tuple(_METHOD_LABELS), owner=self.name)
-                   for m in _as_list(ctx.options.get("methods", list(_METHOD_LABELS)))]
-        n_train = check_int(_opt(ctx, "n_train", 1000, 2000), "n_train", owner=self.name,
-                            low=100)
-        n_test = check_int(_opt(ctx, "n_test", 2000, 10000), "n_test", owner=self.name, low=100)
-        epochs = check_int(_opt(ctx, "epochs", 60, 100), "epochs", owner=self.name, low=1)
-        seeds = check_int(_opt(ctx, "seeds", 2, 3), "seeds", owner=self.name, low=1)
-        arch = check_option(ctx.options.get("model", "mlp"), "model", ("mlp", "cnn"),
-                            owner=self.name)
-        down = check_int(ctx.options.get("downsample", 2), "downsample", owner=self.name,
-                         low=1, high=7)
-        hidden = check_int(ctx.options.get("hidden", 256 if arch == "mlp" else 64), "hidden",
-                           owner=self.name, low=1)
-        width = check_int(_opt(ctx, "width", 8, 8), "width", owner=self.name, low=1)
-        rho = check_real(ctx.options.get("rho", 0.1), "rho", owner=self.name, low=0.0)
-        lr = check_real(ctx.options.get("lr", 0.1), "lr", owner=self.name, low=0.0)
-        batch_size = check_int(ctx.options.get("batch_size", 100), "batch_size",
-                               owner=self.name, low=1)
-        lam_w = check_real(ctx.options.get("weight_penalty", 1e-2), "weight_penalty",
-                           owner=self.name, low=0.0, closed="left")
-        lam_f = check_real(ctx.options.get("feature_penalty", 1e-2), "feature_penalty",
-                           owner=self.name, low=0.0, closed="left")
+        o = ctx.option
+        dataset, noise, methods = o("dataset"), o("noise"), o("methods")
+        n_train, n_test, epochs, seeds = o("n_train"), o("n_test"), o("epochs"), o("seeds")
+        arch, down, width = o("model"), o("downsample"), o("width")
+        hidden = o("hidden") or (256 if arch == "mlp" else 64)
+        rho, lr, batch_size = o("rho"), o("lr"), o("batch_size")
+        lam_w, lam_f = o("weight_penalty"), o("feature_penalty")
 
         torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
         train, test = load_dataset(dataset, split="train"), load_dataset(dataset, split="test")
@@ -353,17 +326,21 @@ class FeatureBalanceStudy(Study):
         "10 epochs, 2 seeds; full: 8,000 images, 20 epochs, 3 seeds."
     )
     requires = ("torch", "sklearn")
-    options_help = {
-        "n_train": "training dominoes",
-        "n_probe": "decorrelated dominoes for the probes (half fit, half scored)",
-        "epochs": "epochs per run",
-        "seeds": "number of seeds",
-        "rho": "SAM radius",
-        "lr": "SGD learning rate (momentum 0.9)",
-        "downsample": "average-pool the 56x28 dominoes by this factor (default 2: 28x14)",
-        "fashion_classes": "the two clothing classes of the hard feature",
-        "p_spurious": "digit-label agreement in the spurious variant's training set",
-    }
+    options = (
+        Option("n_train", int, 2000, 8000, low=100, help="training dominoes"),
+        Option("n_probe", int, 2000, 4000, low=100,
+               help="decorrelated dominoes for the probes (half fit, half scored)"),
+        Option("epochs", int, 10, 20, low=1, help="epochs per run"),
+        Option("seeds", int, 2, 3, low=1, help="number of seeds"),
+        Option("rho", float, 0.1, low=0.0, help="SAM radius"),
+        Option("lr", float, 0.05, low=0.0, help="SGD learning rate (momentum 0.9)"),
+        Option("downsample", int, 2, low=1, high=14,
+               help="average-pool the 56x28 dominoes by this factor (2: 28x14)"),
+        Option("fashion_classes", list, ["Pullover", "Shirt"], item=str,
+               help="the two clothing classes of the hard feature"),
+        Option("p_spurious", float, 0.95, low=0.5, high=1.0,
+               help="digit-label agreement in the spurious variant's training set"),
+    )
 
     def run(self, ctx: StudyContext) -> StudyResult:
         import numpy as np
@@ -373,20 +350,10 @@ class FeatureBalanceStudy(Study):
         from fmlab.sam._models import SmallCNN
         from fmlab.sam._train import images_to_tensor, train_classifier
 
-        _check_unknown(ctx, set(self.options_help), self.name)
-        n_train = check_int(_opt(ctx, "n_train", 2000, 8000), "n_train", owner=self.name,
-                            low=100)
-        n_probe = check_int(_opt(ctx, "n_probe", 2000, 4000), "n_probe", owner=self.name,
-                            low=100)
-        epochs = check_int(_opt(ctx, "epochs", 10, 20), "epochs", owner=self.name, low=1)
-        seeds = check_int(_opt(ctx, "seeds", 2, 3), "seeds", owner=self.name, low=1)
-        rho = check_real(ctx.options.get("rho", 0.1), "rho", owner=self.name, low=0.0)
-        down = check_int(ctx.options.get("downsample", 2), "downsample", owner=self.name,
-                         low=1, high=14)
-        lr = check_real(ctx.options.get("lr", 0.05), "lr", owner=self.name, low=0.0)
-        fashion = tuple(_as_list(ctx.options.get("fashion_classes", ["Pullover", "Shirt"])))
-        p_sp = check_real(ctx.options.get("p_spurious", 0.95), "p_spurious", owner=self.name,
-                          low=0.5, high=1.0, closed="both")
+        o = ctx.option
+        n_train, n_probe, epochs, seeds = o("n_train"), o("n_probe"), o("epochs"), o("seeds")
+        rho, down, lr, p_sp = o("rho"), o("downsample"), o("lr"), o("p_spurious")
+        fashion = tuple(o("fashion_classes"))
         torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
         def prep(images: Any) -> Any:

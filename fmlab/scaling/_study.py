@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from fmlab.studies._base import Claim, Study, StudyContext, StudyResult
+from fmlab.studies._options import Option
 
 __all__ = ["ChinchillaStudy", "DataFilteringStudy", "PrecisionStudy"]
 
@@ -41,6 +42,7 @@ class ChinchillaStudy(Study):
     summary = ("Refits L = E + A/N^alpha + B/D^beta to Epoch's 240 extracted Chinchilla runs "
                "(5 highest-loss dropped, Huber 1e-3 on log loss, 4,500-start grid) with the "
                "batched core, with bootstrap intervals and compute-optimal allocation.")
+    options = (Option("n_bootstrap", int, 200, 4000, low=20, help="bootstrap refits"),)
 
     def run(self, ctx: StudyContext) -> StudyResult:
         from fmlab.scaling import ChinchillaLaw, chinchilla_runs
@@ -48,7 +50,7 @@ class ChinchillaStudy(Study):
 
         runs = chinchilla_runs("epoch", drop_highest=5)
         X, y = runs[["n_params", "n_tokens"]], runs["loss"]
-        n_boot = int(ctx.options.get("n_bootstrap", ctx.pick(200, 4000)))
+        n_boot = ctx.option("n_bootstrap")
         law = ChinchillaLaw(n_bootstrap=n_boot, random_state=ctx.seed).fit(X, y)
         p, d = law.params_, law.diagnostics_
         hoff = law.objective(X, y, _HOFFMANN)
@@ -121,6 +123,10 @@ class PrecisionStudy(Study):
                "noise, then plans with the fitted laws: the critical data size past which PTQ "
                "makes more data harmful, and the compute-optimal training precision. Also "
                "measures parameter recovery (bias, bootstrap coverage) over seeds.")
+    options = (
+        Option("noise", float, 0.01, low=0.0, high=0.5, help="relative noise of simulated runs"),
+        Option("n_seeds", int, 4, 50, low=2, help="simulated data sets for parameter recovery"),
+    )
 
     def run(self, ctx: StudyContext) -> StudyResult:
         import numpy as np
@@ -136,7 +142,7 @@ class PrecisionStudy(Study):
         )
         from fmlab.scaling._plots import plot_precision_curves
 
-        noise = float(ctx.options.get("noise", 0.01))
+        noise = ctx.option("noise")
         Xt, Xp = _precision_grid()
         yt = simulate_runs(PrecisionLaw(), _PREC_TRUTH, Xt, noise=noise, random_state=ctx.seed)
         yp = simulate_runs(PTQLaw(), _PTQ_TRUTH, Xp, noise=noise, random_state=ctx.seed + 1)
@@ -196,7 +202,7 @@ class PrecisionStudy(Study):
         rec = parameter_recovery(
             lambda: PTQLaw(n_starts=ctx.pick(150, 600), n_polish=2,
                            n_bootstrap=ctx.pick(60, 300)),
-            _PTQ_TRUTH, Xp, n_seeds=int(ctx.options.get("n_seeds", ctx.pick(4, 50))),
+            _PTQ_TRUTH, Xp, n_seeds=ctx.option("n_seeds"),
             noise=noise, random_state=ctx.seed + 100)
         g = prec.params_
         claims = [

@@ -99,9 +99,8 @@ def test_feature_balance_study_smoke(tmp_path):
 
 
 def test_unknown_study_option_is_rejected(tmp_path):
-    from fmlab.sam._study import LabelNoiseStudy
-    from fmlab.studies import StudyContext
+    from fmlab.exceptions import UsageError
+    from fmlab.studies import run_study
 
-    ctx = StudyContext(tmp_path, options={"epoch": 3})
-    with pytest.raises(ValueError, match=r"Unknown option\(s\) \['epoch'\] for study"):
-        LabelNoiseStudy().run(ctx)
+    with pytest.raises(UsageError, match=r"Unknown option 'epoch' .*Did you mean: epochs"):
+        run_study("sam.label_noise", tmp_path, options={"epoch": 3})
