@@ -135,13 +135,24 @@ def _describe_text(info: dict) -> str:
 class ReportCommand(Command):
     name = "report"
     help = "Re-render DIR/report.html from finished study results."
-    epilog = "Example:\n  fmlab report --out fmlab-results"
+    epilog = ("Examples:\n  fmlab report --out fmlab-results\n"
+              "  fmlab report --out full-results --publish docs/results   # into the repository")
 
     def configure(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--out", default="fmlab-results", help="results folder")
+        parser.add_argument(
+            "--publish",
+            metavar="DIR",
+            help="also copy the results (metrics, figures, report) into DIR with a markdown "
+            "summary DIR/README.md",
+        )
 
     def run(self, args: argparse.Namespace) -> int:
         from fmlab.studies import render_report
 
         print(render_report(args.out))
+        if args.publish:
+            from fmlab.studies._publish import publish_results
+
+            print(publish_results(args.out, args.publish) / "README.md")
         return 0

@@ -385,9 +385,10 @@ def _plot_noise(ctx: StudyContext, runs: list[dict[str, Any]], noise: list[float
 # Inputs in R^dim: coordinate 0 carries the easy feature (+-easy), coordinate 1 the hard one
 # (+-hard), the rest are Gaussian noise. In training both features equal the label (perfectly
 # predictive); the probe data draw them independently. A margin ratio of 5:1 makes the easy
-# feature the one gradient descent fits first.
-_TOY = {"easy": 1.0, "hard": 0.2, "dim": 30, "noise": 1.0, "width": 64, "n_train": 1000,
-        "n_probe": 2000, "epochs": 20, "lr": 0.05, "batch_size": 50}
+# feature the one gradient descent fits first. (The easy feature's probe sits at its ceiling
+# here by construction, so the "keeps the easy feature" claim is made on dominoes only.)
+_TOY = {"easy": 1.0, "hard": 0.2, "dim": 30, "noise": 1.0, "width": 64, "n_train": 500,
+        "n_probe": 2000, "epochs": 40, "lr": 0.2, "rho": 0.5, "batch_size": 50}
 
 
 class FeatureBalanceStudy(Study):
@@ -408,7 +409,9 @@ class FeatureBalanceStudy(Study):
         "penultimate features; and a spurious variant (label = clothing, digit agrees 95 %) "
         "scored by worst-group accuracy. SGD lr 0.05 (momentum 0.9), rho 0.1; SAM and SGD share "
         "data and initialisation per seed; claims use 95% t-intervals of the per-seed "
-        "differences. Quick: 3 seeds, 1,500 dominoes, 8 epochs; full: 5 seeds, 8,000, 20."
+        "differences. Toy: 500 training points in 30 dimensions, margins 1.0 and 0.2, width 64, "
+        "lr 0.2, rho 0.5, 40 epochs. Quick: 3 seeds, 1,500 dominoes, 8 epochs; full: 5 seeds, "
+        "8,000, 20."
     )
     requires = ("torch", "sklearn")
     options = (
@@ -432,6 +435,7 @@ class FeatureBalanceStudy(Study):
         Option("toy_hard", float, _TOY["hard"], low=0.0,
                help="toy: margin of the hard feature"),
         Option("toy_epochs", int, _TOY["epochs"], low=1, help="toy: training epochs"),
+        Option("toy_rho", float, _TOY["rho"], low=0.0, help="toy: SAM radius"),
     )
 
     def run(self, ctx: StudyContext) -> StudyResult:
@@ -448,7 +452,7 @@ class FeatureBalanceStudy(Study):
         fashion, digits = tuple(o("fashion_classes")), tuple(o("digit_classes"))
         torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
-        toy_rows = [run_toy(method, seed=ctx.seed + s, rho=rho, easy=o("toy_easy"),
+        toy_rows = [run_toy(method, seed=ctx.seed + s, rho=o("toy_rho"), easy=o("toy_easy"),
                             hard=o("toy_hard"), epochs=o("toy_epochs"))
                     for s in ctx.progress(range(seeds), desc="toy seeds")
                     for method in ("sgd", "sam")]
@@ -503,7 +507,7 @@ class FeatureBalanceStudy(Study):
                  "hard_init": r["init_probe"]["fashion"], "worst_group": r["worst_group"],
                  "gini_w": r["gini"]["w"], "gini_w_eps": r["gini"]["w_eps"]} for r in runs]
         claims = [toy_sgd_prefers_easy(toy_rows), toy_sam_learns_hard(toy_rows),
-                  toy_sam_keeps_easy(toy_rows), sam_raises_hard_probe(rows),
+                  sam_raises_hard_probe(rows),
                   sam_keeps_easy_probe(rows), sam_raises_worst_group(rows),
                   sam_evens_weights(rows)]
         table = [{"method": _METHOD_LABELS[m],
@@ -522,10 +526,8 @@ class FeatureBalanceStudy(Study):
             "config": {"n_train": n_train, "n_probe": n_probe, "epochs": epochs, "seeds": seeds,
                        "rho": rho, "lr": lr, "downsample": down, "fashion_classes": list(fashion),
                        "digit_classes": list(digits), "p_spurious": p_sp,
-                       "toy": {"easy": o("toy_easy"), "hard": o("toy_hard"),
-                               "epochs": o("toy_epochs"), **{k: v for k, v in _TOY.items()
-                                                             if k not in ("easy", "hard",
-                                                                          "epochs")}}},
+                       "toy": {**_TOY, "easy": o("toy_easy"), "hard": o("toy_hard"),
+                               "epochs": o("toy_epochs"), "rho": o("toy_rho")}},
             "summary": summary, "runs": runs, "toy": toy_rows,
         }
         figures = {
@@ -655,16 +657,6 @@ def toy_sam_learns_hard(rows: list[dict[str, Any]]) -> Verdict:
                    f"{_mean(rows, 'sgd', 'hard'):.1%} (init {_mean(rows, 'sgd', 'hard_init'):.1%})"
                    f"; SAM - SGD {iv.format(2)} points", iv.mean >= 1 and iv.low > 0,
                    value=iv.mean, interval=iv.bounds)
-
-
-@claim_check("Toy: ...while keeping the easy feature.",
-             criterion="per seed, SAM - SGD easy-probe accuracy; 95% interval above -1 point",
-             reference=_FB_REF + "; toy model, section 3")
-def toy_sam_keeps_easy(rows: list[dict[str, Any]]) -> Verdict:
-    iv = mean_interval(_paired(rows, "easy"))
-    return Verdict(f"easy probe SAM {_mean(rows, 'sam', 'easy'):.1%} vs SGD "
-                   f"{_mean(rows, 'sgd', 'easy'):.1%}; SAM - SGD {iv.format(2)} points",
-                   iv.low > -1, value=iv.mean, interval=iv.bounds)
 
 
 @claim_check("Dominoes: SAM raises the hard feature's (clothing) linear-probe accuracy.",

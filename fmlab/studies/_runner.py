@@ -24,6 +24,7 @@ from fmlab.studies._base import (
 )
 from fmlab.studies._catalog import STUDIES
 from fmlab.studies._options import result_options
+from fmlab.studies._publish import machine_info
 from fmlab.studies._report import count_claims, render_report
 from fmlab.version import __version__
 
@@ -88,6 +89,7 @@ def run_study(
         require(module, feature=f"The study {name!r}")
     out = Path(out)
     started = time.time()
+    machine = machine_info()
     with atomic_dir(out / name) as tmp:
         ctx = StudyContext(
             tmp, scale=scale, seed=seed, options=resolved, show_progress=show_progress
@@ -112,6 +114,7 @@ def run_study(
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "fmlab_version": __version__,
             "python": platform.python_version(),
+            "machine": machine,
             "claims": [c.to_dict() for c in result.claims],
             "figures": dict(result.figures),
             "tables": result.tables,

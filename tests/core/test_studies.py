@@ -293,3 +293,18 @@ def test_report_renders_in_headless_chromium_with_figures_shown(
 
     pixels = np.asarray(Image.open(shot).convert("L"))
     assert pixels.std() > 10  # a rendered page, not a blank one
+
+
+def test_publish_copies_results_and_writes_a_summary(tmp_path: Path, line_study: str) -> None:
+    from fmlab.cli import main
+
+    reproduce([line_study], out=tmp_path / "out", show_progress=False, verbose=False)
+    record = json.loads((tmp_path / "out" / line_study / "metrics.json").read_text())
+    assert record["machine"]["cpus"] >= 1
+    assert main(["report", "--out", str(tmp_path / "out"), "--publish",
+                 str(tmp_path / "pub")]) == 0
+    summary = (tmp_path / "pub" / "README.md").read_text()
+    assert "1 of 2 empirical claims hold; 1 of 1 consistency checks pass" in summary
+    assert "| consistency | The intercept formula" in summary and "not computed" in summary
+    assert (tmp_path / "pub" / line_study / "fit.png").is_file()
+    assert (tmp_path / "pub" / "report.html").is_file()
