@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from fmlab._validation import Int, OutputFile
 from fmlab.cli._base import Command, emit, parse_options
 
 
@@ -39,12 +40,13 @@ class ReproduceCommand(Command):
         )
         parser.set_defaults(scale="quick")
         parser.add_argument(
-            "--out", default="fmlab-results", help="output folder (default: %(default)s)"
+            "--out", type=OutputFile(folder=True), default="fmlab-results",
+            help="output folder (default: %(default)s)"
         )
         parser.add_argument(
             "--force", action="store_true", help="re-run studies that finished before"
         )
-        parser.add_argument("--seed", type=int, default=0, help="base random seed (default: 0)")
+        parser.add_argument("--seed", type=Int(0), default=0, help="base random seed (default: 0)")
         parser.add_argument(
             "--option",
             action="append",
@@ -139,9 +141,11 @@ class ReportCommand(Command):
               "  fmlab report --out full-results --publish docs/results   # into the repository")
 
     def configure(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--out", default="fmlab-results", help="results folder")
+        parser.add_argument("--out", type=OutputFile(folder=True), default="fmlab-results",
+                            help="results folder (written by 'fmlab reproduce --out')")
         parser.add_argument(
             "--publish",
+            type=OutputFile(folder=True),
             metavar="DIR",
             help="also copy the results (metrics, figures, report) into DIR with a markdown "
             "summary DIR/README.md",

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fmlab._validation import check_int, check_real
+from fmlab._validation import Int, Real
 from fmlab.exceptions import UsageError
 
 __all__ = ["Option", "resolve_options", "result_options"]
@@ -131,39 +131,36 @@ class Option:
             if not isinstance(value, str):
                 raise bad
             out: Any = value
-        elif kind is int:
-            out = _as_number(value, bad)
-            if isinstance(out, float):
-                if not (math.isfinite(out) and out.is_integer()):
-                    raise bad
-                out = int(out)
-            if self.low is not None or self.high is not None:
-                out = check_int(out, self.name, owner=owner,
-                                low=None if self.low is None else math.ceil(self.low),
-                                high=None if self.high is None else math.floor(self.high))
+        elif kind is int:  # the numbers go through fmlab's one validator
+            if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+                value = int(value)
+            if isinstance(value, bool) or not isinstance(value, str | numbers.Integral):
+                raise bad
+            out = _checked(Int(_bound(self.low, math.ceil), _bound(self.high, math.floor)),
+                           value, self.name, owner)
         else:
-            out = float(_as_number(value, bad))
-            out = check_real(out, self.name, owner=owner, low=self.low, high=self.high,
-                             closed="both")
+            if isinstance(value, bool) or not isinstance(value, str | numbers.Real):
+                raise bad
+            out = float(_checked(Real(self.low, self.high, closed="both"), value, self.name,
+                                 owner))
         if self.choices is not None and out not in self.choices:
             raise ValueError(f"{self._what(owner)} Got {value!r} instead.")
         return out
 
 
-def _as_number(value: Any, bad: Exception) -> int | float:
-    if isinstance(value, bool):
-        raise bad
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        return float(value)
-    if isinstance(value, str):  # "1e6" reaches us as a string from YAML 1.1
-        try:
-            f = float(value)
-        except ValueError:
-            raise bad from None
-        return int(f) if f.is_integer() and "." not in value and "e" not in value.lower() else f
-    raise bad
+def _bound(x: float | None, rounding: Any) -> int | None:
+    return None if x is None else int(rounding(x))
+
+
+def _checked(constraint: Any, value: Any, name: str, owner: str | None) -> Any:
+    """``constraint.check`` with the option's name in a string value's message too."""
+    try:
+        return constraint.check(value, name, owner=owner)
+    except ValueError as exc:
+        if isinstance(value, str):
+            raise ValueError(f"The {name!r} option{' of ' + owner if owner else ''}: {exc}."
+                             ) from None
+        raise
 
 
 def _unknown(name: str, known: Iterable[str], owner: str) -> UsageError:
