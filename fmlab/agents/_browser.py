@@ -170,7 +170,8 @@ _MARK_JS = """
     if (el.tagName === 'INPUT' && el.type === 'hidden') continue;
     const r = el.getBoundingClientRect();
     const st = getComputedStyle(el);
-    if (r.width === 0 || r.height === 0 || st.visibility === 'hidden' || st.display === 'none') continue;
+    if (r.width === 0 || r.height === 0) continue;
+    if (st.visibility === 'hidden' || st.display === 'none') continue;
     n += 1;
     el.setAttribute('data-som', String(n));
     let role = roles[el.tagName] || 'textbox';

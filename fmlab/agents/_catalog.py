@@ -20,39 +20,40 @@ PRODUCTS: tuple[tuple[str, str], ...] = (
     ("red apple", "Food & Drink"), ("banana", "Food & Drink"), ("grapes", "Food & Drink"),
     ("watermelon", "Food & Drink"), ("strawberry", "Food & Drink"), ("lemon", "Food & Drink"),
     ("pineapple", "Food & Drink"), ("cherries", "Food & Drink"), ("carrot", "Food & Drink"),
-    ("broccoli", "Food & Drink"), ("hot dog", "Food & Drink"), ("pizza", "Food & Drink"),
+    ("broccoli", "Food & Drink"), ("hot dog", "Food & Drink"), ("slice of pizza", "Food & Drink"),
     ("hamburger", "Food & Drink"), ("taco", "Food & Drink"), ("doughnut", "Food & Drink"),
     ("cookie", "Food & Drink"), ("croissant", "Food & Drink"), ("cheese wedge", "Food & Drink"),
     ("necktie", "Objects"), ("t-shirt", "Objects"), ("jeans", "Objects"), ("dress", "Objects"),
     ("crown", "Objects"), ("umbrella", "Objects"), ("guitar", "Objects"), ("books", "Objects"),
-    ("camera", "Objects"), ("laptop", "Objects"), ("glasses", "Objects"), ("handbag", "Objects"),
+    ("camera", "Objects"), ("personal computer", "Objects"), ("eyeglasses", "Objects"),
+    ("handbag", "Objects"),
 )
 
 
-def _placeholder(name: str, size: int) -> np.ndarray:
-    """A flat icon (a coloured disc with the name's initials); stands in for the emoji art."""
-    from PIL import Image, ImageDraw
+def product_images(names: list[str], *, style: str = "google", size: int = 64) -> list[np.ndarray]:
+    """The picture of each product name, ``uint8 (size, size, 3)``: the site's one image source.
 
-    rng = np.random.default_rng(sum(map(ord, name)))
-    colour = tuple(int(c) for c in rng.integers(40, 230, size=3))
-    img = Image.new("RGB", (size, size), (255, 255, 255))
-    draw = ImageDraw.Draw(img)
-    m = size // 8
-    draw.ellipse((m, m, size - m, size - m), fill=colour)
-    initials = "".join(w[0] for w in name.split()[:2]).upper()
-    draw.text((size // 2 - 6, size // 2 - 6), initials, fill=(255, 255, 255))
-    return np.asarray(img)
+    Pictures are emoji art from the data zoo's ``emoji`` dataset (``style``: ``"google"``,
+    ``"twitter"`` or ``"openmoji"``), composited on white.
+
+    Raises:
+        DataUnavailableError: the emoji dataset is not installed (the message says how).
+        KeyError: a name that is not an emoji of that style.
+    """
+    from fmlab.data import load_dataset
+
+    ds = load_dataset("emoji", split=style, size=size)
+    index = {str(n): i for i, n in enumerate(ds.attributes["name"])}
+    missing = [n for n in names if n not in index]
+    if missing:
+        raise KeyError(f"No {style} emoji named {missing}; product names must be emoji names.")
+    return [ds.images[index[n]] for n in names]
 
 
-def product_images(names: list[str], *, size: int = 64) -> list[np.ndarray]:
-    """The picture of each product name, ``uint8 (size, size, 3)``: the site's one image source."""
-    return [_placeholder(n, size) for n in names]
-
-
-def default_catalog(*, size: int = 64) -> list[Product]:
-    """Every product in :data:`PRODUCTS` with its picture and a fixed price."""
+def default_catalog(*, style: str = "google", size: int = 64) -> list[Product]:
+    """Every product in :data:`PRODUCTS` with its emoji picture and a fixed price."""
     names = [n for n, _ in PRODUCTS]
-    images = product_images(names, size=size)
+    images = product_images(names, style=style, size=size)
     products = []
     for i, ((name, category), image) in enumerate(zip(PRODUCTS, images, strict=True), 1):
         price = round(1.0 + ((i * 37) % 23) * 0.75, 2)  # deterministic, varied

