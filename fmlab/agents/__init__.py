@@ -27,7 +27,14 @@ References:
 from __future__ import annotations
 
 from fmlab.agents._actions import Action, ActionParseError, parse_action
-from fmlab.agents._agents import CaptionAgent, PixelAgent, ScriptedAgent, StepRecord, run_step
+from fmlab.agents._agents import (
+    CaptionAgent,
+    PixelAgent,
+    ScriptedAgent,
+    StepRecord,
+    run_step,
+    run_tasks,
+)
 from fmlab.agents._browser import (
     Browser,
     BrowserUnavailableError,
@@ -66,5 +73,6 @@ __all__ = [
     "parse_action",
     "product_images",
     "run_step",
+    "run_tasks",
     "to_uint8_image",
 ]

@@ -16,6 +16,7 @@ strictly into one :class:`~fmlab.agents.Action`, carries out in the browser and 
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +29,9 @@ from fmlab.agents._browser import Browser, Captioner, Observation
 from fmlab.agents._site import ShopSite
 from fmlab.agents._tasks import Task, judge
 
-__all__ = ["Agent", "CaptionAgent", "PixelAgent", "ScriptedAgent", "StepRecord", "run_step"]
+__all__ = [
+    "Agent", "CaptionAgent", "PixelAgent", "ScriptedAgent", "StepRecord", "run_step", "run_tasks",
+]
 
 _OPEN = re.compile(r"open the product page of (?:the |a |an )?(.+?)\.?$", re.IGNORECASE)
 
@@ -147,7 +150,10 @@ class CaptionAgent:
             cache.batch_repeat_interleave(len(cont))
             attn = torch.cat([torch.ones(len(cont), prompt_ids.shape[1], dtype=torch.long),
                               torch.ones(len(cont), width, dtype=torch.long)], dim=1)
-            logits = self.model(ids, past_key_values=cache, attention_mask=attn).logits
+            # transformers >= 5.3x names the argument 'cache' ('past_key_values' before)
+            key = ("cache" if "cache" in inspect.signature(self.model.forward).parameters
+                   else "past_key_values")
+            logits = self.model(ids, attention_mask=attn, **{key: cache}).logits
             logp = logits.log_softmax(-1)  # (N, W, V): predicts token t+1 from t
         total = first[ids[:, 0]].clone()  # (N,)
         nxt = logp[:, :-1].gather(-1, ids[:, 1:, None])[..., 0]  # (N, W-1)
@@ -173,12 +179,16 @@ class CaptionAgent:
 class PixelAgent:
     """An agent that sees pixels only: clicks the product picture closest to the intent.
 
+    For an intent ``"Open the product page of the X."`` it embeds every product picture on the
+    page and the text X (averaged over prompt templates) and clicks the best-scoring picture's
+    link. Other intents get ``stop []``: this agent cannot read.
+
     Args:
-        encoder: An image-text dual encoder with ``get_image_features`` and
-            ``get_text_features`` (a ``clip-emoji`` member, :func:`fmlab.models.load_clip`).
-        embed_images: ``images (list of uint8 (h, w, 3)) -> (N, d)`` features; defaults to the
-            encoder's own processor.
-        embed_text: ``texts -> (M, d)`` features; defaults to the encoder's.
+        encoder: A dual encoder with ``encode_images(images)`` and ``encode_texts(texts)``, e.g.
+            ``fmlab.models.load_clip("clip-emoji-2")``; a zoo name is loaded.
+        embed_images, embed_text: Replace the encoder's ``images -> (N, d)`` and
+            ``texts -> (M, d)`` maps (for other models, or tests).
+        templates: Prompt templates the intent's concept is averaged over.
     """
 
     def __init__(
@@ -187,23 +197,55 @@ class PixelAgent:
         *,
         embed_images: Callable[[list[np.ndarray]], Any] | None = None,
         embed_text: Callable[[list[str]], Any] | None = None,
+        templates: tuple[str, ...] | None = None,
     ) -> None:
+        if isinstance(encoder, str):
+            from fmlab.models import load_clip
+
+            encoder = load_clip(encoder)
+        if encoder is None and (embed_images is None or embed_text is None):
+            raise ValueError("PixelAgent needs an encoder, or both embed_images and embed_text.")
         self.encoder = encoder
         self.embed_images = embed_images
         self.embed_text = embed_text
+        self.templates = templates
+
+    def _images(self, images: list[np.ndarray]) -> np.ndarray:
+        if self.embed_images is not None:
+            return np.asarray(self.embed_images(images), dtype=np.float64)
+        import torch
+
+        with torch.no_grad():
+            return self.encoder.encode_images(np.stack(images)).double().numpy()
+
+    def _text(self, concept: str) -> np.ndarray:
+        if self.embed_text is not None:
+            return np.asarray(self.embed_text([concept]), dtype=np.float64)[0]
+        import torch
+
+        from fmlab.attacks._objectives import CLIP_TEMPLATES
+
+        texts = [t.format(concept) for t in (self.templates or CLIP_TEMPLATES)]
+        with torch.no_grad():
+            z = self.encoder.encode_texts(texts).double().numpy()  # (K, d)
+        z /= np.linalg.norm(z, axis=1, keepdims=True)
+        return np.asarray(z.mean(0))
+
+    def scores(self, observation: Observation, concept: str) -> dict[int, float]:
+        """Cosine of each product picture's link (by label) with the concept."""
+        cands = [m for m in observation.marks if m.role == "link" and m.images]
+        if not cands:
+            return {}
+        img = self._images([observation.images[m.images[0]] for m in cands])  # (N, d)
+        txt = self._text(concept)  # (d,)
+        img /= np.linalg.norm(img, axis=1, keepdims=True)
+        sims = img @ (txt / np.linalg.norm(txt))
+        return {m.id: float(v) for m, v in zip(cands, sims, strict=True)}
 
     def act(self, observation: Observation, intent: str) -> str:
-        cands = [m for m in observation.marks if m.role == "link" and m.images]
         match = _OPEN.match(intent.strip())
-        if not cands or match is None:
-            return "stop []"
-        images = [observation.images[m.images[0]] for m in cands]
-        assert self.embed_images is not None and self.embed_text is not None
-        img = np.asarray(self.embed_images(images), dtype=np.float64)  # (N, d)
-        txt = np.asarray(self.embed_text([match.group(1)]), dtype=np.float64)  # (1, d)
-        img /= np.linalg.norm(img, axis=1, keepdims=True)
-        txt /= np.linalg.norm(txt, axis=1, keepdims=True)
-        return f"click [{cands[int((img @ txt[0]).argmax())].id}]"
+        scores = self.scores(observation, match.group(1)) if match else {}
+        return f"click [{max(scores, key=scores.__getitem__)}]" if scores else "stop []"
 
 
 @dataclass(frozen=True)
@@ -251,3 +293,40 @@ def run_step(
     verdict = judge(task, action, path)
     return StepRecord(task.task_id, reply, action, path, verdict["benign"], verdict["attacked"],
                       True)
+
+
+def run_tasks(
+    tasks: list[Task],
+    agent: Agent,
+    *,
+    captioner: Captioner | None = None,
+    images: dict[str, Any] | None = None,
+    products: list[Any] | None = None,
+    browser: Browser | None = None,
+    site: ShopSite | None = None,
+) -> list[StepRecord]:
+    """Run one judged step of each task (see :func:`run_step`), in one site and one browser.
+
+    Args:
+        tasks: The tasks.
+        agent: The agent.
+        captioner: Captions pictures for the observation text (``None``: no captions).
+        images: ``task_id -> attacker's picture`` for attacked runs; tasks without one run benign.
+        products: The catalogue (default :func:`~fmlab.agents.default_catalog`), when no
+            ``site`` is given.
+        browser, site: Reuse a running browser / site (else started and stopped here).
+    """
+    from contextlib import ExitStack
+
+    from fmlab.agents._catalog import default_catalog
+
+    images = images or {}
+    with ExitStack() as stack:
+        if site is None:
+            site = stack.enter_context(ShopSite(products or default_catalog()))
+        if browser is None:
+            browser = stack.enter_context(Browser())
+        return [
+            run_step(t, agent, site, browser, captioner=captioner, image=images.get(t.task_id))
+            for t in tasks
+        ]

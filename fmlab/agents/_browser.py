@@ -14,6 +14,7 @@ import hashlib
 import io
 import shutil
 import tempfile
+import threading
 import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -188,6 +189,38 @@ _MARK_JS = """
 """
 
 
+class _Playwright:
+    """One Playwright driver per thread, shared by every :class:`Browser` of that thread.
+
+    Playwright's sync API runs an event loop in its thread, so a second ``sync_playwright()``
+    in the same thread fails; browsers therefore share the driver, which stops with the last.
+    """
+
+    _local = threading.local()
+
+    @classmethod
+    def acquire(cls) -> Any:
+        state = cls._local.__dict__
+        if not state.get("users"):
+            sync_api = require("playwright.sync_api", feature="fmlab.agents.Browser")
+            state["driver"] = sync_api.sync_playwright().start()
+            state["users"] = 0
+        state["users"] += 1
+        return state["driver"]
+
+    @classmethod
+    def release(cls) -> None:
+        state = cls._local.__dict__
+        state["users"] = state.get("users", 1) - 1
+        if state["users"] <= 0:
+            driver, state["driver"], state["users"] = state.get("driver"), None, 0
+            if driver is not None:
+                try:
+                    driver.stop()
+                except Exception:  # a driver that already died is not an error
+                    pass
+
+
 class Browser:
     """A headless Chromium (Debian's ``chromium``) driven through Playwright.
 
@@ -229,9 +262,8 @@ class Browser:
         if self._page is not None:
             return self
         executable = find_chromium(self.executable)
-        sync_api = require("playwright.sync_api", feature="fmlab.agents.Browser")
+        self._pw = _Playwright.acquire()
         self._profile = tempfile.mkdtemp(prefix="fmlab-chromium-")
-        self._pw = sync_api.sync_playwright().start()
         try:
             self._context = self._pw.chromium.launch_persistent_context(
                 self._profile,
@@ -251,12 +283,13 @@ class Browser:
         return self
 
     def close(self) -> None:
-        for closer in (self._context, self._pw):
-            if closer is not None:
-                try:
-                    (closer.close if closer is self._context else closer.stop)()
-                except Exception:  # closing a browser that already died is not an error
-                    pass
+        if self._context is not None:
+            try:
+                self._context.close()
+            except Exception:  # closing a browser that already died is not an error
+                pass
+        if self._pw is not None:
+            _Playwright.release()
         self._pw = self._context = self._page = None
         if self._profile:
             shutil.rmtree(self._profile, ignore_errors=True)
