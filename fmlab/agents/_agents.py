@@ -79,6 +79,7 @@ _SYSTEM = (
     "elements, each with a number in brackets; pictures are replaced by their captions. "
     "Answer with exactly one action of the form: click [N]"
 )
+_NEUTRAL = "Look around the shop."
 
 
 class CaptionAgent:
@@ -125,17 +126,13 @@ class CaptionAgent:
         return str(self.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
                                                       tokenize=False))
 
-    def scores(self, observation: Observation, intent: str) -> dict[str, float]:
-        """Log-probability of each ``click [N]`` on the page given the prompt."""
+    def _continuation_logprobs(self, prompt: str, continuations: list[str]) -> list[float]:
+        """Summed log-probability of each continuation after ``prompt`` (prompt KV reused)."""
         import torch
 
         tok = self.tokenizer
-        candidates = [f"click [{i}]" for i in _clickable(observation)]
-        if not candidates:
-            return {}
-        prompt_ids = tok(self.prompt(observation, intent), return_tensors="pt",
-                         add_special_tokens=False).input_ids  # (1, P)
-        cont = [tok(c, add_special_tokens=False).input_ids for c in candidates]
+        prompt_ids = tok(prompt, return_tensors="pt", add_special_tokens=False).input_ids
+        cont = [tok(c, add_special_tokens=False).input_ids for c in continuations]
         width = max(len(c) for c in cont)
         pad = tok.pad_token_id if tok.pad_token_id is not None else 0
         ids = torch.full((len(cont), width), pad, dtype=torch.long)  # (N, W)
@@ -143,22 +140,37 @@ class CaptionAgent:
         for i, c in enumerate(cont):
             ids[i, : len(c)] = torch.tensor(c)
             mask[i, : len(c)] = True
+        # transformers >= 5.3x names the cache argument 'cache' ('past_key_values' before)
+        key = ("cache" if "cache" in inspect.signature(self.model.forward).parameters
+               else "past_key_values")
         with torch.no_grad():
             out = self.model(prompt_ids, use_cache=True)
-            first = out.logits[0, -1].log_softmax(-1)  # (V,) next-token after the prompt
+            first = out.logits[0, -1].log_softmax(-1)  # (V,) the token after the prompt
             cache = out.past_key_values
             cache.batch_repeat_interleave(len(cont))
-            attn = torch.cat([torch.ones(len(cont), prompt_ids.shape[1], dtype=torch.long),
-                              torch.ones(len(cont), width, dtype=torch.long)], dim=1)
-            # transformers >= 5.3x names the argument 'cache' ('past_key_values' before)
-            key = ("cache" if "cache" in inspect.signature(self.model.forward).parameters
-                   else "past_key_values")
-            logits = self.model(ids, attention_mask=attn, **{key: cache}).logits
-            logp = logits.log_softmax(-1)  # (N, W, V): predicts token t+1 from t
+            attn = torch.ones(len(cont), prompt_ids.shape[1] + width, dtype=torch.long)
+            logp = self.model(ids, attention_mask=attn, **{key: cache}).logits.log_softmax(-1)
         total = first[ids[:, 0]].clone()  # (N,)
-        nxt = logp[:, :-1].gather(-1, ids[:, 1:, None])[..., 0]  # (N, W-1)
+        nxt = logp[:, :-1].gather(-1, ids[:, 1:, None])[..., 0]  # (N, W-1): token t+1 given t
         total += (nxt * mask[:, 1:]).sum(-1)
-        return {c: float(s) for c, s in zip(candidates, total.tolist(), strict=True)}
+        return [float(v) for v in total]
+
+    def scores(self, observation: Observation, intent: str) -> dict[str, float]:
+        """Score of each ``click [N]`` on the page (higher is better).
+
+        The reply is scored together with the element it names (``click [5] link "Deal 1"
+        [image: slice of pizza]``), calibrated by its score under a neutral task
+        (pointwise mutual information with the intent): a small LM's prior for, say, the
+        first link is large, and what matters is how much the intent raises each choice.
+        """
+        marks = [m for m in observation.marks if m.role in ("link", "button")]
+        if not marks:
+            return {}
+        conts = [f"click [{m.id}] " + observation.describe(m).split("] ", 1)[1] for m in marks]
+        with_task = self._continuation_logprobs(self.prompt(observation, intent), conts)
+        neutral = self._continuation_logprobs(self.prompt(observation, _NEUTRAL), conts)
+        return {f"click [{m.id}]": a - b
+                for m, a, b in zip(marks, with_task, neutral, strict=True)}
 
     def act(self, observation: Observation, intent: str) -> str:
         if self.decoding == "rank":

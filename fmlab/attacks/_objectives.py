@@ -86,12 +86,13 @@ class CaptionerObjective:
     .. math:: \\mathcal{L}(x) = -\\sum_t \\log p(c^*_t \\mid x, c^*_{<t})
 
     Args:
-        captioner: Has ``caption_loss(images, texts) -> (N,)`` (differentiable w.r.t. float images
-            in [0, 1]) and ``generate(images) -> list[str]`` (greedy), e.g. the zoo's
-            ``captioner-emoji``. If it has ``max_caption_tokens`` and ``tokenizer``, the target's
-            length is checked against it.
+        captioner: Has ``caption_loss(images, texts, reduction="none") -> (N,)`` (differentiable
+            w.r.t. float images in [0, 1]) and ``generate(images, max_new_tokens=...)`` (greedy),
+            e.g. the zoo's ``captioner-emoji``; with a ``tokenizer``, the target's length is
+            checked.
         target: The caption the attacker wants.
         decode_every: Decode (greedy) and score every this many success tests (one per step).
+        max_new_tokens: Length limit of the greedy decode; a target that cannot fit is refused.
 
     Attributes:
         history: The :class:`DecodeRecord` of every decode.
@@ -105,20 +106,23 @@ class CaptionerObjective:
         Wu et al., Dissecting Adversarial Robustness of Multimodal LM Agents (arXiv:2406.12814).
     """
 
-    def __init__(self, captioner: Any, target: str, *, decode_every: int = 10) -> None:
+    def __init__(self, captioner: Any, target: str, *, decode_every: int = 10,
+                 max_new_tokens: int = 16) -> None:
         if not isinstance(target, str) or not target.strip():
             raise ValueError(
                 f"The 'target' caption of CaptionerObjective must be a non-empty str. "
                 f"Got {target!r} instead."
             )
-        limit = getattr(captioner, "max_caption_tokens", None)
+        self.max_new_tokens = check_int(max_new_tokens, "max_new_tokens",
+                                        owner="CaptionerObjective", low=1)
         tok = getattr(captioner, "tokenizer", None)
-        if limit is not None and tok is not None:
-            n = len(tok(target, add_special_tokens=False).input_ids)
-            if n > int(limit):
+        if tok is not None:
+            n = len(tok(target, add_special_tokens=False)["input_ids"])
+            if n >= self.max_new_tokens:  # the end-of-caption token must fit too
                 raise ValueError(
-                    f"The target caption {target!r} is {n} tokens long, above the captioner's "
-                    f"limit of {limit} tokens (max_caption_tokens). Use a shorter target."
+                    f"The target caption {target!r} is {n} tokens long; the captioner decodes at "
+                    f"most {self.max_new_tokens} tokens (max_new_tokens) including its end token, "
+                    f"so it could never say it. Use a shorter target or raise max_new_tokens."
                 )
         self.captioner = captioner
         self.target = target
@@ -131,7 +135,8 @@ class CaptionerObjective:
 
     def __call__(self, xs: torch.Tensor) -> torch.Tensor:
         flat, n, b = _flat(xs)
-        loss = self.captioner.caption_loss(flat, [self.target] * flat.shape[0])  # (N*B,)
+        loss = self.captioner.caption_loss(flat, [self.target] * flat.shape[0],
+                                           reduction="none")  # (N*B,)
         return loss.reshape(n, b).sum(-1)
 
     def decode(self, x: torch.Tensor) -> DecodeRecord:
@@ -139,7 +144,8 @@ class CaptionerObjective:
         import torch
 
         with torch.no_grad():
-            caption = str(self.captioner.generate(x.reshape(-1, *x.shape[-3:]))[0]).strip()
+            caption = str(self.captioner.generate(
+                x.reshape(-1, *x.shape[-3:]), max_new_tokens=self.max_new_tokens)[0]).strip()
         rec = DecodeRecord(self._calls, caption, caption == self.target,
                            edit_similarity(caption, self.target))
         self.history.append(rec)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from fmlab._validation import InputFile, Int, OutputFile
 from fmlab.cli._base import Command, add_action, emit
 
 _AGENTS = ("scripted", "caption", "pixel")
 _CAPTIONERS = ("catalog", "captioner-emoji", "none")
+_ATTACK_TYPES = ("wrong_object", "choose_me", "add_comment")
 
 
 def _captioner(name: str, products: list[Any]) -> Any:
@@ -53,23 +55,27 @@ class AgentCommand(Command):
     def configure(self, parser: argparse.ArgumentParser) -> None:
         sub = parser.add_subparsers(dest="action", metavar="ACTION")
         serve = sub.add_parser("serve", help="serve the shop on localhost until Ctrl-C")
-        serve.add_argument("--port", type=int, default=8000, help="TCP port (0: any free one)")
+        serve.add_argument("--port", type=Int(0, 65535), default=8000,
+                           help="TCP port (0: any free one)")
         tasks = add_action(sub, "tasks", "list the shipped attack tasks")
-        tasks.add_argument("--attack-type", default=None,
-                           help="wrong_object, choose_me or add_comment")
-        tasks.add_argument("--file", default=None, help="a JSON task file instead")
+        tasks.add_argument("--attack-type", default=None, choices=_ATTACK_TYPES)
+        tasks.add_argument("--file", type=InputFile(".json"), default=None,
+                           help="a JSON task file instead")
         obs = add_action(sub, "observe", "what an agent sees of one page")
         obs.add_argument("path", help="page path, e.g. '/product/3' or '/list?ids=1,2&titles=0'")
         obs.add_argument("--captioner", choices=_CAPTIONERS, default="catalog")
-        obs.add_argument("--out", default=None, help="write the set-of-marks screenshot (PNG)")
+        obs.add_argument("--out", type=OutputFile(".png"), default=None,
+                         help="write the set-of-marks screenshot (PNG)")
         run = add_action(sub, "run", "run an agent on the tasks (benign) and judge each step")
         run.add_argument("--agent", choices=_AGENTS, default="scripted")
         run.add_argument("--captioner", choices=_CAPTIONERS, default="catalog")
         run.add_argument("--encoder", default="clip-emoji-2", help="dual encoder of --agent pixel")
-        run.add_argument("--attack-type", default=None)
-        run.add_argument("--file", default=None, help="a JSON task file instead")
-        run.add_argument("--limit", type=int, default=None, help="first N tasks only")
-        run.add_argument("--out", default=None, help="write per-task records (JSON)")
+        run.add_argument("--attack-type", default=None, choices=_ATTACK_TYPES)
+        run.add_argument("--file", type=InputFile(".json"), default=None,
+                         help="a JSON task file instead")
+        run.add_argument("--limit", type=Int(1), default=None, help="first N tasks only")
+        run.add_argument("--out", type=OutputFile(".json"), default=None,
+                         help="write per-task records (JSON)")
 
     def run(self, args: argparse.Namespace) -> int:
         if args.action is None:
@@ -115,13 +121,12 @@ class AgentCommand(Command):
         return 0
 
     def _run(self, args: argparse.Namespace) -> int:
-        from fmlab._validation import check_int
         from fmlab.agents import default_catalog, load_tasks, run_tasks
         from fmlab.agents._stats import rate
 
         tasks = load_tasks(args.file, attack_type=args.attack_type)
         if args.limit is not None:
-            tasks = tasks[: check_int(args.limit, "--limit", low=1)]
+            tasks = tasks[: args.limit]
         products = default_catalog()
         records = run_tasks(tasks, _agent(args.agent, args.encoder),
                             captioner=_captioner(args.captioner, products), products=products)

@@ -13,9 +13,10 @@ def test_tasks_lists_the_shipped_set(capsys):
     assert len(tasks) == 12 and {t["attack_type"] for t in tasks} == {"add_comment"}
 
 
-def test_bad_attack_type_is_a_one_line_error(capsys):
-    assert main(["agent", "tasks", "--attack-type", "nope"]) == 1
-    assert "Invalid attack_type 'nope'" in capsys.readouterr().err
+def test_bad_input_is_a_usage_error(capsys):
+    assert main(["agent", "tasks", "--attack-type", "nope"]) == 2
+    assert "invalid choice: 'nope'" in capsys.readouterr().err
+    assert main(["agent", "tasks", "--file", "/nonexistent/tasks.json"]) == 2
 
 
 def test_run_and_observe_end_to_end(tmp_path, capsys, browser, products):

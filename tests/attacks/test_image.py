@@ -134,3 +134,49 @@ def test_edit_similarity():
     assert edit_similarity("hot dog", "hot dog") == 1.0
     assert edit_similarity("abc", "xyz") == 0.0
     assert edit_similarity("hot dog", "hot dig") == pytest.approx(1 - 1 / 7)
+
+
+class ToyCaptioner:
+    """Captions an image by its nearest prototype (mean colour); loss = distance to a caption's
+    prototype. Small, differentiable and honest about what it says."""
+
+    names = ("red", "green", "blue")
+
+    class tokenizer:  # noqa: N801 - the captioner protocol's attribute name
+        def __new__(cls, text, add_special_tokens=False):
+            return {"input_ids": text.split()}
+
+    def _colour(self, images):
+        return images.reshape(images.shape[0], 3, -1).mean(-1)  # (N, 3)
+
+    def caption_loss(self, images, texts, reduction="none"):
+        protos = torch.eye(3)[[self.names.index(t) if t in self.names else 0 for t in texts]]
+        return (self._colour(images) - protos).pow(2).sum(-1)
+
+    def generate(self, images, max_new_tokens=16):
+        return [self.names[int(i)] for i in self._colour(images).argmax(-1)]
+
+
+def test_captioner_objective_decodes_every_k_steps_and_stops_on_the_target():
+    from fmlab.attacks import CaptionerObjective
+
+    x = torch.zeros(3, 6, 6)
+    x[0] = 0.6  # a red image
+    objective = CaptionerObjective(ToyCaptioner(), "blue", decode_every=3)
+    result = BIM(eps=0.5, step_size=0.05, steps=60)(objective, x, progress=False)
+    assert result.success and result.stop_reason == "success"
+    calls = [r.call for r in objective.history]
+    assert calls == list(range(1, calls[-1] + 1, 3))  # decoded on calls 1, 4, 7, ...
+    assert objective.history[0].caption == "red" and objective.history[-1].exact
+    assert objective.best_record.caption == "blue"
+    assert ToyCaptioner().generate(objective.best_image[None]) == ["blue"]
+    assert (objective.best_image - x).abs().max() <= 0.5 + 1e-6
+
+
+def test_a_target_longer_than_the_captioner_can_say_is_refused():
+    from fmlab.attacks import CaptionerObjective
+
+    with pytest.raises(ValueError, match=r"is 20 tokens long; the captioner decodes at most 16"):
+        CaptionerObjective(ToyCaptioner(), " ".join(["blue"] * 20))
+    with pytest.raises(ValueError, match="non-empty str"):
+        CaptionerObjective(ToyCaptioner(), "  ")

@@ -101,6 +101,8 @@ FILE_ARGS: dict[tuple[tuple[str, ...], str], tuple[list[str], tuple[str, ...]]] 
                                      "--eval-tokens", "64", "--calib-sequences", "2"],
                                     (".pt", ".pth", ".bin", ".ckpt", ".safetensors")),
     (("report",), "--out"): (["report", "--out", "{dir}"], ()),
+    (("agent", "tasks"), "--file"): (["agent", "tasks", "--file", "{file}"], (".json",)),
+    (("agent", "run"), "--file"): (["agent", "run", "--file", "{file}"], (".json",)),
     (("sweep", "table"), "--storage"): (["sweep", "table", "--storage", "sqlite:///{file}"],
                                         (".db",)),
 }
