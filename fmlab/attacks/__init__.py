@@ -19,7 +19,7 @@ from fmlab.attacks._core import (
     list_attacks,
     run_attack,
 )
-from fmlab.attacks._image import BIM, PGD, as_image, format_eps
+from fmlab.attacks._image import BIM, PGD, as_image, format_eps, quantize
 from fmlab.attacks._objectives import (
     CaptionerObjective,
     ClassifierObjective,
@@ -48,6 +48,7 @@ __all__ = [
     "as_image",
     "edit_similarity",
     "format_eps",
+    "quantize",
 ]
 
 ATTACKS.register("pgd", PGD)

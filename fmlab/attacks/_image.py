@@ -19,6 +19,7 @@ One step, with gradient :math:`g = \\nabla_x \\mathcal{L}(x_t)` (and with moment
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -28,7 +29,7 @@ from fmlab.attacks._core import AttackResult, BaseAttack, Proposal, run_attack
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["BIM", "PGD", "as_image", "format_eps"]
+__all__ = ["BIM", "PGD", "as_image", "format_eps", "quantize"]
 
 
 def format_eps(value: float) -> str:
@@ -243,3 +244,21 @@ class BIM(PGD):
     name: ClassVar[str] = "bim"
     _default_random_start: ClassVar[bool] = False
 
+
+
+def quantize(x_adv: Any, x0: Any, eps: float | None = None) -> Any:
+    """``x_adv`` as uint8 pixels ``(..., 3, H, W)``, rounded without leaving the L∞ ε-ball.
+
+    A perturbation found in float must be stored as an image: plain rounding can move a pixel
+    up to half a level beyond ε; here each pixel is clipped to the levels within
+    ``floor(255 ε)`` of the clean pixel (``x0`` in [0, 1] or uint8).
+    """
+    import torch
+
+    clean = as_image(x0, "x0")
+    q = torch.round(as_image(x_adv, "x_adv") * 255.0)
+    if eps is not None:
+        base = torch.round(clean * 255.0)
+        k = math.floor(float(eps) * 255.0 + 1e-6)
+        q = torch.minimum(torch.maximum(q, base - k), base + k)
+    return q.clamp(0, 255).to(torch.uint8)

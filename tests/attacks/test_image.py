@@ -180,3 +180,15 @@ def test_a_target_longer_than_the_captioner_can_say_is_refused():
         CaptionerObjective(ToyCaptioner(), " ".join(["blue"] * 20))
     with pytest.raises(ValueError, match="non-empty str"):
         CaptionerObjective(ToyCaptioner(), "  ")
+
+
+def test_quantize_keeps_the_budget_in_pixel_levels():
+    from fmlab.attacks import quantize
+
+    x0 = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(2))
+    x_adv = (x0 + 16 / 256 * torch.randn(3, 16, 16).sign()).clamp(0, 1)
+    q = quantize(x_adv, x0, eps=16 / 256)
+    assert q.dtype == torch.uint8
+    diff = (q.int() - torch.round(x0 * 255).int()).abs()
+    assert diff.max() <= 15  # floor(255 * 16/256) = 15 levels
+    assert torch.equal(quantize(x0, x0, eps=0.1), torch.round(x0 * 255).to(torch.uint8))
