@@ -16,9 +16,18 @@ Two ways in, one set of rules:
       parser.add_argument("--labels", type=InputFile(".npy", ".npz"))         # exists, is a file
 
   which prints ``fmlab sam train: error: argument --rho: must be a float in the range [0, inf);
-  got 'nan'``. Each constraint also generates invalid values (:meth:`Constraint.invalid_values`,
-  as scikit-learn does from its parameter constraints): ``tests/hostile/`` feeds every one of them
-  to every flag of every command.
+  got 'nan'``.
+
+Declare a capability's constraints once and use them on both paths (as scikit-learn's
+``_parameter_constraints``)::
+
+    PARAMS = {"lr": Real(0), "steps": Int(1), "eps": Real(0, 1, closed="right")}
+    check_params({"lr": lr, "steps": steps, "eps": eps}, PARAMS, owner="AutoFT")  # API
+    parser.add_argument("--lr", type=PARAMS["lr"])                                 # CLI
+
+Each constraint also generates invalid values (:meth:`Constraint.invalid_values`, as
+scikit-learn does from its parameter constraints): ``tests/hostile/`` feeds every one of them to
+every flag of every command.
 
 Numbers are finite unless ``allow_inf=True``: an unbounded side of an interval is open, so
 ``inf`` is outside ``[0, inf)``; NaN is never a valid number.
@@ -47,6 +56,7 @@ __all__ = [
     "check_bool",
     "check_int",
     "check_option",
+    "check_params",
     "check_probabilities",
     "check_real",
 ]
@@ -478,3 +488,12 @@ class OutputFile(Constraint):
         if self.suffixes:
             out.append("out.wrong-suffix")
         return out
+
+
+def check_params(values: dict[str, Any], constraints: dict[str, Constraint], *,
+                 owner: str | None = None) -> dict[str, Any]:
+    """Check each of ``values`` against its declared constraint (API side of the constraints the
+    CLI uses as argparse types); returns the converted values. Names without a constraint pass
+    through unchanged."""
+    return {k: constraints[k].check(v, k, owner=owner) if k in constraints and v is not None
+            else v for k, v in values.items()}

@@ -167,6 +167,7 @@ class OODCommand(Command):
     # -- ensemble --------------------------------------------------------------------------------
     def _ensemble(self, args: argparse.Namespace) -> int:
         backbones = [b.strip() for b in args.backbone.split(",") if b.strip()]
+        _check_ensemble_args(args, backbones)  # names and specs, before anything loads
         settings = {"resolution": args.resolution} if args.resolution else {}
         config = {"backbone": backbones, "dataset": args.dataset, "ood": args.ood,
                   "diversity": args.diversity, "n_models": args.n_models,
@@ -195,6 +196,27 @@ class OODCommand(Command):
                 f"next: fmlab ood predict --from {args.out}")
         emit(summary, as_json=args.json, text=text)
         return 0
+
+
+def _check_ensemble_args(args: argparse.Namespace, backbones: list[str]) -> None:
+    from fmlab.data import list_datasets
+    from fmlab.ood import list_backbones
+    from fmlab.ood._ensemble import _parse_diversity, check_ood_spec
+
+    known = [*list_backbones(), "cnn"]
+    bad = [b for b in backbones if b not in known]
+    if not backbones or bad:
+        raise UsageError(f"argument --backbone: unknown backbone(s) {bad or [args.backbone]}; "
+                         f"choose from {', '.join(known)}.")
+    if args.dataset not in list_datasets():
+        raise UsageError(f"argument --dataset: unknown dataset {args.dataset!r}; see "
+                         "'fmlab data list'.")
+    for flag, check, value in (("--ood", check_ood_spec, args.ood),
+                               ("--diversity", _parse_diversity, args.diversity)):
+        try:
+            check(value)
+        except ValueError as exc:
+            raise UsageError(f"argument {flag}: {exc}") from None
 
 
 def _predict_table(result: dict[str, Any], methods: list[str], true: Any) -> str:
