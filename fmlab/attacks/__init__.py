@@ -19,7 +19,7 @@ from fmlab.attacks._core import (
     list_attacks,
     run_attack,
 )
-from fmlab.attacks._image import BIM, PGD, as_image, format_eps, quantize
+from fmlab.attacks._image import BIM, CWA, PGD, as_image, format_eps, quantize
 from fmlab.attacks._objectives import (
     CaptionerObjective,
     ClassifierObjective,
@@ -40,6 +40,7 @@ __all__ = [
     "run_attack",
     # image attacks (PGD/BIM) and their objectives
     "BIM",
+    "CWA",
     "PGD",
     "CaptionerObjective",
     "ClassifierObjective",
@@ -53,3 +54,4 @@ __all__ = [
 
 ATTACKS.register("pgd", PGD)
 ATTACKS.register("bim", BIM)
+ATTACKS.register("cwa", CWA)

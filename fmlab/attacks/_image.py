@@ -29,7 +29,7 @@ from fmlab.attacks._core import AttackResult, BaseAttack, Proposal, run_attack
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["BIM", "PGD", "as_image", "format_eps", "quantize"]
+__all__ = ["BIM", "CWA", "PGD", "as_image", "format_eps", "quantize"]
 
 
 def format_eps(value: float) -> str:
@@ -262,3 +262,107 @@ def quantize(x_adv: Any, x0: Any, eps: float | None = None) -> Any:
         k = math.floor(float(eps) * 255.0 + 1e-6)
         q = torch.minimum(torch.maximum(q, base - k), base + k)
     return q.clamp(0, 255).to(torch.uint8)
+
+
+class CWA(PGD):
+    """Common Weakness Attack over an ensemble: an inner pass over the members, an outer sign step.
+
+    Each step visits the members in turn from the current point: member k takes an inner step of
+    ``inner_step`` along its momentum of L2-normalised gradients, clipped to the ε-ball; the
+    change the whole pass made is then accumulated (L1-normalised) in an outer momentum, and the
+    outer step moves ``step_size`` along its sign. The objective must have
+    ``member_losses(xs) -> list of (N,)`` (e.g. :class:`~fmlab.attacks.ClipEnsembleObjective`,
+    optionally wrapped in :class:`~fmlab.attacks.SpectrumAugmented`, which gives SSA-CWA).
+
+    Args:
+        inner_step: Inner step size on L2-normalised gradients (250/255 in Wu et al.'s code).
+        momentum: μ of both momenta (1.0 in Wu et al.).
+        Others: as :class:`PGD` (``random_start`` defaults to ``False``).
+
+    References:
+        Chen et al., Rethinking Model Ensemble in Transfer-based Adversarial Attacks
+        (arXiv:2303.09105); Wu et al. (arXiv:2406.12814).
+    """
+
+    name: ClassVar[str] = "cwa"
+    _default_random_start: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        eps: float = 16 / 256,
+        step_size: float = 16 / 256 / 5,
+        steps: int = 100,
+        *,
+        inner_step: float = 250 / 255,
+        norm: str = "linf",
+        random_start: bool | None = None,
+        momentum: float = 1.0,
+        max_queries: int | None = None,
+        max_time_s: float | None = None,
+        random_state: int | None = None,
+    ) -> None:
+        super().__init__(eps, step_size, steps, norm=norm, random_start=random_start,
+                         momentum=momentum, max_queries=max_queries, max_time_s=max_time_s,
+                         random_state=random_state)
+        self.inner_step = check_real(inner_step, "inner_step", owner="CWA", low=0.0)
+
+    def init(
+        self, objective: Any, x0: torch.Tensor, rng: torch.Generator
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        import torch
+
+        if not callable(getattr(objective, "member_losses", None)):
+            inner = getattr(objective, "objective", None)
+            if not callable(getattr(inner, "member_losses", None)):
+                raise TypeError(
+                    "CWA needs an ensemble objective with member_losses(xs) (such as "
+                    f"ClipEnsembleObjective). Got {type(objective).__name__}."
+                )
+        x, _ = super().init(objective, x0, rng)
+        return x, {"outer": torch.zeros_like(x0), "inner": torch.zeros_like(x0),
+                   "x0": x0.clone()}
+
+    @staticmethod
+    def _members(objective: Any, xs: torch.Tensor) -> list[torch.Tensor]:
+        if hasattr(objective, "member_losses"):
+            return list(objective.member_losses(xs))
+        wrapped = objective.objective  # SpectrumAugmented: average each member over copies
+        return _augmented_members(objective, wrapped, xs)
+
+    def propose(
+        self,
+        objective: Any,
+        x: torch.Tensor,
+        buffers: dict[str, torch.Tensor],
+        rng: torch.Generator,
+    ) -> Proposal:
+        import torch
+
+        x0 = buffers["x0"]
+        inner = x.detach().clone()
+        n_members = len(self._members(objective, x.detach()[None]))
+        for k in range(n_members):
+            xg = inner.requires_grad_(True)
+            loss = self._members(objective, xg[None])[k].reshape(())
+            (grad,) = torch.autograd.grad(loss, xg)
+            buffers["inner"].mul_(self.momentum).add_(
+                grad / _per_image_norm(grad).clamp_min(1e-12))
+            inner = self.project((inner.detach() - self.inner_step * buffers["inner"])[None],
+                                 x0)[0]
+        change = inner - x.detach()
+        l1 = change.abs().flatten(-3).sum(-1)[..., None, None, None].clamp_min(1e-12)
+        buffers["outer"].mul_(self.momentum).add_(change / l1)
+        candidate = x.detach() + self.step_size * buffers["outer"].sign()
+        with torch.no_grad():
+            loss_x = float(objective(x.detach()[None]).reshape(()))
+        return Proposal(candidate[None], loss_x, n_members + 1)
+
+
+def _augmented_members(wrapper: Any, ensemble: Any, xs: torch.Tensor) -> list[torch.Tensor]:
+    """Per-member losses averaged over the spectrum-augmented copies of ``wrapper``."""
+    sums: list[torch.Tensor] | None = None
+    for x_aug in wrapper.copies(xs):
+        losses = ensemble.member_losses(x_aug)
+        sums = losses if sums is None else [a + b for a, b in zip(sums, losses, strict=True)]
+    assert sums is not None
+    return [s / wrapper.n for s in sums]

@@ -20,7 +20,7 @@ early.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -276,18 +276,22 @@ class SpectrumAugmented:
     def is_success(self) -> Any:
         return getattr(self.objective, "is_success", None)
 
-    def __call__(self, xs: torch.Tensor) -> torch.Tensor:
+    def copies(self, xs: torch.Tensor) -> Iterator[torch.Tensor]:
+        """The ``n`` spectrum-transformed copies of ``xs`` (differentiable w.r.t. ``xs``)."""
         import torch
 
         h, w = xs.shape[-2:]
         dh = _dct_matrix(h, xs.device, xs.dtype)
         dw = _dct_matrix(w, xs.device, xs.dtype)
-        total = None
         for _ in range(self.n):
             noise = torch.randn(xs.shape, generator=self._gen).to(xs) * self.sigma
             mask = 1 + (torch.rand(xs.shape, generator=self._gen).to(xs) * 2 - 1) * self.rho
             spec = dh @ (xs + noise) @ dw.T  # DCT over H and W
-            x_aug = dh.T @ (spec * mask) @ dw  # inverse DCT
+            yield dh.T @ (spec * mask) @ dw  # inverse DCT
+
+    def __call__(self, xs: torch.Tensor) -> torch.Tensor:
+        total = None
+        for x_aug in self.copies(xs):
             loss = self.objective(x_aug)
             total = loss if total is None else total + loss
         return total / self.n  # type: ignore[operator]

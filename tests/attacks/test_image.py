@@ -192,3 +192,54 @@ def test_quantize_keeps_the_budget_in_pixel_levels():
     diff = (q.int() - torch.round(x0 * 255).int()).abs()
     assert diff.max() <= 15  # floor(255 * 16/256) = 15 levels
     assert torch.equal(quantize(x0, x0, eps=0.1), torch.round(x0 * 255).to(torch.uint8))
+
+
+class ToyDualEncoder:
+    """Images -> a fixed linear map of their mean colour; texts -> a fixed vector per word."""
+
+    def __init__(self, seed):
+        g = torch.Generator().manual_seed(seed)
+        self.proj = torch.randn(3, 8, generator=g)
+        self.words = {w: torch.randn(8, generator=g) for w in ("red", "green", "blue")}
+
+    def encode_images(self, images):
+        return images.reshape(images.shape[0], 3, -1).mean(-1) @ self.proj
+
+    def encode_texts(self, texts):
+        return torch.stack([sum(v for w, v in self.words.items() if w in t) for t in texts])
+
+
+def test_clip_ensemble_objective_sums_members_and_averages_templates():
+    from fmlab.attacks import ClipEnsembleObjective
+
+    members = [ToyDualEncoder(0), ToyDualEncoder(1)]
+    x = torch.rand(1, 3, 6, 6, generator=torch.Generator().manual_seed(0))
+    pos = ClipEnsembleObjective(members, "blue", templates=("{}", "a photo of {}"))
+    both = ClipEnsembleObjective(members, "blue", "red", templates=("{}",))
+    per = pos.member_losses(x)
+    assert len(per) == 2 and torch.allclose(pos(x), per[0] + per[1])
+    t = torch.nn.functional.normalize(members[0].words["blue"], dim=0)
+    z = torch.nn.functional.normalize(members[0].encode_images(x), dim=-1)
+    assert torch.allclose(per[0], -(z @ t))
+    assert not torch.allclose(both(x), pos(x))  # the t- term counts
+    result = PGD(eps=0.3, step_size=0.02, steps=20, random_state=0)(both, x[0], progress=False)
+    assert both(result.x_adv[None]) < both(x)
+    with pytest.raises(ValueError, match=r"exactly once"):
+        ClipEnsembleObjective(members, "blue", templates=("no slot",))
+    with pytest.raises(ValueError, match="at least one encoder"):
+        ClipEnsembleObjective([], "blue")
+
+
+def test_cwa_passes_the_contract_on_an_ensemble_and_refuses_a_single_objective(objective, image):
+    from fmlab.attacks import CWA, ClipEnsembleObjective
+
+    ensemble = ClipEnsembleObjective([ToyDualEncoder(0), ToyDualEncoder(1)], "blue", "red",
+                                     templates=("{}",))
+    attack = CWA(eps=16 / 256, step_size=16 / 256 / 5, steps=5, inner_step=0.5, random_state=0)
+    check_attack(attack, ensemble, image[None],
+                 constraint=lambda xa, x0: attack.within_budget(xa, x0))
+    ssa = SpectrumAugmented(ensemble, n=2, random_state=0)
+    result = CWA(steps=3)(ssa, image[None], progress=False)
+    assert attack.within_budget(result.x_final, image[None])
+    with pytest.raises(TypeError, match="member_losses"):
+        CWA(steps=2)(objective, image, progress=False)
