@@ -109,6 +109,8 @@ FILE_ARGS: dict[tuple[tuple[str, ...], str], tuple[list[str], tuple[str, ...]]] 
     (("embed", "eval"), "--model"): (["embed", "eval", "--tasks", "stsb", "--limit", "2",
                                       "--model", "{modeldir}"], ()),
     (("report",), "--out"): (["report", "--out", "{dir}"], ()),
+    (("agent", "tasks"), "--file"): (["agent", "tasks", "--file", "{file}"], (".json",)),
+    (("agent", "run"), "--file"): (["agent", "run", "--file", "{file}"], (".json",)),
     (("sweep", "table"), "--storage"): (["sweep", "table", "--storage", "sqlite:///{file}"],
                                         (".db",)),
     (("sweep", "create"), "--storage"): (["sweep", "create", "--storage", "sqlite:///{file}"],
