@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "quant": "fmlab.cli._quant:QuantCommand",
     "sweep": "fmlab.cli._quant:SweepCommand",
     "context": "fmlab.cli._context:ContextCommand",
+    "agent": "fmlab.cli._agent:AgentCommand",
 }
 
 
