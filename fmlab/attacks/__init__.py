@@ -19,14 +19,20 @@ from fmlab.attacks._core import (
     list_attacks,
     run_attack,
 )
+from fmlab.attacks._gcg import GCG, GCGResult, TargetObjective
+
+ATTACKS.register("gcg", GCG)
 
 __all__ = [
     "ATTACKS",
     "AttackResult",
     "BaseAttack",
     "Budget",
+    "GCG",
+    "GCGResult",
     "Proposal",
     "Selection",
+    "TargetObjective",
     "create_attack",
     "list_attacks",
     "run_attack",
