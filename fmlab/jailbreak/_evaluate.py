@@ -109,7 +109,7 @@ class JailbreakAttack:
         return self
 
     def apply(self, prompt: str) -> str:
-        s = self.suffix_
+        s = self.suffix_ or self.suffix
         if self.kind == "none" or not s:
             return prompt
         if self.kind == "ppl_prefix":
