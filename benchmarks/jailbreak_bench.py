@@ -46,6 +46,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 model = AutoModelForCausalLM.from_pretrained(cfg["model_dir"], torch_dtype=torch.float32)
 tok = AutoTokenizer.from_pretrained(cfg["model_dir"])
 model.eval()
+with torch.no_grad():  # the same weights in both processes: compare a probe of the logits
+    probe = model(torch.tensor([[1, 504, 3459, 314, 260, 7148]])).logits[0, -1, :4].tolist()
 messages = [{"role": "user", "content": cfg["prompt"] + "{optim_str}"}]
 t0 = time.perf_counter()
 if cfg["tool"] == "nanogcg":
@@ -64,7 +66,7 @@ else:
     losses, best = list(res.losses), float(res.best_loss)
 wall = time.perf_counter() - t0
 print("RESULT " + json.dumps({"wall_s": wall, "s_per_step": wall / cfg["steps"], "losses": losses,
-      "best_loss": best, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+      "best_loss": best, "probe": probe, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 '''
 
 
@@ -82,6 +84,27 @@ def nanogcg_python(root: Path) -> Path:
     subprocess.run([*pip, "nanogcg==0.3.0", "torch==2.13.0"], check=True, env=env)
     (venv / ".ready").write_text("ok\n")
     return py
+
+
+def peer_model_dir(model_dir: Path, root: Path) -> Path:
+    """A copy of the cached model folder that transformers 4.47 reads: the weights and
+    tokenizer.json linked, the tokenizer class, chat template and RoPE base written the old way
+    (transformers 5 saves ``TokenizersBackend``, ``chat_template.jinja``, ``rope_parameters``)."""
+    out = root / "smollm2-135m-instruct-tf4"
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("model.safetensors", "tokenizer.json", "generation_config.json"):
+        link = out / name
+        if not link.exists():
+            link.symlink_to(model_dir / name)
+    config = json.loads((model_dir / "config.json").read_text())
+    config["rope_theta"] = config.get("rope_parameters", {}).get("rope_theta", 10000.0)
+    config["torch_dtype"] = config.get("dtype", "float32")
+    (out / "config.json").write_text(json.dumps(config, indent=1))
+    tok = json.loads((model_dir / "tokenizer_config.json").read_text())
+    tok["tokenizer_class"] = "PreTrainedTokenizerFast"
+    tok["chat_template"] = (model_dir / "chat_template.jinja").read_text()
+    (out / "tokenizer_config.json").write_text(json.dumps(tok, indent=1))
+    return out
 
 
 def run_worker(python: Path, cfg: dict[str, Any]) -> dict[str, Any]:
@@ -127,12 +150,13 @@ def main() -> None:
 
     from fmlab.models import prepare_model
 
-    model_dir = str(prepare_model("smollm2-135m-instruct"))
+    model_dir = prepare_model("smollm2-135m-instruct")
     peer = nanogcg_python(args.venv_root)
+    dirs = {"fmlab": str(model_dir), "nanogcg": str(peer_model_dir(model_dir, args.venv_root))}
     runs: dict[str, list[dict[str, Any]]] = {"fmlab": [], "nanogcg": []}
     for rep in range(args.repeats):
         for tool, python in (("fmlab", Path(sys.executable)), ("nanogcg", peer)):
-            cfg = {"tool": tool, "model_dir": model_dir, "prompt": PROMPT, "target": TARGET,
+            cfg = {"tool": tool, "model_dir": dirs[tool], "prompt": PROMPT, "target": TARGET,
                    "init": INIT, "steps": args.steps, "search_width": args.search_width,
                    "topk": args.topk, "seed": rep, "threads": args.threads}
             r = run_worker(python, cfg)
@@ -146,7 +170,10 @@ def main() -> None:
                 "best_loss_mean": statistics.fmean(r["best_loss"] for r in rs),
                 "peak_rss_mb_max": max(r["peak_rss_mb"] for r in rs)}
 
-    gcg = {t: summary(t) for t in runs}
+    a, b = runs["fmlab"][0]["probe"], runs["nanogcg"][0]["probe"]
+    if max(abs(x - y) for x, y in zip(a, b, strict=True)) > 1e-3:
+        raise RuntimeError(f"The two processes load different models (logit probe {a} vs {b}).")
+    gcg: dict[str, Any] = {t: summary(t) for t in runs}
     gcg["steps_per_second_ratio_fmlab_over_nanogcg"] = (
         gcg["nanogcg"]["s_per_step_median"] / gcg["fmlab"]["s_per_step_median"])
     out: dict[str, Any] = {

@@ -82,7 +82,10 @@ class JailbreakAttack:
 
     def fit(self, model: Any, tokenizer: Any, defense: Any, task: Any,
             snapshot_dir: Path | None = None) -> JailbreakAttack:
-        """Find the suffix (adaptive kinds optimise it against the defended system)."""
+        """Find the suffix (adaptive kinds optimise it against the defended system). A fitted
+        attack keeps its suffix: refitting is a no-op, so one suffix serves several cells."""
+        if self.suffix_:
+            return self
         self.suffix_ = self.suffix
         if self.kind in ("gcg", "gcg_ppl", "ppl_prefix", "repeat") and not self.suffix:
             from fmlab.attacks import GCG, TargetObjective
