@@ -25,6 +25,7 @@ _EXTRAS: dict[str, tuple[str, str]] = {
     "PIL": ("pillow", "vision"),
     "gensim": ("gensim==4.4.0", "data"),
     "peft": ("peft", "jailbreak"),
+    "playwright": ("playwright", "agents"),
 }
 
 

@@ -20,8 +20,14 @@ from fmlab.attacks._core import (
     run_attack,
 )
 from fmlab.attacks._gcg import GCG, GCGResult, TargetObjective
-
-ATTACKS.register("gcg", GCG)
+from fmlab.attacks._image import BIM, CWA, PGD, as_image, format_eps, quantize
+from fmlab.attacks._objectives import (
+    CaptionerObjective,
+    ClassifierObjective,
+    ClipEnsembleObjective,
+    SpectrumAugmented,
+    edit_similarity,
+)
 
 __all__ = [
     "ATTACKS",
@@ -36,4 +42,21 @@ __all__ = [
     "create_attack",
     "list_attacks",
     "run_attack",
+    # image attacks (PGD/BIM) and their objectives
+    "BIM",
+    "CWA",
+    "PGD",
+    "CaptionerObjective",
+    "ClassifierObjective",
+    "ClipEnsembleObjective",
+    "SpectrumAugmented",
+    "as_image",
+    "edit_similarity",
+    "format_eps",
+    "quantize",
 ]
+
+ATTACKS.register("gcg", GCG)
+ATTACKS.register("pgd", PGD)
+ATTACKS.register("bim", BIM)
+ATTACKS.register("cwa", CWA)
