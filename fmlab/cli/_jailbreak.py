@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from fmlab._validation import Int, Real
+from fmlab._validation import Int, OutputFile, Real
 from fmlab.cli._base import Command, UsageError, emit
 
 
@@ -53,7 +53,8 @@ class AttackCommand(Command):
         g.add_argument("--allow-non-ascii", action="store_true")
         g.add_argument("--max-time-s", type=Real(0), default=None)
         g.add_argument("--seed", type=Int(0), default=0)
-        g.add_argument("--snapshot-dir", type=Path, default=None)
+        g.add_argument("--snapshot-dir", type=OutputFile(folder=True), default=None,
+                       help="folder for resumable snapshots (safetensors + JSON)")
         g.add_argument("--no-progress", action="store_true")
         g.add_argument("--json", action="store_true", help="print JSON")
 
@@ -133,7 +134,8 @@ class JailbreakCommand(Command):
         e.add_argument("--split", default="test")
         e.add_argument("--limit", type=Int(1), default=None)
         e.add_argument("--max-new-tokens", type=Int(1), default=64)
-        e.add_argument("--out", type=Path, default=None, help="folder for records.jsonl")
+        e.add_argument("--out", type=OutputFile(folder=True), default=None,
+                       help="folder for records.jsonl (a rerun skips the finished examples)")
         e.add_argument("--json", action="store_true", help="print JSON")
 
     def run(self, args: argparse.Namespace) -> int:
@@ -196,7 +198,7 @@ class JailbreakCommand(Command):
                 rows.extend(rep.rows)
         from fmlab.jailbreak import JailbreakReport
 
-        report = JailbreakReport(rows, str(args.out / "records.jsonl") if args.out else None)
+        report = JailbreakReport(rows, str(Path(args.out) / "records.jsonl") if args.out else None)
         emit({"rows": rows, "records": report.records_path}, as_json=args.json,
              text=report.table())
         return 0
