@@ -263,19 +263,35 @@ class AutoFT:
     def fit_task(self, task: str, **task_options: Any) -> AutoFT:
         """Search on the registered task ``task`` (see ``TASKS``) with ``workers`` local
         processes; other machines join with :func:`run_autoft_worker` / ``fmlab autoft work``."""
-        from fmlab.autoft._tasks import TASKS, make_task
+        from fmlab.autoft._tasks import make_task
 
-        cfg = self._config()
-        TASKS.entry(task)
-        space = _check_space(self.space)
-        if self.workers > 1 and not isinstance(space, SearchSpace):
-            raise ValueError("A define-by-run search space lives in this process only; with "
-                             "workers>1 use a SearchSpace (data), or workers=1.")
+        cfg, space = self._task_config(task)
         t = make_task(task, **task_options)
         _check_disjoint(t.ood_val, t.tests)
         self._fit(cfg, space, t.model, t.train, t.ood_val, {"name": task,
                                                             "options": task_options})
         return self
+
+    def create(self, task: str, **task_options: Any) -> Any:
+        """Create (or re-open) the shared search on task ``task`` without working on it, e.g.
+        to :meth:`optuna.Study.enqueue_trial` objectives first; returns the study. Workers then
+        join with :func:`run_autoft_worker`."""
+        if self.storage is None:
+            raise ValueError("AutoFT.create needs a storage other workers reach, e.g. "
+                             "storage='sqlite:///autoft.db'.")
+        cfg, space = self._task_config(task)
+        return self._open(cfg, space, {"name": task, "options": task_options})[0]
+
+    def _task_config(self, task: str) -> tuple[dict[str, Any], Any]:
+        from fmlab.autoft._tasks import TASKS
+
+        cfg = self._config()
+        TASKS.entry(task)
+        space = _check_space(self.space)
+        if not isinstance(space, SearchSpace) and (self.workers > 1 or self.storage):
+            raise ValueError("A define-by-run search space lives in this process only; for a "
+                             "shared search use a SearchSpace (data), or fit() in one process.")
+        return cfg, space
 
     def _fit(self, cfg: dict[str, Any], space: Any, model: Any, train: Any, ood_val: Any,
              task: dict[str, Any] | None) -> None:
@@ -314,14 +330,23 @@ class AutoFT:
 
 
 def best_of(study: Any) -> tuple[float, AutoFTParams]:
-    """The best complete trial's value and the objective it used (ties: the earliest trial)."""
+    """The best complete trial's value and the objective it used.
+
+    Ties (frequent with accuracy on a few hundred examples) go to the smallest objective in its
+    canonical JSON form, not to the earliest trial, so the best depends only on which objectives
+    ran, not on which worker ran them in which order.
+    """
+    import json
+
     from optuna.trial import TrialState
 
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             if _PARAMS_ATTR in t.user_attrs]
     if not done:
         raise RuntimeError(f"The study {study.study_name!r} has no completed trial yet.")
-    best = max(done, key=lambda t: (t.value, -t.number))
+    top = max(t.value for t in done)
+    best = min((t for t in done if t.value == top),
+               key=lambda t: json.dumps(t.user_attrs[_PARAMS_ATTR], sort_keys=True))
     return float(best.value), AutoFTParams.from_dict(best.user_attrs[_PARAMS_ATTR])
 
 

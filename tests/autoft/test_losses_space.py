@@ -109,7 +109,8 @@ def test_weight_norm_terms_and_a_real_init_copy() -> None:
     assert seen["l1init"] > 1e-6 and seen["l2init"] > 0
     # ... and inside the loop: a run weighted on l2init alone moves less than ce alone
     run = lambda w: finetune(task.model, AutoFTParams(w, lr=5e-2), task.train, steps=5).model  # noqa: E731
-    dist = lambda m: sum(float((p - q).square().sum()) for p, q in zip(m.parameters(), init))  # noqa: E731
+    dist = lambda m: sum(float((p.detach() - q).square().sum())  # noqa: E731
+                         for p, q in zip(m.parameters(), init, strict=True))
     assert dist(run({"ce": 1.0, "l2init": 10.0})) < dist(run({"ce": 1.0}))
 
 

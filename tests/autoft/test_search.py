@@ -11,8 +11,16 @@ import pytest
 torch = pytest.importorskip("torch")
 optuna = pytest.importorskip("optuna")
 
-from fmlab.autoft import AutoFT, AutoFTParams, SearchSpace, make_task, run_method  # noqa: E402
-from fmlab.autoft import evaluate, finetune, wise_ft  # noqa: E402
+from fmlab.autoft import (  # noqa: E402
+    AutoFT,
+    AutoFTParams,
+    SearchSpace,
+    evaluate,
+    finetune,
+    make_task,
+    run_method,
+    wise_ft,
+)
 
 SPACE = SearchSpace(lr_base=1e-3)
 
@@ -47,7 +55,7 @@ def test_trial_lr_and_wd_reach_the_optimizer(task) -> None:
     init = [p.detach().clone() for p in task.model.parameters()]
     dist = lambda lr: sum(float((p - q).square().sum()) for p, q in zip(  # noqa: E731
         finetune(task.model, AutoFTParams({"ce": 1.0}, lr=lr), task.train, steps=3,
-                 clip_grad=None).model.parameters(), init))
+                 clip_grad=None).model.parameters(), init, strict=True))
     assert dist(1e-2) > 10 * dist(1e-4)
 
 
@@ -61,9 +69,9 @@ def test_seeded_tpe_same_best_params(task, tmp_path) -> None:
     saved = json.loads(path.read_text())
     assert saved["lossw_ce"] == 1.0 and set(saved) == {
         *(f"lossw_{t}" for t in SearchSpace().terms), "lr", "wd", "seed"}
-    best = max((t for t in a.study_.trials if t.state.name == "COMPLETE"),
-               key=lambda t: (t.value, -t.number))
-    assert saved == best.user_attrs["fmlab_params"]
+    complete = [t for t in a.study_.trials if t.state.name == "COMPLETE"]
+    assert saved in [t.user_attrs["fmlab_params"] for t in complete
+                     if t.value == max(u.value for u in complete)]
 
 
 def test_pruner_is_fed_by_reports(task) -> None:
@@ -80,7 +88,7 @@ def test_methods_and_wise_ft(task) -> None:
     erm = run_method("erm", task.model, task.train, task.id_val, steps=20, lr=1e-2)
     assert erm.best_step is not None and erm.id_val >= evaluate(zs.model, task.id_val) - 0.05
     mid = wise_ft(zs.model, erm.model, 0.0)
-    for p, q in zip(mid.parameters(), zs.model.parameters()):
+    for p, q in zip(mid.parameters(), zs.model.parameters(), strict=True):
         assert torch.equal(p, q)
     half = wise_ft(zs.model, erm.model, 0.5)
     p0, p1, ph = (next(m.parameters()) for m in (zs.model, erm.model, half))
