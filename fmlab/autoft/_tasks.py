@@ -83,3 +83,6 @@ def toy_task(seed: int = 0, n_train: int = 256, n_val: int = 128, dim: int = 8,
 
 
 TASKS.register("toy", toy_task)
+TASKS.register("emoji-shift", "fmlab.autoft._emoji:emoji_shift_task",
+               description="clip-emoji fine-tuned on one emoji style; OOD: other styles, "
+                           "corruptions")
