@@ -53,7 +53,7 @@ def test_trial_lr_and_wd_reach_the_optimizer(task) -> None:
     assert res.optimizer == pytest.approx({"lr": 0.02, "weight_decay": 0.7})
     # the lr really acts: ten times the lr moves the weights further
     init = [p.detach().clone() for p in task.model.parameters()]
-    dist = lambda lr: sum(float((p - q).square().sum()) for p, q in zip(  # noqa: E731
+    dist = lambda lr: sum(float((p.detach() - q).square().sum()) for p, q in zip(  # noqa: E731
         finetune(task.model, AutoFTParams({"ce": 1.0}, lr=lr), task.train, steps=3,
                  clip_grad=None).model.parameters(), init, strict=True))
     assert dist(1e-2) > 10 * dist(1e-4)
