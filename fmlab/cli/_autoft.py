@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from fmlab._validation import InputFile, Int, OutputFile, Real
 from fmlab.cli._base import Command, add_action, emit, parse_options
 
 _EPILOG = """Examples:
@@ -34,41 +35,45 @@ class AutoFTCommand(Command):
                        help="sqlite:///autoft.db or postgresql+psycopg://user@host:port/db "
                             "(default: sqlite:///autoft.db in this folder)")
         s.add_argument("--name", default="autoft", help="study name (an existing one resumes)")
-        s.add_argument("--workers", type=int, default=1, help="worker processes here")
-        s.add_argument("--trials", type=int, default=50, help="trial budget (all workers)")
-        s.add_argument("--inner-steps", type=int, default=20)
-        s.add_argument("--batch-size", type=int, default=64)
-        s.add_argument("--lr-base", type=float, default=1e-5,
+        s.add_argument("--workers", type=Int(1), default=1, help="worker processes here")
+        s.add_argument("--trials", type=Int(1), default=50, help="trial budget (all workers)")
+        s.add_argument("--inner-steps", type=Int(1), default=20)
+        s.add_argument("--batch-size", type=Int(1), default=64)
+        s.add_argument("--lr-base", type=Real(0), default=1e-5,
                        help="lr is log-uniform in [1e-2, 1e2] x this")
         s.add_argument("--without", default="", help="loss terms to leave out, e.g. flyp")
         s.add_argument("--metric", default="accuracy",
                        choices=("accuracy", "macro_f1", "worst_group_accuracy"))
         s.add_argument("--sampler", default="tpe", choices=("tpe", "random"))
         s.add_argument("--pruner", default="median", choices=("median", "none"))
-        s.add_argument("--seed", type=int, default=0, help="sampler seed")
-        s.add_argument("--heartbeat", type=float, default=10.0)
-        s.add_argument("--out", default=None, help="write the best objective (JSON)")
+        s.add_argument("--seed", type=Int(0), default=0, help="sampler seed")
+        s.add_argument("--heartbeat", type=Real(0), default=10.0)
+        s.add_argument("--out", type=OutputFile(".json"), default=None,
+                       help="write the best objective (JSON)")
         w = add_action(sub, "work", "join a search started with 'search' and work until done")
         w.add_argument("--storage", required=True)
         w.add_argument("--name", default="autoft")
-        w.add_argument("--heartbeat", type=float, default=10.0)
+        w.add_argument("--heartbeat", type=Real(0), default=10.0)
         b = add_action(sub, "best", "the best objective of a search (released JSON format)")
         b.add_argument("--storage", required=True)
         b.add_argument("--name", default="autoft")
-        b.add_argument("--out", default=None)
+        b.add_argument("--out", type=OutputFile(".json"), default=None)
         f = add_action(sub, "finetune", "fine-tune with methods and compare on the task's tests")
         f.add_argument("--task", default="toy")
         f.add_argument("--option", action="append", metavar="KEY=VALUE")
-        f.add_argument("--params", default=None, help="objective JSON (for method autoft)")
+        f.add_argument("--params", type=InputFile(".json"), default=None,
+                       help="objective JSON (for method autoft)")
         f.add_argument("--methods", default="zero_shot,erm,autoft")
-        f.add_argument("--steps", type=int, default=200)
-        f.add_argument("--batch-size", type=int, default=64)
-        f.add_argument("--lr", type=float, default=1e-3, help="baselines' lr")
-        f.add_argument("--weight-decay", type=float, default=0.1, help="baselines' weight decay")
-        f.add_argument("--wise-alpha", type=float, default=None, help="WiSE-FT mixing weight")
+        f.add_argument("--steps", type=Int(0), default=200)
+        f.add_argument("--batch-size", type=Int(1), default=64)
+        f.add_argument("--lr", type=Real(0), default=1e-3, help="baselines' lr")
+        f.add_argument("--weight-decay", type=Real(0, closed="left"), default=0.1,
+                       help="baselines' weight decay")
+        f.add_argument("--wise-alpha", type=Real(0, 1, closed="both"), default=None,
+                       help="WiSE-FT mixing weight")
         f.add_argument("--metric", default="accuracy",
                        choices=("accuracy", "macro_f1", "worst_group_accuracy"))
-        f.add_argument("--seed", type=int, default=0)
+        f.add_argument("--seed", type=Int(0), default=0)
 
     def run(self, args: argparse.Namespace) -> int:
         action = getattr(args, "action", None)

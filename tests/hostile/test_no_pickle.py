@@ -119,6 +119,12 @@ FILE_ARGS: dict[tuple[tuple[str, ...], str], tuple[list[str], tuple[str, ...]]] 
                                       (".db",)),
     (("sweep", "work"), "--storage"): (["sweep", "work", "--storage", "sqlite:///{file}"],
                                        (".db",)),
+    (("autoft", "search"), "--storage"): (["autoft", "search", "--storage", "sqlite:///{file}"],
+                                          (".db",)),
+    (("autoft", "work"), "--storage"): (["autoft", "work", "--storage", "sqlite:///{file}"],
+                                        (".db",)),
+    (("autoft", "best"), "--storage"): (["autoft", "best", "--storage", "sqlite:///{file}"],
+                                        (".db",)),
 }
 
 
