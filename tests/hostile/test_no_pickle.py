@@ -123,6 +123,8 @@ FILE_ARGS: dict[tuple[tuple[str, ...], str], tuple[list[str], tuple[str, ...]]] 
                                           (".db",)),
     (("autoft", "work"), "--storage"): (["autoft", "work", "--storage", "sqlite:///{file}"],
                                         (".db",)),
+    (("autoft", "finetune"), "--params"): (["autoft", "finetune", "--params", "{file}",
+                                            "--methods", "autoft", "--steps", "1"], (".json",)),
     (("autoft", "best"), "--storage"): (["autoft", "best", "--storage", "sqlite:///{file}"],
                                         (".db",)),
 }
