@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "sweep": "fmlab.cli._quant:SweepCommand",
     "attack": "fmlab.cli._jailbreak:AttackCommand",
     "jailbreak": "fmlab.cli._jailbreak:JailbreakCommand",
+    "autoft": "fmlab.cli._autoft:AutoFTCommand",
     "agent": "fmlab.cli._agent:AgentCommand",
 }
 

@@ -125,6 +125,14 @@ FILE_ARGS: dict[tuple[tuple[str, ...], str], tuple[list[str], tuple[str, ...]]] 
                                       (".db",)),
     (("sweep", "work"), "--storage"): (["sweep", "work", "--storage", "sqlite:///{file}"],
                                        (".db",)),
+    (("autoft", "search"), "--storage"): (["autoft", "search", "--storage", "sqlite:///{file}"],
+                                          (".db",)),
+    (("autoft", "work"), "--storage"): (["autoft", "work", "--storage", "sqlite:///{file}"],
+                                        (".db",)),
+    (("autoft", "finetune"), "--params"): (["autoft", "finetune", "--params", "{file}",
+                                            "--methods", "autoft", "--steps", "1"], (".json",)),
+    (("autoft", "best"), "--storage"): (["autoft", "best", "--storage", "sqlite:///{file}"],
+                                        (".db",)),
 }
 
 
