@@ -17,9 +17,9 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from fmlab._device import eval_mode, resolve_device, resolve_dtype
 from fmlab._io import atomic_write
 from fmlab._validation import check_bool, check_int, check_option
-from fmlab.embeddings._device import resolve_device, resolve_dtype
 from fmlab.embeddings._templates import (
     EchoTemplate,
     Piece,
@@ -208,8 +208,9 @@ class EchoEncoder:
         param = next(model.parameters(), None)
         cur_device = param.device if param is not None else torch.device("cpu")
         cur_dtype = param.dtype if param is not None else torch.float32
-        want_device = cur_device if device is None else resolve_device(device)
-        want_dtype = cur_dtype if dtype is None else resolve_dtype(dtype, want_device)
+        want_device = cur_device if device is None else resolve_device(device, owner=owner)
+        want_dtype = (cur_dtype if dtype is None
+                      else resolve_dtype(dtype, want_device, owner=owner))
         if want_device != cur_device or want_dtype != cur_dtype:
             model = copy.deepcopy(model).to(device=want_device, dtype=want_dtype)
         self.model = model
@@ -252,8 +253,8 @@ class EchoEncoder:
         """
         from fmlab.models import load_causal_lm
 
-        dev = resolve_device(device)
-        torch_dtype = resolve_dtype(dtype, dev)
+        dev = resolve_device(device, owner="EchoEncoder.from_pretrained")
+        torch_dtype = resolve_dtype(dtype, dev, owner="EchoEncoder.from_pretrained")
         model, tokenizer = load_causal_lm(name_or_path, dtype=torch_dtype, device=str(dev))
         # The loaded model is ours, so moving/casting it in place is fine.
         model = model.to(device=dev, dtype=torch_dtype).eval()
@@ -335,24 +336,19 @@ class EchoEncoder:
             from tqdm.auto import tqdm
 
             batches = tqdm(batches, desc="Batches", leave=False)
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.inference_mode():
-                for idx in batches:
-                    width = max(1, max(len(items[i].input_ids) for i in idx))
-                    ids = torch.full((len(idx), width), self._pad_id, dtype=torch.long)  # (B, T)
-                    att = torch.zeros((len(idx), width), dtype=torch.long)  # (B, T)
-                    pool = torch.zeros((len(idx), width), dtype=torch.long)  # (B, T)
-                    for row, i in enumerate(idx):
-                        n = len(items[i].input_ids)
-                        ids[row, :n] = torch.tensor(items[i].input_ids, dtype=torch.long)
-                        att[row, :n] = 1
-                        pool[row, :n] = torch.tensor(items[i].pool_mask, dtype=torch.long)
-                    ids, att, pool = (t.to(self.device) for t in (ids, att, pool))
-                    yield idx, self._hidden(ids, att), pool
-        finally:
-            self.model.train(was_training)
+        with eval_mode(self.model), torch.inference_mode():
+            for idx in batches:
+                width = max(1, max(len(items[i].input_ids) for i in idx))
+                ids = torch.full((len(idx), width), self._pad_id, dtype=torch.long)  # (B, T)
+                att = torch.zeros((len(idx), width), dtype=torch.long)  # (B, T)
+                pool = torch.zeros((len(idx), width), dtype=torch.long)  # (B, T)
+                for row, i in enumerate(idx):
+                    n = len(items[i].input_ids)
+                    ids[row, :n] = torch.tensor(items[i].input_ids, dtype=torch.long)
+                    att[row, :n] = 1
+                    pool[row, :n] = torch.tensor(items[i].pool_mask, dtype=torch.long)
+                ids, att, pool = (t.to(self.device) for t in (ids, att, pool))
+                yield idx, self._hidden(ids, att), pool
 
     def _hidden(self, ids: torch.Tensor, att: torch.Tensor) -> torch.Tensor:
         if self.layer == -1:

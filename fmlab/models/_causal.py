@@ -10,6 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fmlab._device import resolve_device, resolve_dtype
 from fmlab._imports import require
 from fmlab._paths import hf_offline
 from fmlab.exceptions import ModelUnavailableError
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
 __all__ = ["load_causal_lm", "prepare_model"]
 
 _FEATURE = "fmlab.models.load_causal_lm"
-_DTYPES = ("float32", "bfloat16", "float16")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _GEMMA_GGUF = "gemma-3-270m-q4_k_m.gguf"
@@ -41,34 +41,6 @@ def _version(dist: str) -> str:
         return version(dist)
     except PackageNotFoundError:
         return "?"
-
-
-def _resolve_dtype(dtype: Any) -> torch.dtype:
-    import torch
-
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, torch.dtype):
-        if dtype.is_floating_point:
-            return dtype
-    elif isinstance(dtype, str) and dtype.removeprefix("torch.") in _DTYPES:
-        return getattr(torch, dtype.removeprefix("torch."))
-    raise ValueError(
-        f"The 'dtype' parameter of load_causal_lm must be None, a floating torch.dtype or one of "
-        f"{_DTYPES}. Got {dtype!r} instead."
-    )
-
-
-def _check_device(device: Any) -> torch.device:
-    import torch
-
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(
-            f"The 'device' parameter of load_causal_lm must be a torch device such as 'cpu' or "
-            f"'cuda:0'. Got {device!r} instead."
-        ) from exc
 
 
 def _clear_gguf_markers(model: PreTrainedModel) -> None:
@@ -250,7 +222,8 @@ def load_causal_lm(
     Args:
         name_or_path: Zoo name, ``hf:`` id, directory or ``.gguf`` file.
         dtype: Parameter dtype: ``None`` (float32), a floating ``torch.dtype`` or ``"float32"``,
-            ``"bfloat16"``, ``"float16"``. bf16 roughly doubles CPU speed on AVX-512-BF16 machines;
+            ``"bfloat16"``, ``"float16"``, ``"auto"`` (bf16 where the hardware runs it
+            natively). bf16 roughly doubles CPU speed on AVX-512-BF16 machines;
             keep fp32 for gradients.
         device: Where to put the model (``"cpu"``, ``"cuda:0"``...).
 
@@ -275,8 +248,8 @@ def load_causal_lm(
             f"The 'name_or_path' parameter of load_causal_lm must be a str or path. "
             f"Got {type(name_or_path).__name__} instead."
         )
-    torch_dtype = _resolve_dtype(dtype)
-    torch_device = _check_device(device)
+    torch_dtype = resolve_dtype(dtype, device, owner="load_causal_lm")
+    torch_device = resolve_device(device, owner="load_causal_lm")
     text = os.fspath(name_or_path)
     if isinstance(name_or_path, str) and text.startswith("hf:"):
         model, tokenizer = _load_hub(text[3:], torch_dtype)

@@ -8,19 +8,20 @@ Every estimator follows one shape::
 ``id_probs`` / ``ood_probs`` are an ensemble's softmax outputs, (n_models, n_examples, n_classes);
 the agreement-based estimators (ALine-S, ALine-D, naive agreement) also accept integer argmax
 predictions, (n_models, n_examples). The constructor only stores its arguments; ``fit`` validates
-them, so ``get_params`` / ``set_params`` / ``sklearn.base.clone`` work.
+them, so ``get_params`` / ``set_params`` / ``sklearn.base.clone`` work (the base is
+:class:`fmlab.base.BaseEstimator`, scikit-learn's).
 """
 
 from __future__ import annotations
 
-import inspect
 import warnings
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 
 from fmlab._validation import check_option, check_real
-from fmlab.exceptions import NotFittedError, ReliabilityWarning
+from fmlab.base import BaseEstimator
+from fmlab.exceptions import ReliabilityWarning
 from fmlab.ood._agreement import (
     LineFit,
     accuracies,
@@ -42,16 +43,18 @@ __all__ = [
 ]
 
 
-class BaseOODEstimator:
-    """Base class of OOD accuracy estimators.
+class BaseOODEstimator(BaseEstimator):
+    """Base class of OOD accuracy estimators (an :class:`fmlab.base.BaseEstimator`).
 
-    Contract (checked by the tests for every registered estimator):
+    Contract (checked by :func:`fmlab.testing.check_ood_estimator` for every registered
+    estimator):
 
     - ``__init__`` stores its keyword arguments unchanged as attributes of the same name; nothing
       is validated or computed there.
-    - ``fit(id_probs, id_labels, ood_probs)`` validates parameters and inputs, sets attributes
-      ending in ``_`` (at least ``ood_accuracy_`` and ``id_accuracy_``, both (n_models,)) and
-      returns ``self``. Fitting twice on the same data gives the same result.
+    - ``fit(id_probs, id_labels, ood_probs)`` validates parameters (:meth:`_check_params`) and
+      inputs, sets attributes ending in ``_`` (at least ``ood_accuracy_`` and ``id_accuracy_``,
+      both (n_models,)) and returns ``self``. Fitting twice on the same data gives the same
+      result.
     - Reading a fitted attribute before ``fit`` raises :class:`~fmlab.exceptions.NotFittedError`.
 
     Subclasses implement ``_fit(data)`` and set ``min_models`` / ``needs_probs``.
@@ -59,42 +62,8 @@ class BaseOODEstimator:
 
     min_models: ClassVar[int] = 1
     needs_probs: ClassVar[bool] = False
-
-    # -- scikit-learn parameter protocol ------------------------------------------------------
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        sig = inspect.signature(cls.__init__)
-        return [p.name for p in sig.parameters.values()
-                if p.name != "self" and p.kind != p.VAR_KEYWORD]
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """The constructor arguments, as scikit-learn's ``get_params``."""
-        return {name: getattr(self, name) for name in self._param_names()}
-
-    def set_params(self, **params: Any) -> BaseOODEstimator:
-        """Set constructor arguments by name; unknown names raise ``ValueError``."""
-        valid = self._param_names()
-        for key, value in params.items():
-            if key not in valid:
-                raise ValueError(
-                    f"Invalid parameter {key!r} for {type(self).__name__}. "
-                    f"Valid parameters are: {tuple(valid)}."
-                )
-            setattr(self, key, value)
-        return self
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({args})"
-
-    def __getattr__(self, name: str) -> Any:
-        # Only reached when normal lookup fails: a fitted attribute read before fit().
-        if name.endswith("_") and not name.startswith("__"):
-            raise NotFittedError(
-                f"This {type(self).__name__} instance is not fitted yet; call "
-                f"fit(id_probs, id_labels, ood_probs) before reading {name!r}."
-            )
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+    _fitted_attr = "ood_accuracy_"
+    _fit_call = "fit(id_probs, id_labels, ood_probs)"
 
     # -- fitting -----------------------------------------------------------------------------
     def fit(self, id_probs: Any, id_labels: Any, ood_probs: Any) -> BaseOODEstimator:
@@ -124,9 +93,6 @@ class BaseOODEstimator:
     def fit_predict(self, id_probs: Any, id_labels: Any, ood_probs: Any) -> np.ndarray:
         """``fit`` and return ``ood_accuracy_``."""
         return self.fit(id_probs, id_labels, ood_probs).ood_accuracy_
-
-    def _check_params(self) -> None:
-        """Validate constructor arguments (called at the start of ``fit``)."""
 
     def _fit(self, data: EnsembleOutputs) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -200,7 +200,7 @@ class QuantFormat:
         return base
 
 
-FORMATS: Registry[QuantFormat] = Registry("quantization format", group="quant_formats")
+FORMATS: Registry[QuantFormat] = Registry("quantization format")
 
 
 def _register_builtins() -> None:

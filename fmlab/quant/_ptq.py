@@ -16,6 +16,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from fmlab._device import eval_mode
 from fmlab._validation import check_bool, check_int, check_option, check_real
 from fmlab.quant._fake import _cast_float_, compute_scale, fake_quantize
 from fmlab.quant._formats import QuantFormat, get_format, resolve_format
@@ -350,34 +351,31 @@ def quantize_model(
                          f"least as many tokens as the widest layer input ({widest}) for a "
                          f"well-conditioned Hessian. Pass more or longer sequences.")
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    # 1. Capture the inputs of the first block.
-    captured: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+    with eval_mode(model):  # gradients off; the caller's train/eval mode comes back after
+        # 1. Capture the inputs of the first block.
+        captured: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
 
-    def grab(_mod: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        captured.append((args, kwargs))
-        raise _Stop
+        def grab(_mod: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            captured.append((args, kwargs))
+            raise _Stop
 
-    handle = blocks[0].register_forward_pre_hook(grab, with_kwargs=True)
-    try:
-        with torch.no_grad():
+        handle = blocks[0].register_forward_pre_hook(grab, with_kwargs=True)
+        try:
             for ids in batches:
                 try:
                     model(ids.to(device))
                 except _Stop:
                     pass
-    finally:
-        handle.remove()
-    # A Hugging Face KV cache captured with the inputs would grow on every replay of a block
-    # (and every later pass would attend to stale keys): replay without caching.
-    for _args, kwargs in captured:
-        if "past_key_values" in kwargs:
-            kwargs["past_key_values"] = None
-        if "use_cache" in kwargs:
-            kwargs["use_cache"] = False
-    # 2. Quantize block by block, feeding each block the outputs of the quantized previous ones.
-    with torch.no_grad():
+        finally:
+            handle.remove()
+        # A Hugging Face KV cache captured with the inputs would grow on every replay of a block
+        # (and every later pass would attend to stale keys): replay without caching.
+        for _args, kwargs in captured:
+            if "past_key_values" in kwargs:
+                kwargs["past_key_values"] = None
+            if "use_cache" in kwargs:
+                kwargs["use_cache"] = False
+        # 2. Quantize block by block, feeding each block the quantized previous blocks' outputs.
         for b, block in enumerate(blocks):
             lins = _linears(block)
             stages = _stages(block, lins, captured[0]) if true_sequential else [list(lins)]
@@ -402,5 +400,4 @@ def quantize_model(
                 else:  # the block received hidden_states by keyword
                     new.append(((), {**kwargs, "hidden_states": hidden}))
             captured = new
-    model.train(was_training)
     return PTQResult(model, "gptq", wfmt, names, time.perf_counter() - start, errors)

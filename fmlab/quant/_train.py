@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from fmlab._device import eval_mode
 from fmlab._validation import check_int, check_real
 from fmlab.quant._data import TokenData, load_token_data
 from fmlab.quant._model import LMConfig, PrecisionConfig, TinyLM, set_precision
@@ -76,26 +77,23 @@ class TrainResult:
         return self.n_tokens / self.seconds if self.seconds > 0 else float("nan")
 
 
-@torch.no_grad()
 def evaluate_loss(model: torch.nn.Module, data: TokenData, *, seq_len: int = 128,
                   batch_size: int = 16, max_tokens: int | None = 65536) -> float:
     """Mean held-out cross-entropy (nats/token) of ``model`` on ``data.val``.
 
     Works for :class:`TinyLM` and for Hugging Face causal LMs (anything returning ``.logits``).
     """
-    was_training = model.training
-    model.eval()
     total, count = 0.0, 0
     device = next(model.parameters()).device
-    for x, y in data.val_batches(seq_len, batch_size, max_tokens):
-        xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
-        out = model(xt)
-        logits = out[0] if isinstance(out, tuple) else out.logits
-        loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), yt.flatten(),
-                                                 reduction="sum")
-        total += float(loss)
-        count += yt.numel()
-    model.train(was_training)
+    with eval_mode(model):
+        for x, y in data.val_batches(seq_len, batch_size, max_tokens):
+            xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+            out = model(xt)
+            logits = out[0] if isinstance(out, tuple) else out.logits
+            loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), yt.flatten(),
+                                                     reduction="sum")
+            total += float(loss)
+            count += yt.numel()
     if count == 0:
         raise ValueError("The validation split is empty; lower seq_len or add text.")
     return total / count

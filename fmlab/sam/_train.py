@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fmlab._device import eval_mode
 from fmlab._validation import check_int, check_option, check_real
 from fmlab.sam._optim import SAM
 from fmlab.sam._variants import LastLayerPenalty, get_variant, list_variants, variant_step
@@ -56,17 +57,14 @@ def images_to_tensor(images: np.ndarray) -> torch.Tensor:
     return x.permute(0, 3, 1, 2).contiguous()  # (N, C, H, W)
 
 
-@torch.no_grad()
 def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> float:
-    model.eval()
     correct = 0
-    for i in range(0, len(x), batch):
-        correct += int((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum())
-    model.train()
+    with eval_mode(model):
+        for i in range(0, len(x), batch):
+            correct += int((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum())
     return correct / max(len(x), 1)
 
 
-@torch.no_grad()
 def _noise_diagnostics(model: nn.Module, x: torch.Tensor, y_noisy: torch.Tensor,
                        y_true: torch.Tensor, flipped: torch.Tensor) -> dict[str, float]:
     """How the model treats clean vs flipped training examples.
@@ -75,9 +73,8 @@ def _noise_diagnostics(model: nn.Module, x: torch.Tensor, y_noisy: torch.Tensor,
     as their *noisy* label (memorisation); ``*_weight``: mean per-example logit-term weight
     ``||softmax(f) - e_y||`` (the factor that scales each example's gradient).
     """
-    model.eval()
-    logits = torch.cat([model(x[i:i + 1000]) for i in range(0, len(x), 1000)])
-    model.train()
+    with eval_mode(model):
+        logits = torch.cat([model(x[i:i + 1000]) for i in range(0, len(x), 1000)])
     pred = logits.argmax(1)
     weight = (logits.softmax(1) - nn.functional.one_hot(y_noisy, logits.shape[1])).norm(dim=1)
     clean = ~flipped

@@ -89,7 +89,7 @@ def test_bad_input(echo, sentences, kwargs, error, match):
         ({"max_length": 10_000}, ValueError, "exceeds the model's context"),
         ({"max_length": 1}, ValueError, "'max_length'"),
         ({"batch_size": -1}, ValueError, "'batch_size'"),
-        ({"dtype": "fp8"}, ValueError, "Invalid dtype"),
+        ({"dtype": "fp8"}, ValueError, "'dtype' parameter of EchoEncoder"),
         ({"prompts": ["a"]}, TypeError, "'prompts'"),
     ],
 )
