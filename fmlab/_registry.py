@@ -15,7 +15,6 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import importlib
-import inspect
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -47,6 +46,8 @@ def check_param_names(target: Callable[..., Any], params: Mapping[str, Any], *, 
 
     ``target`` is a class or function; a ``**kwargs`` in its signature accepts everything.
     """
+    import inspect
+
     try:
         sig = inspect.signature(target)
     except (TypeError, ValueError):  # a builtin without a signature: let the call decide
