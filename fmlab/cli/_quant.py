@@ -35,15 +35,16 @@ def _ints(text: str) -> list[int]:
 
 
 def _bits_list(text: str) -> list[Any]:
+    """``"fp,8,4:4:8"`` -> ``[inf, 8.0, (4.0, 4.0, 8.0)]`` (one parser: ``parse_bits``)."""
+    from fmlab._precision import parse_bits
+
     out: list[Any] = []
-    for item in text.split(","):
-        item = item.strip()
-        if item.lower() in ("fp", "none", "inf"):
-            out.append(None)
-        elif ":" in item:  # w:a:kv
-            out.append(tuple(int(x) for x in item.split(":")))
-        else:
-            out.append(int(item))
+    try:
+        for item in text.split(","):
+            parts = [parse_bits(x, name="train bits") for x in item.split(":")]  # w:a:kv
+            out.append(tuple(parts) if len(parts) > 1 else parts[0])
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     return out
 
 

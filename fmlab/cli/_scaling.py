@@ -29,6 +29,15 @@ def _floats(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(msg) from None
 
 
+def _train_bits(text: str) -> float:
+    from fmlab._precision import parse_bits
+
+    try:
+        return parse_bits(text, name="--train-bits", real=True)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _pairs(items: list[str] | None, flag: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in items or []:
@@ -85,7 +94,8 @@ class ScalingCommand(Command):
         plan.add_argument("--flops", type=_floats, default=None)
         plan.add_argument("--n-params", type=float, default=None)
         plan.add_argument("--post-bits", type=float, default=None)
-        plan.add_argument("--train-bits", type=float, default=float("inf"))
+        plan.add_argument("--train-bits", type=_train_bits, default=float("inf"),
+                          help="training precision in bits ('fp' or inf: full precision)")
         plan.add_argument("--preset", default=None, choices=("tmars-utility", "tmars-data"))
         plan.add_argument("--budgets", type=_floats, default=None, help="samples seen")
         plan.add_argument("--pools", default=None, help="comma-separated pools, best first")

@@ -48,3 +48,4 @@ def test_eval_mode_restores_each_module_and_grad_mode_even_on_error():
     assert net.training and torch.is_grad_enabled()
     with eval_mode(net, grad=True):
         assert torch.is_grad_enabled() and not net.training
+
