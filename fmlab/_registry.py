@@ -94,6 +94,8 @@ class Registry(Generic[T]):
         kind: What the entries are, in words (``"model"``, ``"quantization format"``); used in
             error messages.
 
+        group: Optional, and only as a check: it must equal ``plugin_group(kind)``.
+
     Plugins are read from the entry-point group ``fmlab.<group>``; :func:`plugin_group` derives
     ``group`` from ``kind`` (snake case, plural), so every registry follows the same rule.
 
@@ -104,9 +106,15 @@ class Registry(Generic[T]):
         {'bits': 4}
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, group: str | None = None) -> None:
         self.kind = kind
         self.group = plugin_group(kind)
+        if group is not None and group != self.group:
+            raise ValueError(
+                f"Plugin groups follow one rule, fmlab.<kind in snake case, plural>: a registry of "
+                f"{kind!r} reads 'fmlab.{self.group}', not 'fmlab.{group}'. Drop group= (it is "
+                f"derived), or name the kind so that its plural is the group you want, e.g. "
+                f"Registry({group.rstrip('s').replace('_', ' ')!r}).")
         self._entries: dict[str, Entry[T]] = {}
         self._plugins_loaded = False
 

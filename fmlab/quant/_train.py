@@ -14,7 +14,7 @@ from fmlab._validation import check_int, check_real
 from fmlab.quant._data import TokenData, load_token_data
 from fmlab.quant._model import LMConfig, PrecisionConfig, TinyLM, set_precision
 
-__all__ = ["TrainConfig", "TrainResult", "evaluate_loss", "train_lm"]
+__all__ = ["TrainConfig", "LMTrainResult", "evaluate_loss", "train_lm"]
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class TrainConfig:
 
 
 @dataclass
-class TrainResult:
+class LMTrainResult:
     """What :func:`train_lm` returns.
 
     Attributes:
@@ -109,7 +109,7 @@ def train_lm(
     seed: int = 0,
     device: str = "cpu",
     callback: Callable[[int, float], None] | None = None,
-) -> TrainResult:
+) -> LMTrainResult:
     """Train a :class:`TinyLM` from scratch on exactly ``n_tokens`` tokens, with the given
     training precision (fake quantization in the forward pass, STE in the backward pass).
 
@@ -187,7 +187,7 @@ def train_lm(
                             max_tokens=tc.eval_tokens)
         if not math.isfinite(val):
             diverged = True
-    return TrainResult(model=model, val_loss=val, train_losses=losses, n_params=model.n_params(),
+    return LMTrainResult(model=model, val_loss=val, train_losses=losses, n_params=model.n_params(),
                        n_tokens=seen, diverged=diverged, seconds=seconds)
 
 

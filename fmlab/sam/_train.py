@@ -16,11 +16,11 @@ from fmlab._validation import check_int, check_option, check_real
 from fmlab.sam._optim import SAM
 from fmlab.sam._variants import LastLayerPenalty, get_variant, list_variants, variant_step
 
-__all__ = ["TrainResult", "images_to_tensor", "train_classifier"]
+__all__ = ["ClassifierTrainResult", "images_to_tensor", "train_classifier"]
 
 
 @dataclass
-class TrainResult:
+class ClassifierTrainResult:
     """What :func:`train_classifier` returns.
 
     Attributes:
@@ -107,7 +107,7 @@ def train_classifier(
     y_true: torch.Tensor | None = None,
     seed: int = 0,
     progress: Callable[[Iterable[int]], Iterable[int]] | None = None,
-) -> TrainResult:
+) -> ClassifierTrainResult:
     """Train ``model`` with SGD (momentum) or a SAM variant; track test accuracy per epoch.
 
     Args:
@@ -127,7 +127,7 @@ def train_classifier(
         progress: Optional wrapper of the epoch iterator (a progress bar).
 
     Returns:
-        A :class:`TrainResult`.
+        A :class:`ClassifierTrainResult`.
     """
     check_option(method, "method", list_variants(), owner="train_classifier")
     check_option(scope, "scope", ("all", "last"), owner="train_classifier")
@@ -158,7 +158,7 @@ def train_classifier(
         flipped = y_true != y_train
         probe = torch.randperm(len(x_train), generator=gen)[:2000]
 
-    result = TrainResult(model=model)
+    result = ClassifierTrainResult(model=model)
     n_steps, t_steps = 0, 0.0
     epoch_iter: Iterable[int] = range(1, epochs + 1)
     if progress is not None:

@@ -103,3 +103,9 @@ def test_create_builds_and_refuses_data_entries():
 ])
 def test_plugin_group_is_one_rule(kind, group):
     assert Registry(kind).group == plugin_group(kind) == group
+
+
+def test_explicit_group_must_follow_the_rule():
+    assert Registry("autoft loss term", group="autoft_loss_terms").group == "autoft_loss_terms"
+    with pytest.raises(ValueError, match=r"one rule.*Registry\('autoft loss term'\)"):
+        Registry("loss term", group="autoft_loss_terms")
