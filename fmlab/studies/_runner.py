@@ -13,6 +13,7 @@ from typing import Any
 
 from fmlab._imports import require
 from fmlab._io import atomic_dir, write_json
+from fmlab._progress import progress_bars
 from fmlab._validation import check_option
 from fmlab.studies._base import (
     METRICS_FILE,
@@ -73,7 +74,7 @@ def run_study(
         require(module, feature=f"The study {name!r}")
     out = Path(out)
     started = time.time()
-    with atomic_dir(out / name) as tmp:
+    with atomic_dir(out / name) as tmp, progress_bars(show_progress):  # all bars, HF's too
         ctx = StudyContext(
             tmp, scale=scale, seed=seed, options=options, show_progress=show_progress
         )
