@@ -95,6 +95,33 @@ def _build_gemma(out: Path) -> None:
 
 
 _BUILDERS = {"smollm2-135m-instruct": _build_smollm2, "gemma-3-270m": _build_gemma}
+_GGUF_SHA256: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> digest
+
+
+def prepare_gguf(path: str | os.PathLike[str]) -> Path:
+    """Convert a ``.gguf`` file once into the safetensors cache, keyed by its content hash.
+
+    The copy lives in ``<cache>/models/gguf-<sha256[:16]>`` with the same verified manifest as the
+    zoo models, so the same file under another name or path is converted only once, and a changed
+    file gets a new copy. The digest is computed once per process per (path, size, mtime).
+
+    Returns:
+        The verified cache folder.
+    """
+    from fmlab._io import file_sha256
+
+    src = Path(path).expanduser().resolve()
+    stat = src.stat()
+    sig = (str(src), stat.st_size, stat.st_mtime_ns)
+    digest = _GGUF_SHA256.get(sig)
+    if digest is None:
+        digest = _GGUF_SHA256[sig] = file_sha256(src)
+
+    def build(out: Path) -> None:
+        _save(*_load_gguf(src.parent, src.name), out)
+
+    key = {"gguf_sha256": digest, "transformers": _version("transformers")}
+    return cached_build(model_cache_path(f"gguf-{digest[:16]}"), build, key=key, what=src.name)
 
 
 def _cache_key(name: str) -> dict[str, Any]:
@@ -215,7 +242,8 @@ def load_causal_lm(
       half-written copy is rebuilt, never used. The first load takes ~22 s (SmolLM2), later ~1 s.
     - ``"hf:org/name"``: a Hugging Face hub id (needs network or the local HF cache);
     - a local directory saved with ``save_pretrained`` (safetensors weights);
-    - a ``.gguf`` file (dequantized on every call; no cache).
+    - a ``.gguf`` file, dequantized once into the same cache, keyed by the file's SHA-256
+      (:func:`prepare_gguf`).
 
     Remote code is never run (``trust_remote_code=False``) and no pickle is loaded.
 
@@ -266,9 +294,7 @@ def load_causal_lm(
     elif Path(text).expanduser().is_dir():
         model, tokenizer = _load_dir(Path(text).expanduser(), torch_dtype)
     elif text.endswith(".gguf") and Path(text).expanduser().is_file():
-        path = Path(text).expanduser()
-        model, tokenizer = _load_gguf(path.parent, path.name)
-        model = model.to(torch_dtype)
+        model, tokenizer = _load_pretrained(prepare_gguf(text), torch_dtype, local_only=True)
     elif not isinstance(name_or_path, str) or os.sep in text and not _HUB_ID.match(text):
         raise ModelUnavailableError(
             f"No model directory or .gguf file at {text!r}. Pass a zoo name "
