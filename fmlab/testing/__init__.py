@@ -8,6 +8,7 @@ Each suite is a function that takes your object, runs every check of its contrac
 :func:`check_ood_estimator` an OOD accuracy estimator (:class:`fmlab.ood.BaseOODEstimator`)
 :func:`check_optimizer`     a SAM-style two-pass ``torch.optim.Optimizer``
 :func:`check_encoder`       a sentence encoder with the sentence-transformers ``encode`` contract
+:func:`check_attack`        an attack on :class:`fmlab.attacks.BaseAttack` (``testing.attacks``)
 ==========================  ===================================================================
 
 fmlab runs the same suites on every registered entry in its default test run
@@ -30,6 +31,7 @@ import os
 from typing import Any
 
 __all__ = [
+    "check_attack",
     "check_encoder",
     "check_law",
     "check_ood_estimator",
@@ -39,6 +41,7 @@ __all__ = [
 ]
 
 _LAZY = {
+    "check_attack": "fmlab.testing.attacks",
     "check_law": "fmlab.testing._estimators",
     "check_ood_estimator": "fmlab.testing._estimators",
     "check_optimizer": "fmlab.testing._optim",

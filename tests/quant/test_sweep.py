@@ -4,20 +4,15 @@ killed worker and a restart (no run lost, none run twice)."""
 from __future__ import annotations
 
 import math
-import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
 from fmlab.quant import SweepSpec, create_sweep, run_sweep, run_sweep_worker, sweep_table
-from fmlab.testing import require_or_skip
 
 SCALING_COLUMNS = ["n_params", "n_tokens", "w_bits", "a_bits", "kv_bits", "post_bits", "loss"]
 
@@ -77,45 +72,7 @@ def test_bad_storage_url() -> None:
         create_sweep(_spec(), "sweep.db")
 
 
-# -- PostgreSQL ------------------------------------------------------------------------------------
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture()
-def postgres_url():
-    """Start a throw-away PostgreSQL server on loopback (as the postgres user when root)."""
-    if not (PG_BIN / "initdb").exists():
-        require_or_skip("PostgreSQL 15 server binaries are missing: apt-get install postgresql")
-    pytest.importorskip("psycopg")
-    root = Path(tempfile.mkdtemp(prefix="fmlab-pg-"))
-    os.chmod(root, 0o777)
-    prefix: list[str] = []
-    if os.geteuid() == 0:
-        if shutil.which("runuser") is None:
-            require_or_skip("runuser is needed to run PostgreSQL as the postgres user")
-        prefix = ["runuser", "-u", "postgres", "--"]
-        shutil.chown(root, "postgres", "postgres")
-    data, port = root / "data", _free_port()
-    run = lambda *a: subprocess.run([*prefix, *a], check=True, capture_output=True)  # noqa: E731
-    run(str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres")
-    run(str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-o",
-        f"-p {port} -k {root} -c listen_addresses=127.0.0.1", "start")
-    try:
-        run(str(PG_BIN / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
-            "fmlab")
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/fmlab"
-    finally:
-        subprocess.run([*prefix, str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate",
-                        "-w", "stop"], capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
-
-
+# -- PostgreSQL (the postgres_url fixture lives in tests/conftest.py) ------------------------
 def _worker(url: str, log: Path) -> subprocess.Popen:
     code = ("import torch; torch.set_num_threads(1); from fmlab.quant import run_sweep_worker; "
             f"run_sweep_worker({url!r}, 'pg', heartbeat=1, grace_period=3, poll=0.5)")
