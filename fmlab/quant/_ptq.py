@@ -18,7 +18,7 @@ from torch import nn
 
 from fmlab._device import eval_mode
 from fmlab._validation import check_bool, check_int, check_option, check_real
-from fmlab.quant._fake import _cast_float_, compute_scale, fake_quantize
+from fmlab.quant._fake import _cast_float_, _check_finite, _compute_scale, _quantize_values
 from fmlab.quant._formats import QuantFormat, get_format, resolve_format
 
 __all__ = ["PTQResult", "gptq_quantize_weight", "quantize_model"]
@@ -65,7 +65,7 @@ def _quantize_cols(w: torch.Tensor, fmt: QuantFormat, scale: torch.Tensor,
 def _row_params(w: torch.Tensor, fmt: QuantFormat) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-row scale (and zero) of ``w`` (d_out, k) as (d_out, 1), using ``fmt``'s symmetry."""
     row_fmt = fmt.with_(granularity="channel", group_size=None)
-    scale, zero = compute_scale(w, row_fmt)
+    scale, zero = _compute_scale(w, row_fmt)
     return scale.reshape(-1, 1), (zero.reshape(-1, 1) if zero is not None else None)
 
 
@@ -109,9 +109,15 @@ def gptq_quantize_weight(
     References:
         Frantar et al. 2022, GPTQ, arXiv 2210.17323.
     """
-    fmt = get_format(fmt)
     block_size = check_int(block_size, "block_size", owner="gptq", low=1)
     damp = check_real(damp, "damp", owner="gptq", low=0.0, closed="left")
+    return _gptq(weight, hessian, get_format(fmt), block_size=block_size, damp=damp,
+                 act_order=act_order)
+
+
+def _gptq(weight: torch.Tensor, hessian: torch.Tensor, fmt: QuantFormat, *, block_size: int,
+          damp: float, act_order: bool) -> tuple[torch.Tensor, float]:
+    """:func:`gptq_quantize_weight` on a resolved format and checked settings."""
     W = weight.detach().to(torch.float32).clone()  # (d_out, d_in)
     H = hessian.detach().to(torch.float32).clone()  # (d_in, d_in)
     d_out, d_in = W.shape
@@ -322,6 +328,9 @@ def quantize_model(
     check_option(method, "method", ("rtn", "gptq"), owner="quantize_model")
     check_bool(inplace, "inplace", owner="quantize_model")
     check_bool(true_sequential, "true_sequential", owner="quantize_model")
+    block_size = check_int(block_size, "block_size", owner="quantize_model", low=1)
+    damp = check_real(damp, "damp", owner="quantize_model", low=0.0, closed="left")
+    # the format is resolved here, once; the inner functions take the QuantFormat
     wfmt = resolve_format(fmt, default_granularity="channel", name="fmt")
     if wfmt is None:
         raise ValueError("quantize_model needs a weight format below 16 bits, e.g. 'int4_channel'.")
@@ -336,7 +345,8 @@ def quantize_model(
         with torch.no_grad():
             for b, block in enumerate(blocks):
                 for name, lin in _linears(block).items():
-                    lin.weight.copy_(fake_quantize(lin.weight, wfmt))
+                    _check_finite(lin.weight, "quantize_model")
+                    lin.weight.copy_(_quantize_values(lin.weight, wfmt))
                     _drop_weight_format(lin)
                     names.append(f"blocks.{b}.{name}")
         return PTQResult(model, "rtn", wfmt, names, time.perf_counter() - start)
@@ -384,9 +394,8 @@ def quantize_model(
                                        stop_after=stage[-1] if stage is not stages[-1] else None)
                 for n in stage:
                     m = lins[n]
-                    q, err = gptq_quantize_weight(m.weight, hess[n], wfmt,
-                                                  block_size=block_size, damp=damp,
-                                                  act_order=act_order)
+                    q, err = _gptq(m.weight, hess[n], wfmt, block_size=block_size,
+                                   damp=damp, act_order=act_order)
                     m.weight.copy_(q)
                     _drop_weight_format(m)
                     names.append(f"blocks.{b}.{n}")
