@@ -15,6 +15,7 @@ them, so ``get_params`` / ``set_params`` / ``sklearn.base.clone`` work (the base
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -111,6 +112,17 @@ def _check_n_jobs(n_jobs: Any, owner: str) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Probits:
+    """Probit coordinates of one ALine fit: pair indices ``(i, j)`` with i < j, the pairwise ID
+    and OOD agreements ``(n_pairs,)`` and the ID accuracies ``(n_models,)``."""
+
+    pairs: tuple[np.ndarray, np.ndarray]
+    agr_id: np.ndarray
+    agr_ood: np.ndarray
+    acc_id: np.ndarray
+
+
 class _ALineBase(BaseOODEstimator):
     """Shared fitting of ALine-S and ALine-D: agreements, probits and the agreement line."""
 
@@ -130,7 +142,8 @@ class _ALineBase(BaseOODEstimator):
         check_real(self.min_r2, "min_r2", owner=owner, high=1.0, closed="right")
         _check_n_jobs(self.n_jobs, owner)
 
-    def _agreement_fit(self, data: EnsembleOutputs) -> None:
+    def _agreement_fit(self, data: EnsembleOutputs) -> _Probits:
+        """Fit the agreement line; return the probit coordinates the estimators solve with."""
         m = data.n_models
         n_id, n_ood = data.id_preds.shape[1], data.ood_preds.shape[1]
         self.eps_id_ = resolve_eps(self.eps, n_id)
@@ -146,11 +159,10 @@ class _ALineBase(BaseOODEstimator):
             + np.sum((agr_ood <= self.eps_ood_) | (agr_ood >= 1 - self.eps_ood_))
             + np.sum((self.id_accuracy_ <= self.eps_id_) | (self.id_accuracy_ >= 1 - self.eps_id_))
         )
-        self._pairs = iu
-        self._z_agr_id = probit(agr_id, self.eps_id_)
-        self._z_agr_ood = probit(agr_ood, self.eps_ood_)
-        self._z_acc_id = probit(self.id_accuracy_, self.eps_id_)
-        self.agreement_line_: LineFit = fit_probit_line(self._z_agr_id, self._z_agr_ood)
+        z = _Probits(pairs=iu, agr_id=probit(agr_id, self.eps_id_),
+                     agr_ood=probit(agr_ood, self.eps_ood_),
+                     acc_id=probit(self.id_accuracy_, self.eps_id_))
+        self.agreement_line_: LineFit = fit_probit_line(z.agr_id, z.agr_ood)
         self.slope_ = self.agreement_line_.slope
         self.intercept_ = self.agreement_line_.intercept
         self.reliable_ = bool(self.agreement_line_.r2 >= self.min_r2)
@@ -174,6 +186,7 @@ class _ALineBase(BaseOODEstimator):
                 ReliabilityWarning,
                 stacklevel=4,
             )
+        return z
 
 
 class ALineS(_ALineBase):
@@ -226,8 +239,8 @@ class ALineS(_ALineBase):
     def _fit(self, data: EnsembleOutputs) -> np.ndarray:
         from scipy.special import ndtr
 
-        self._agreement_fit(data)
-        self.ood_probit_ = self.agreement_line_.predict(self._z_acc_id)  # (m,)
+        z = self._agreement_fit(data)
+        self.ood_probit_ = self.agreement_line_.predict(z.acc_id)  # (m,)
         return ndtr(self.ood_probit_)
 
 
@@ -278,11 +291,11 @@ class ALineD(_ALineBase):
     def _fit(self, data: EnsembleOutputs) -> np.ndarray:
         from scipy.special import ndtr
 
-        self._agreement_fit(data)
-        i, j = self._pairs
-        z_acc = self._z_acc_id  # (m,)
+        z = self._agreement_fit(data)
+        i, j = z.pairs
+        z_acc = z.acc_id  # (m,)
         # Right-hand side, one entry per pair: (n_pairs,)
-        y = self._z_agr_ood + self.slope_ * (0.5 * (z_acc[i] + z_acc[j]) - self._z_agr_id)
+        y = z.agr_ood + self.slope_ * (0.5 * (z_acc[i] + z_acc[j]) - z.agr_id)
         self.ood_probit_ = solve_pairwise_system(y, i, j, data.n_models)
         self.accuracy_line_ = fit_probit_line(z_acc, self.ood_probit_)
         return ndtr(self.ood_probit_)
