@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from fmlab._validation import Int, Real
-from fmlab.cli._base import Command, emit
+from fmlab.cli._base import Command, UsageError, emit
 
 _METHODS = ("sgd", "sam", "logit", "jacobian", "penalty")
 
@@ -98,6 +98,11 @@ class SamCommand(Command):
 
         train = load_dataset(args.dataset, split="train")
         test = load_dataset(args.dataset, split="test")
+        for flag, want, ds in (("--n-train", args.n_train, train), ("--n-test", args.n_test,
+                                                                      test)):
+            if want > len(ds.labels):
+                raise UsageError(f"{flag} {want} exceeds the {len(ds.labels):,} examples of "
+                                 f"{args.dataset}'s {ds.split} split.")
         rng = np.random.default_rng(args.seed)
         idx = rng.permutation(len(train.labels))[: args.n_train]
         tidx = rng.permutation(len(test.labels))[: args.n_test]

@@ -180,6 +180,11 @@ def extract_features(
         inputs = list(inputs)
     if len(inputs) == 0:
         raise ValueError("extract_features got no inputs.")
+    if settings.get("resolution") is not None:
+        from fmlab._validation import check_int
+
+        check_int(settings["resolution"], "resolution", owner=f"extract_features({backbone!r})",
+                  low=8, high=1024)
     fn = entry.resolve()
     if not cache:
         return fn(inputs, progress=progress, **settings)

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fmlab._precision import FULL_PRECISION_LABEL
-from fmlab._validation import check_bool, check_int, check_option
+from fmlab._validation import check_bool, check_int, check_option, check_real
 from fmlab.quant._fake import _fake_quantize
 from fmlab.quant._formats import QuantFormat, resolve_format
 
@@ -51,6 +51,7 @@ class LMConfig:
         check_int(self.n_layers, "n_layers", owner=o, low=1)
         check_int(self.n_heads, "n_heads", owner=o, low=1)
         check_int(self.max_seq_len, "max_seq_len", owner=o, low=2)
+        check_real(self.rope_theta, "rope_theta", owner=o, low=1.0)
         if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
             raise ValueError(f"`d_model` must be divisible by `n_heads` with an even head size, "
                              f"but got (d_model={self.d_model}, n_heads={self.n_heads}).")

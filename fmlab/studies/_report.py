@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fmlab._io import atomic_write
+from fmlab._io import atomic_write, clean_stale, file_lock
 from fmlab.studies._base import load_results
 from fmlab.version import __version__
 
@@ -139,6 +139,8 @@ def render_report(out: str | Path, failed: dict[str, str] | None = None) -> Path
         f"<style>{_CSS}</style></head><body>{body}</body></html>\n"
     )
     path = out / "report.html"
-    with atomic_write(path) as fh:
-        fh.write(page)
+    with file_lock(path):  # concurrent renders take turns; a killed render's temp is removed
+        clean_stale(path)
+        with atomic_write(path) as fh:
+            fh.write(page)
     return path

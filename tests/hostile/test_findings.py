@@ -296,6 +296,9 @@ def test_W14_stale_publish_folders_are_ignored_and_cleaned(tmp_path, capsys) -> 
     with file_lock(tmp_path / "scaling.chinchilla"):
         removed = clean_stale(tmp_path / "scaling.chinchilla")
     assert len(removed) == 2 and not list(tmp_path.glob(".scaling.chinchilla.*tmp"))
+    (tmp_path / ".report.html.x1y2.tmp").write_text("half a report")  # a killed render
+    assert main(["report", "--out", str(tmp_path)]) == 0
+    assert not list(tmp_path.glob(".report.html.*.tmp"))
 
 
 def test_W15_report_of_a_folder_without_results_is_an_error(capsys, tmp_path) -> None:
@@ -465,3 +468,27 @@ def test_E5_models_list_does_not_call_a_broken_cache_cached(tmp_path, monkeypatc
     (d / "model.safetensors").write_bytes(b"x")
     (d / "fmlab-manifest.json").write_text("{broken")
     assert model_info("smollm2-135m-instruct").cached is False
+
+
+# -- X: found while fixing the above -------------------------------------------------------------
+
+
+def test_X_api_refuses_bad_numbers_found_by_fuzzing() -> None:
+    from fmlab.ood import extract_features
+    from fmlab.quant import LMConfig
+
+    images = np.zeros((3, 8, 8), np.uint8)
+    for bad in (0, -3):
+        with pytest.raises(ValueError, match="'resolution' parameter of extract_features"):
+            extract_features("pixels", images, resolution=bad, cache=False)
+    with pytest.raises(ValueError, match="'rope_theta' parameter of LMConfig"):
+        LMConfig(rope_theta=float("nan"))
+
+
+def test_X_sam_train_refuses_more_examples_than_the_split_holds(capsys) -> None:
+    from fmlab.data import dataset_info
+
+    if not dataset_info("mnist").available:
+        pytest.skip("mnist missing")
+    code, err = _run(capsys, "sam", "train", "--dataset", "mnist", "--n-train", "99999999")
+    assert code == 2 and "--n-train 99999999 exceeds the 60,000 examples" in err
