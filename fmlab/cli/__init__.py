@@ -32,6 +32,7 @@ _BUILTIN: dict[str, str] = {
     "scaling": "fmlab.cli._scaling:ScalingCommand",
     "quant": "fmlab.cli._quant:QuantCommand",
     "sweep": "fmlab.cli._quant:SweepCommand",
+    "agent": "fmlab.cli._agent:AgentCommand",
 }
 
 COMMANDS: Registry[type[Command]] = Registry("command")

@@ -122,6 +122,9 @@ class OODCommand(Command):
                 f"Expected three files ID_PROBS ID_LABELS OOD_PROBS (or --from DIR); got "
                 f"{len(args.files)}."
             )
+        where = (f"--from {args.source}" if args.source else
+                 ", ".join(f"{k}={f}" for k, f in zip(("id_probs", "id_labels", "ood_probs"),
+                                                        args.files, strict=True)))
         if args.ood_labels:
             arrays["ood_labels"] = load_array(args.ood_labels, what="ood_labels")
         if "ood_labels" in arrays:
@@ -139,7 +142,10 @@ class OODCommand(Command):
             est = create_estimator(m, **params)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", ReliabilityWarning)
-                est.fit(arrays["id_probs"], arrays["id_labels"], arrays["ood_probs"])
+                try:
+                    est.fit(arrays["id_probs"], arrays["id_labels"], arrays["ood_probs"])
+                except ValueError as exc:  # name the files the arrays came from
+                    raise ValueError(f"{exc} (read from {where})") from exc
             notes += [str(w.message) for w in caught if issubclass(w.category,
                                                                     ReliabilityWarning)]
             predictions[m] = est.ood_accuracy_
