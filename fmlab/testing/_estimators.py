@@ -132,7 +132,7 @@ def make_law_runs(feature_names: Sequence[str], n_runs: int = 40, random_state: 
         X["pool"] = pools
         X["samples_seen"] = seen
         if "pool_size" in feats:
-            X["pool_size"] = np.full(n_runs, 12.8e6)
+            X["pool_size"] = np.where(np.arange(n_runs) % 2, 12.8e6, 25.6e6)
         b = np.array([-0.05, -0.1, -0.15])[np.arange(n_runs) % 3]
         return X, 0.1 + 0.8 * (seen / 1e6) ** b
     n = np.exp(rng.uniform(np.log(1e7), np.log(1e10), n_runs))
