@@ -13,6 +13,7 @@ _LAZY: dict[str, str] = {
     # "capability.short": "fmlab.capability._study:ClassName",
     "context.inversion": "fmlab.context._study:InversionStudy",
     "embeddings.echo": "fmlab.embeddings._study:EchoStudy",
+    "jailbreak.purple": "fmlab.jailbreak._study:PurpleStudy",
     "ood.agreement": "fmlab.ood._study:AgreementStudy",
     "quant.precision_sweep": "fmlab.quant._study:PrecisionSweepStudy",
     "sam.feature_balance": "fmlab.sam._study:FeatureBalanceStudy",

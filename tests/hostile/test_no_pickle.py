@@ -111,6 +111,20 @@ FILE_ARGS: dict[tuple[tuple[str, ...], str], tuple[list[str], tuple[str, ...]]] 
     (("report",), "--out"): (["report", "--out", "{dir}"], ()),
     (("agent", "tasks"), "--file"): (["agent", "tasks", "--file", "{file}"], (".json",)),
     (("agent", "run"), "--file"): (["agent", "run", "--file", "{file}"], (".json",)),
+    # zoo name, hf: id or a folder (the folder holds only a pickled pytorch_model.bin)
+    (("attack", "gcg"), "--model"): (["attack", "gcg", "--prompt", "hi", "--target", "x",
+                                      "--num-steps", "1", "--model", "{modeldir}"], ()),
+    # a built-in task name or a task YAML file
+    (("jailbreak", "eval"), "--task"): (["jailbreak", "eval", "--model", "tiny-llama", "--limit",
+                                         "1", "--task", "{file}"], (".yaml",)),
+    # zoo name, hf: id or a folder (the folder holds only a pickled pytorch_model.bin)
+    (("context", "eval"), "--model"): (["context", "eval", "--tasks", "cf_capitals", "--limit",
+                                        "1", "--model", "{modeldir}"], ()),
+    # a registered task name or a JSONL / JSON task file
+    (("context", "eval"), "--tasks"): (["context", "eval", "--model", "tiny-llama", "--limit",
+                                        "1", "--tasks", "{file}"], (".jsonl", ".json")),
+    (("context", "track"), "checkpoints"): (["context", "track", "{modeldir}", "--heldout", "0",
+                                             "--limit", "1"], ()),
     (("sweep", "table"), "--storage"): (["sweep", "table", "--storage", "sqlite:///{file}"],
                                         (".db",)),
     (("sweep", "create"), "--storage"): (["sweep", "create", "--storage", "sqlite:///{file}"],
@@ -119,6 +133,14 @@ FILE_ARGS: dict[tuple[tuple[str, ...], str], tuple[list[str], tuple[str, ...]]] 
                                       (".db",)),
     (("sweep", "work"), "--storage"): (["sweep", "work", "--storage", "sqlite:///{file}"],
                                        (".db",)),
+    (("autoft", "search"), "--storage"): (["autoft", "search", "--storage", "sqlite:///{file}"],
+                                          (".db",)),
+    (("autoft", "work"), "--storage"): (["autoft", "work", "--storage", "sqlite:///{file}"],
+                                        (".db",)),
+    (("autoft", "finetune"), "--params"): (["autoft", "finetune", "--params", "{file}",
+                                            "--methods", "autoft", "--steps", "1"], (".json",)),
+    (("autoft", "best"), "--storage"): (["autoft", "best", "--storage", "sqlite:///{file}"],
+                                        (".db",)),
 }
 
 
@@ -139,7 +161,8 @@ def test_every_file_argument_is_planted() -> None:
 
 
 # Arguments whose help mentions files or folders but that read none.
-NOT_FILE_ARGS = {(("scaling", "fit"), "--col"), (("scaling", "predict"), "--col")}
+NOT_FILE_ARGS = {(("scaling", "fit"), "--col"), (("scaling", "predict"), "--col"),
+                 (("agent", "observe"), "path")}  # a URL path on the offline shop site
 _FILEISH = re.compile(r"\bfiles?\b|\.json|\.csv|\.npy|\.ya?ml|\.safetensors|\.pt\b|folder|"
                       r"director|\bpath\b", re.I)
 
