@@ -138,7 +138,7 @@ def test_unknown_or_bad_option_is_rejected_before_running(tmp_path: Path, line_s
         reproduce([line_study], out=tmp_path, options={"nosie": 0.1}, show_progress=False)
     with pytest.raises(ValueError, match=r"'noise' parameter of study test.line.*-1"):
         reproduce([line_study], out=tmp_path, options={"noise": -1}, show_progress=False)
-    with pytest.raises(TypeError, match=r"'n' option of study test.line must be an int"):
+    with pytest.raises(UsageError, match=r"'n' option of study test.line must be an int"):
         reproduce([line_study], out=tmp_path, options={"n": 2.5}, show_progress=False)
     assert not (tmp_path / line_study).exists()  # nothing ran
 
