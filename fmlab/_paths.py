@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["cache_dir", "data_dir", "hf_offline", "shared_dir"]
+__all__ = ["cache_dir", "data_dir", "hf_local_only", "hf_offline", "hf_reachable", "shared_dir"]
 
 
 def cache_dir(*parts: str, create: bool = True) -> Path:
@@ -60,3 +60,49 @@ def hf_offline() -> bool:
     """Whether Hugging Face is switched offline (``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE``)."""
     flags = (os.environ.get("HF_HUB_OFFLINE", ""), os.environ.get("TRANSFORMERS_OFFLINE", ""))
     return any(f.strip().lower() in ("1", "true", "yes", "on") for f in flags)
+
+
+_HUB_PROBE: dict[str, bool] = {}
+
+
+def hf_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers an HTTP request within ``timeout`` seconds (probed
+    once per process, in a daemon thread so that a hanging DNS lookup cannot stall the caller).
+
+    Without it, an ``hf:`` id on a machine without network spends ~50 s in the hub client's
+    retries before failing; with it, fmlab goes straight to the local cache.
+    """
+    import threading
+    from urllib.parse import urlparse
+
+    url = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    if url in _HUB_PROBE:
+        return _HUB_PROBE[url]
+    parsed = urlparse(url)
+    host = parsed.hostname or "huggingface.co"
+    port = parsed.port or (443 if parsed.scheme != "http" else 80)
+    result = [False]
+
+    def probe() -> None:  # an HTTP answer, not just a TCP connect (middleboxes accept those)
+        import http.client
+
+        cls = http.client.HTTPConnection if parsed.scheme == "http" else \
+            http.client.HTTPSConnection
+        try:
+            conn = cls(host, port, timeout=timeout)
+            conn.request("HEAD", "/")
+            result[0] = conn.getresponse().status < 600
+            conn.close()
+        except (OSError, http.client.HTTPException):
+            pass
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(timeout)
+    _HUB_PROBE[url] = result[0]
+    return result[0]
+
+
+def hf_local_only() -> bool:
+    """Load ``hf:`` models from the local cache only: switched offline, or the hub unreachable."""
+    return hf_offline() or not hf_reachable()

@@ -5,7 +5,7 @@ An attack is three small hooks on a :class:`BaseAttack` subclass; the loop in
 snapshots for resume, progress bar). One step of every attack is::
 
     proposal = attack.propose(objective, x, buffers, rng)      # candidates (B, *x.shape)
-    candidates = attack.project(proposal.candidates, x0)       # constraint; may drop rows
+    candidates = attack.project(proposal.candidates, x0, objective)  # constraint; may drop rows
     x, loss, n_queries = attack.select(objective, candidates)  # default: batched argmin
 
 How the two families fill the hooks:
@@ -28,7 +28,8 @@ objective arrives at call time: ``attack(objective, x)``. Implement
 * ``propose(objective, x, buffers, rng) -> Proposal``: candidate next inputs, plus the loss of
   ``x`` when computing the proposal revealed it (a gradient pass does) and how many objective
   evaluations it spent;
-* optionally ``project(candidates, x0)`` (the constraint; identity by default),
+* optionally ``project(candidates, x0, objective)`` (the constraint; identity by default; the
+  objective is passed for constraints that need it, such as GCG's tokenizer round trip),
   ``init(objective, x0, rng)`` (start point and named tensor buffers such as momentum, which are
   snapshotted), ``is_success(objective, x, loss)`` (early stop test; by default the objective's own
   ``is_success(x)`` if it has one), ``budget()`` (steps, queries, seconds) and ``finalize``.
@@ -219,7 +220,9 @@ class BaseAttack(ABC):
     ) -> Proposal:
         """Return candidate next inputs (may update ``buffers`` in place)."""
 
-    def project(self, candidates: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
+    def project(
+        self, candidates: torch.Tensor, x0: torch.Tensor, objective: Any = None
+    ) -> torch.Tensor:
         """Map candidates ``(B, *x.shape)`` into the feasible set; may drop infeasible rows."""
         return candidates
 
@@ -449,7 +452,7 @@ def run_attack(
     state = _load_snapshot(folder, fingerprint, rng, x0.device) if folder and resume else None
     if state is None:
         start, buffers = attack.init(objective, x0, rng)
-        feasible = attack.project(start.detach()[None], x0)
+        feasible = attack.project(start.detach()[None], x0, objective)
         if feasible.shape[0] == 0:
             raise ValueError(
                 f"The start point violates the constraint of {type(attack).__name__} "
@@ -488,7 +491,7 @@ def run_attack(
             step = state.step
             with torch.enable_grad():
                 proposal = attack.propose(objective, state.x, state.buffers, rng)
-            candidates = attack.project(proposal.candidates.detach(), x0)
+            candidates = attack.project(proposal.candidates.detach(), x0, objective)
             if candidates.shape[0] == 0:
                 raise RuntimeError(
                     f"{type(attack).__name__}.project rejected every candidate at step {step}; "

@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from fmlab.cli._base import Command
+from fmlab.cli._base import Command, Parser, UsageError
 from fmlab.version import __version__
 
 __all__ = ["main"]
@@ -38,7 +38,7 @@ def _load(target: str) -> Command:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="fmlab",
         description="Reliability results for foundation models, as software.",
         epilog="Examples:\n  fmlab reproduce --quick --out results\n  fmlab models list\n"
@@ -46,7 +46,6 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"fmlab {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, target in COMMANDS.items():
         cmd = _load(target)
@@ -57,21 +56,23 @@ def build_parser() -> argparse.ArgumentParser:
             epilog=cmd.epilog or None,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        p.add_argument(
-            "--debug",
-            action="store_true",
-            default=argparse.SUPPRESS,
-            help="show full tracebacks on errors",
-        )
         cmd.configure(p)
         p.set_defaults(_command=cmd)
     return parser
 
 
+def _prog(args: argparse.Namespace) -> str:
+    action = getattr(args, "action", None)
+    return f"fmlab {args.command}" + (f" {action}" if isinstance(action, str) else "")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``fmlab`` command. Returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version (0) or a usage error (2), already printed
+        return exc.code if isinstance(exc.code, int) else 2
     cmd: Command | None = getattr(args, "_command", None)
     if cmd is None:
         parser.print_help()
@@ -88,11 +89,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except SystemExit:
         raise
+    except UsageError as exc:
+        if debug:
+            raise
+        prog = _prog(args)
+        msg = " ".join(str(exc).split()).rstrip(".")
+        print(f"{prog}: error: {msg}; see '{prog} --help'", file=sys.stderr)
+        return 2
     except Exception as exc:
         if debug:
             raise
         msg = str(exc).strip() or type(exc).__name__
-        print(f"fmlab {args.command}: error: {msg}", file=sys.stderr)
+        print(f"{_prog(args)}: error: {msg}", file=sys.stderr)
         if "\n" not in msg:
             print("(run with --debug for the traceback)", file=sys.stderr)
         return 1

@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from fmlab.cli._base import Command, emit
+from fmlab._validation import InputFile, Int, OutputFile
+from fmlab.cli._base import Command, UsageError, emit
 
 _SENTENCE_ENCODERS = ("all-minilm-l6-v2",)
 
@@ -25,6 +26,27 @@ def _build_encoder(model: str, template: str, pooling: str, dtype: str, batch_si
 
     return EchoEncoder.from_pretrained(model, template=template, pooling=pooling, dtype=dtype,
                                        batch_size=batch_size, max_length=max_length)
+
+
+def _check_models(names: list[str]) -> None:
+    """Unknown zoo names fail before any model loads (``hf:`` ids and folders pass through)."""
+    from fmlab.models import list_models
+
+    for name in names:
+        if name.startswith("hf:") or Path(name).expanduser().exists():
+            continue
+        if name not in list_models():
+            raise UsageError(f"argument --model: unknown model {name!r}; use a zoo name "
+                             f"({', '.join(list_models())}), 'hf:org/name' or a folder.")
+
+
+def _check_templates(names: list[str]) -> None:
+    from fmlab.embeddings import TEMPLATES
+
+    for name in names:
+        if name not in TEMPLATES.names():
+            raise UsageError(f"argument --template: unknown template {name!r}; choose from "
+                             f"{', '.join(TEMPLATES.names())} (see 'fmlab embed templates').")
 
 
 class EmbedCommand(Command):
@@ -55,16 +77,17 @@ class EmbedCommand(Command):
             p.add_argument("--dtype", default="auto",
                            choices=("auto", "float32", "bfloat16", "float16"),
                            help="auto = bf16 on CPUs/GPUs with native bf16, else fp32")
-            p.add_argument("--batch-size", type=int, default=32)
-            p.add_argument("--max-length", type=int, default=None,
+            p.add_argument("--batch-size", type=Int(1), default=32)
+            p.add_argument("--max-length", type=Int(1), default=None,
                            help="prompt length cap in tokens (copies are cut alike)")
             p.add_argument("--json", action="store_true", help="print JSON")
 
         enc = sub.add_parser("encode", help="embed the lines of a text file into a .npy file",
                              description="Embed each line of FILE; writes an (n, d) float32 .npy "
                                          "atomically, resuming an interrupted run.")
-        enc.add_argument("file", help="text file, one text per line")
-        enc.add_argument("--out", required=True, help="output .npy file")
+        enc.add_argument("file", type=InputFile(), help="text file (UTF-8), one text per line")
+        enc.add_argument("--out", type=OutputFile(".npy"), required=True,
+                         help="output .npy file")
         enc.add_argument("--normalize", action="store_true", help="unit-norm embeddings")
         enc.add_argument("--prompt-type", choices=("query", "document"), default="query")
         common(enc)
@@ -75,9 +98,9 @@ class EmbedCommand(Command):
         ev.add_argument("--tasks", default="stsb,sickr",
                         help="comma-separated: stsb, sickr, wordsim353, simlex999, "
                              "rotten-tomatoes")
-        ev.add_argument("--limit", type=int, default=None,
+        ev.add_argument("--limit", type=Int(1), default=None,
                         help="score a seeded random subset of this many pairs/examples")
-        ev.add_argument("--seed", type=int, default=0)
+        ev.add_argument("--seed", type=Int(0), default=0)
         common(ev)
 
         sub.add_parser("templates", help="list the prompt templates")
@@ -105,12 +128,16 @@ class EmbedCommand(Command):
 
     def _encode(self, args: argparse.Namespace) -> int:
         path = Path(args.file)
-        if not path.is_file():
-            raise ValueError(f"Input file {str(path)!r} does not exist.")
         if args.model in _SENTENCE_ENCODERS:
-            raise ValueError("embed encode takes a causal LM; for all-minilm-l6-v2 use "
+            raise UsageError("embed encode takes a causal LM; for all-minilm-l6-v2 use "
                              "sentence-transformers directly.")
-        texts = path.read_text(encoding="utf-8").splitlines()
+        _check_models([args.model])  # before the model loads (seconds)
+        _check_templates([args.template])
+        try:
+            texts = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason}); "
+                             "convert it, e.g. iconv -f latin1 -t utf-8.") from None
         encoder = _build_encoder(args.model, args.template, args.pooling, args.dtype,
                                  args.batch_size, args.max_length)
         out = encoder.encode_corpus(texts, args.out, normalize_embeddings=args.normalize,
@@ -128,6 +155,17 @@ class EmbedCommand(Command):
 
         models = _split_list(args.model)
         templates = _split_list(args.template)
+        if not models or not templates:
+            raise UsageError("--model and --template need at least one name each.")
+        _check_models(models)
+        _check_templates(templates)
+        from fmlab.embeddings._evaluate import TASKS
+
+        tasks = _split_list(args.tasks)
+        unknown = [t for t in tasks if t not in TASKS]
+        if not tasks or unknown:
+            raise UsageError(f"argument --tasks: unknown task(s) {unknown or [args.tasks]}; "
+                             f"choose from {', '.join(TASKS)}.")
         rows: list[dict[str, Any]] = []
         for model in models:
             for template in ([""] if model in _SENTENCE_ENCODERS else templates):

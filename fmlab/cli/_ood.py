@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from fmlab.cli._base import Command, emit
+from fmlab._validation import InputFile, Int, OutputFile, Real
+from fmlab.cli._base import Command, UsageError, emit
+
+
+def _npz_path(spec: str) -> str:
+    return spec.rpartition(":")[0] if ".npz:" in spec else spec
 
 _DEFAULT_METHODS = "aline-d,aline-s,agreement,ac,doc,atc"
 
@@ -35,16 +40,19 @@ class OODCommand(Command):
             epilog="Example:\n  fmlab ood predict --from ens/ --method aline-d,atc --json",
         )
         p.add_argument("files", nargs="*", metavar="FILE",
+                       type=InputFile(".npy", ".npz", ".parquet", ".pq", spec=_npz_path),
                        help="ID_PROBS ID_LABELS OOD_PROBS (unless --from is given)")
         p.add_argument("--from", dest="source", metavar="DIR_OR_NPZ",
+                       type=InputFile(".npz", allow_dir=True),
                        help="folder or .npz with id_probs, id_labels, ood_probs[, ood_labels]")
         p.add_argument("--ood-labels", metavar="FILE",
+                       type=InputFile(".npy", ".npz", ".parquet", ".pq", spec=_npz_path),
                        help="OOD labels, to report the true accuracy and MAPE/MAE")
         p.add_argument("--method", default=_DEFAULT_METHODS,
                        help="comma-separated estimators (default: %(default)s)")
-        p.add_argument("--eps", type=float, default=None,
+        p.add_argument("--eps", type=Real(0, 0.5), default=None,
                        help="probit clipping constant for ALine (default: 0.5/n)")
-        p.add_argument("--min-r2", type=float, default=0.9,
+        p.add_argument("--min-r2", type=Real(None, 1, closed="right"), default=0.9,
                        help="agreement-line R^2 below which ALine is flagged unreliable")
         p.add_argument("--json", action="store_true", help="print JSON")
 
@@ -65,14 +73,15 @@ class OODCommand(Command):
         e.add_argument("--diversity", default="head_init",
                        help="head_init, data_order, data_subset, a+b, or all (default: "
                             "%(default)s)")
-        e.add_argument("--n-models", type=int, default=20)
-        e.add_argument("--n-train", type=int, default=2000)
-        e.add_argument("--n-eval", type=int, default=1000)
-        e.add_argument("--resolution", type=int, default=None,
+        e.add_argument("--n-models", type=Int(1), default=20)
+        e.add_argument("--n-train", type=Int(2), default=2000)
+        e.add_argument("--n-eval", type=Int(1), default=1000)
+        e.add_argument("--resolution", type=Int(8, 1024), default=None,
                        help="image side for EfficientNet features (default 224)")
-        e.add_argument("--hidden", type=int, default=0, help="hidden width of an MLP head")
-        e.add_argument("--seed", type=int, default=0)
-        e.add_argument("--out", required=True, help="output folder")
+        e.add_argument("--hidden", type=Int(0), default=0, help="hidden width of an MLP head")
+        e.add_argument("--seed", type=Int(0), default=0)
+        e.add_argument("--out", type=OutputFile(folder=True), required=True,
+                       help="output folder")
         e.add_argument("--dry-run", action="store_true", help="print the resolved settings only")
         e.add_argument("--json", action="store_true", help="print JSON")
 
@@ -92,25 +101,39 @@ class OODCommand(Command):
         from fmlab.exceptions import ReliabilityWarning
         from fmlab.ood import create_estimator, list_estimators, prediction_errors
         from fmlab.ood._files import load_array, load_outputs
+        from fmlab.ood._inputs import check_labels
 
+        methods = [m.strip() for m in args.method.split(",") if m.strip()]
+        if not methods:
+            raise UsageError(f"argument --method: no estimator named in {args.method!r}; "
+                             f"choose from {', '.join(list_estimators())}.")
+        for m in methods:
+            if m not in list_estimators():
+                create_estimator(m)  # raises UnknownNameError with suggestions
         if args.source:
             if args.files:
-                raise ValueError("Give either --from or three FILE arguments, not both.")
+                raise UsageError("Give either --from or three FILE arguments, not both.")
             arrays = load_outputs(args.source)
         elif len(args.files) == 3:
             names = ("id_probs", "id_labels", "ood_probs")
             arrays = {k: load_array(f, what=k) for k, f in zip(names, args.files, strict=True)}
         else:
-            raise ValueError(
+            raise UsageError(
                 f"Expected three files ID_PROBS ID_LABELS OOD_PROBS (or --from DIR); got "
                 f"{len(args.files)}."
             )
+        where = (f"--from {args.source}" if args.source else
+                 ", ".join(f"{k}={f}" for k, f in zip(("id_probs", "id_labels", "ood_probs"),
+                                                        args.files, strict=True)))
         if args.ood_labels:
             arrays["ood_labels"] = load_array(args.ood_labels, what="ood_labels")
-        methods = [m.strip() for m in args.method.split(",") if m.strip()]
-        for m in methods:
-            if m not in list_estimators():
-                create_estimator(m)  # raises UnknownNameError with suggestions
+        if "ood_labels" in arrays:
+            ood = np.asarray(arrays["ood_probs"])
+            where = args.ood_labels or f"{args.source} (ood_labels)"
+            check_labels(arrays["ood_labels"], f"ood_labels from {where}", owner="ood predict",
+                         n_examples=ood.shape[1] if ood.ndim >= 2 else -1,
+                         n_classes=ood.shape[2] if ood.ndim == 3 else None,
+                         examples_of="ood_probs")
         predictions: dict[str, Any] = {}
         diagnostics: dict[str, Any] = {}
         notes: list[str] = []
@@ -119,7 +142,10 @@ class OODCommand(Command):
             est = create_estimator(m, **params)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", ReliabilityWarning)
-                est.fit(arrays["id_probs"], arrays["id_labels"], arrays["ood_probs"])
+                try:
+                    est.fit(arrays["id_probs"], arrays["id_labels"], arrays["ood_probs"])
+                except ValueError as exc:  # name the files the arrays came from
+                    raise ValueError(f"{exc} (read from {where})") from exc
             notes += [str(w.message) for w in caught if issubclass(w.category,
                                                                     ReliabilityWarning)]
             predictions[m] = est.ood_accuracy_
@@ -147,6 +173,7 @@ class OODCommand(Command):
     # -- ensemble --------------------------------------------------------------------------------
     def _ensemble(self, args: argparse.Namespace) -> int:
         backbones = [b.strip() for b in args.backbone.split(",") if b.strip()]
+        _check_ensemble_args(args, backbones)  # names and specs, before anything loads
         settings = {"resolution": args.resolution} if args.resolution else {}
         config = {"backbone": backbones, "dataset": args.dataset, "ood": args.ood,
                   "diversity": args.diversity, "n_models": args.n_models,
@@ -175,6 +202,27 @@ class OODCommand(Command):
                 f"next: fmlab ood predict --from {args.out}")
         emit(summary, as_json=args.json, text=text)
         return 0
+
+
+def _check_ensemble_args(args: argparse.Namespace, backbones: list[str]) -> None:
+    from fmlab.data import list_datasets
+    from fmlab.ood import list_backbones
+    from fmlab.ood._ensemble import _parse_diversity, check_ood_spec
+
+    known = [*list_backbones(), "cnn"]
+    bad = [b for b in backbones if b not in known]
+    if not backbones or bad:
+        raise UsageError(f"argument --backbone: unknown backbone(s) {bad or [args.backbone]}; "
+                         f"choose from {', '.join(known)}.")
+    if args.dataset not in list_datasets():
+        raise UsageError(f"argument --dataset: unknown dataset {args.dataset!r}; see "
+                         "'fmlab data list'.")
+    for flag, check, value in (("--ood", check_ood_spec, args.ood),
+                               ("--diversity", _parse_diversity, args.diversity)):
+        try:
+            check(value)
+        except ValueError as exc:
+            raise UsageError(f"argument {flag}: {exc}") from None
 
 
 def _predict_table(result: dict[str, Any], methods: list[str], true: Any) -> str:

@@ -7,12 +7,13 @@ import argparse
 import math
 from typing import Any
 
-from fmlab.cli._base import Command, emit
+from fmlab._validation import Constraint, Int, OutputFile, Real
+from fmlab.cli._base import Command, UsageError, emit
 
 _QUANT_EPILOG = """Examples:
   fmlab quant formats 'fp*'
-  fmlab quant train --d-model 64 --tokens 200000 --bits 4,8,8 --save lm.pt
-  fmlab quant ptq --model lm.pt --bits 4 --method gptq
+  fmlab quant train --d-model 64 --tokens 200000 --bits 4:8:8 --save lm.safetensors
+  fmlab quant ptq --model lm.safetensors --bits 4 --method gptq
   fmlab quant ptq --model smollm2-135m-instruct --bits 4 --method rtn --eval-tokens 4096"""
 
 _SWEEP_EPILOG = """Examples:
@@ -26,25 +27,61 @@ _SWEEP_EPILOG = """Examples:
   fmlab scaling fit precision runs.csv"""
 
 
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(float(x)) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") \
-            from None
+class _Bits(Constraint):
+    """A training precision: ``K`` for all three components or ``W:A:KV``; 16 and up, ``fp``,
+    ``none`` or ``inf`` mean full precision (``None``)."""
+
+    __name__ = "bits"
+    _FULL = ("fp", "none", "inf")
+
+    def describe(self) -> str:
+        return "a bit width K (2-16; 16/fp = full precision) or W:A:KV"
+
+    def _one(self, item: str, text: str) -> int | None:
+        if item.lower() in self._FULL:
+            return None
+        try:
+            return Int(2).parse(item)
+        except ValueError:
+            raise ValueError(f"must be {self.describe()}; got {text!r}") from None
+
+    def parse(self, text: str) -> Any:
+        item = text.strip()
+        if ":" in item:
+            parts = item.split(":")
+            if len(parts) != 3:
+                raise ValueError(f"W:A:KV needs three bit widths (weights:activations:KV "
+                                 f"cache, e.g. 4:8:8); got {text!r}")
+            return tuple(self._one(p.strip(), text) for p in parts)
+        return self._one(item, text)
+
+    def invalid_values(self) -> list[str]:
+        return ["abc", "", "4:4", "1", "0", "-3", "nan", "4:8:x", "4.5"]
 
 
-def _bits_list(text: str) -> list[Any]:
-    out: list[Any] = []
-    for item in text.split(","):
-        item = item.strip()
-        if item.lower() in ("fp", "none", "inf"):
-            out.append(None)
-        elif ":" in item:  # w:a:kv
-            out.append(tuple(int(x) for x in item.split(":")))
-        else:
-            out.append(int(item))
-    return out
+class _QuantSpec(Constraint):
+    """A post-training format: an integer bit width 2-16 or a registered format name."""
+
+    __name__ = "format"
+
+    def describe(self) -> str:
+        return "a bit width 2-16 or a format name (see 'fmlab quant formats')"
+
+    def parse(self, text: str) -> Any:
+        from fmlab.quant import FORMATS
+
+        item = text.strip()
+        if item.isdigit():
+            return Int(2, 16).parse(item)
+        if item not in FORMATS.names():
+            raise ValueError(f"must be {self.describe()}; got {text!r}")
+        return item
+
+    def invalid_values(self) -> list[str]:
+        return ["abc", "", "1", "17", "int17", "nan"]
+
+
+_bits_list = _Bits().list(unique=True)
 
 
 class QuantCommand(Command):
@@ -58,28 +95,33 @@ class QuantCommand(Command):
         f.add_argument("pattern", nargs="?", default=None, help="fnmatch pattern, e.g. 'int*'")
         f.add_argument("--json", action="store_true")
         t = sub.add_parser("train", help="train the small LM (optionally quantization-aware)")
-        t.add_argument("--d-model", type=int, default=64)
-        t.add_argument("--n-layers", type=int, default=2)
-        t.add_argument("--n-heads", type=int, default=4)
-        t.add_argument("--tokens", type=lambda s: int(float(s)), default=100_000)
-        t.add_argument("--bits", default="16", help="training bits: K or W:A:KV (16 = full)")
-        t.add_argument("--lr", type=float, default=3e-3)
-        t.add_argument("--seed", type=int, default=0)
-        t.add_argument("--save", default=None, help="write the trained model (torch .pt)")
+        t.add_argument("--d-model", type=Int(8), default=64)
+        t.add_argument("--n-layers", type=Int(1), default=2)
+        t.add_argument("--n-heads", type=Int(1), default=4)
+        t.add_argument("--tokens", type=Int(1), default=100_000)
+        t.add_argument("--bits", type=_Bits(), default=None,
+                       help="training bits: K or W:A:KV (16 = full)")
+        t.add_argument("--lr", type=Real(0), default=3e-3)
+        t.add_argument("--seed", type=Int(0), default=0)
+        t.add_argument("--save", type=OutputFile(".safetensors"), default=None,
+                       help="write the trained model (.safetensors, no pickle)")
         t.add_argument("--json", action="store_true")
         p = sub.add_parser("ptq", help="quantize a model's weights after training; report loss")
         p.add_argument("--model", required=True,
-                       help="a .pt file from 'quant train' or a zoo/HF causal LM name")
-        p.add_argument("--bits", default="4", help="bit width (per-channel int) or format name")
+                       help="a .safetensors file from 'quant train --save', or a zoo/HF causal "
+                            "LM name or folder")
+        p.add_argument("--bits", type=_QuantSpec(), default=4,
+                       help="bit width (per-channel int) or format name")
         p.add_argument("--method", default="gptq", choices=("rtn", "gptq"))
         p.add_argument("--act-order", action="store_true")
         p.add_argument("--true-sequential", action=argparse.BooleanOptionalAction, default=True,
                        help="GPTQ: quantize each block's layers stage by stage (default) or from "
                             "one pass over the unquantized block")
-        p.add_argument("--damp", type=float, default=0.01)
-        p.add_argument("--calib-sequences", type=int, default=32)
-        p.add_argument("--seq-len", type=int, default=64)
-        p.add_argument("--eval-tokens", type=int, default=16384)
+        p.add_argument("--damp", type=Real(0, closed="left"), default=0.01)
+        p.add_argument("--calib-sequences", type=Int(1), default=32)
+        p.add_argument("--seq-len", type=Int(2), default=64)
+        p.add_argument("--eval-tokens", type=Int(1), default=16384,
+                       help="validation tokens to score (at least --seq-len)")
         p.add_argument("--json", action="store_true")
 
     def run(self, args: argparse.Namespace) -> int:
@@ -90,7 +132,7 @@ class QuantCommand(Command):
             return self._train(args)
         if action == "ptq":
             return self._ptq(args)
-        raise SystemExit("fmlab quant: no action given; see 'fmlab quant --help'")
+        return super().run(args)
 
     def _formats(self, args: argparse.Namespace) -> int:
         from fmlab.quant import FORMATS, get_format
@@ -106,11 +148,10 @@ class QuantCommand(Command):
         return 0
 
     def _train(self, args: argparse.Namespace) -> int:
-        import torch
 
-        from fmlab.quant import LMConfig, PrecisionConfig, TrainConfig, train_lm
+        from fmlab.quant import LMConfig, PrecisionConfig, TrainConfig, save_lm, train_lm
 
-        bits = _bits_list(args.bits)[0]
+        bits = args.bits
         w, a, kv = bits if isinstance(bits, tuple) else (bits, bits, bits)
         res = train_lm(args.tokens, model_config=LMConfig(d_model=args.d_model,
                                                           n_layers=args.n_layers,
@@ -118,8 +159,7 @@ class QuantCommand(Command):
                        precision=PrecisionConfig.from_bits(w, a, kv),
                        train_config=TrainConfig(lr=args.lr), seed=args.seed)
         if args.save:
-            torch.save({"config": res.model.config, "precision": res.model.precision,
-                        "state_dict": res.model.state_dict()}, args.save)
+            save_lm(res.model, args.save)
         out = {"val_loss": res.val_loss, "n_params": res.n_params, "n_tokens": res.n_tokens,
                "diverged": res.diverged, "tokens_per_second": res.tokens_per_second,
                "precision": res.model.precision.describe()}
@@ -132,22 +172,22 @@ class QuantCommand(Command):
     def _ptq(self, args: argparse.Namespace) -> int:
         from pathlib import Path
 
+        if args.eval_tokens < args.seq_len:
+            raise UsageError(f"--eval-tokens {args.eval_tokens} is below --seq-len "
+                             f"{args.seq_len}: no validation window would be scored. Give at "
+                             f"least {args.seq_len}.")
+        path = Path(args.model)
+        local_file = path.is_file() or path.suffix in (".safetensors", ".pt", ".pth", ".bin",
+                                                        ".ckpt", ".pkl")
+        if local_file and not path.is_file():
+            raise UsageError(f"--model {args.model!r}: the file does not exist.")
         import torch
 
-        from fmlab.quant import (
-            TinyLM,
-            evaluate_loss,
-            load_token_data,
-            quantize_model,
-            set_precision,
-        )
+        from fmlab.quant import evaluate_loss, load_lm, load_token_data, quantize_model
 
-        bits: Any = int(args.bits) if args.bits.isdigit() else args.bits
-        if Path(args.model).suffix == ".pt":
-            ckpt = torch.load(args.model, weights_only=False)
-            model = TinyLM(ckpt["config"])
-            model.load_state_dict(ckpt["state_dict"])
-            set_precision(model, ckpt["precision"])
+        bits = args.bits
+        if local_file:
+            model = load_lm(path)  # safetensors + JSON header; pickles are refused, never loaded
             data = load_token_data(vocab_size=model.config.vocab_size)
         else:
             from fmlab.quant._hf import hf_token_data, load_hf_lm
@@ -181,14 +221,17 @@ class SweepCommand(Command):
         p.add_argument("--storage", required=True,
                        help="sqlite:///file.db or postgresql+psycopg://user@host:port/db")
         p.add_argument("--name", default="precision-sweep", help="study name")
-        p.add_argument("--d-model", type=_ints, default=[64], help="widths (N axis)")
-        p.add_argument("--n-layers", type=int, default=2)
-        p.add_argument("--n-heads", type=int, default=4)
-        p.add_argument("--tokens", type=_ints, default=[100_000], help="training tokens (D)")
+        p.add_argument("--d-model", type=Int(8).list(unique=True), default=[64],
+                       help="widths (N axis)")
+        p.add_argument("--n-layers", type=Int(1), default=2)
+        p.add_argument("--n-heads", type=Int(1), default=4)
+        p.add_argument("--tokens", type=Int(1).list(unique=True), default=[100_000],
+                       help="training tokens (D)")
         p.add_argument("--train-bits", type=_bits_list, default=[None],
                        help="training precisions: K (all three) or W:A:KV; 16/fp = full")
-        p.add_argument("--post-bits", type=_ints, default=[4], help="P_post bit widths")
-        p.add_argument("--seeds", type=_ints, default=[0])
+        p.add_argument("--post-bits", type=Int(2, 15).list(unique=True), default=[4],
+                       help="P_post bit widths")
+        p.add_argument("--seeds", type=Int(0).list(unique=True), default=[0])
         p.add_argument("--ptq-method", default="gptq", choices=("gptq", "rtn"))
 
     def configure(self, parser: argparse.ArgumentParser) -> None:
@@ -197,16 +240,17 @@ class SweepCommand(Command):
         self._grid_args(c)
         r = sub.add_parser("run", help="create the sweep and work on it from this machine")
         self._grid_args(r)
-        r.add_argument("--workers", type=int, default=1,
+        r.add_argument("--workers", type=Int(1, 256), default=1,
                        help="worker processes on this machine (e.g. one per core)")
         w = sub.add_parser("work", help="work on an existing sweep until it is done")
         w.add_argument("--storage", required=True)
         w.add_argument("--name", default="precision-sweep")
-        w.add_argument("--heartbeat", type=float, default=10.0)
+        w.add_argument("--heartbeat", type=Real(0), default=10.0)
         t = sub.add_parser("table", help="export the runs table (CSV or Parquet)")
         t.add_argument("--storage", required=True)
         t.add_argument("--name", default="precision-sweep")
-        t.add_argument("--out", default=None, help="runs.csv or runs.parquet (default: print)")
+        t.add_argument("--out", type=OutputFile(".csv", ".parquet"), default=None,
+                       help="runs.csv or runs.parquet (default: print)")
         t.add_argument("--rows", default="all", choices=("all", "trained", "ptq"),
                        help="all rows; only post_bits=inf (for 'precision'); only PTQ rows")
         t.add_argument("--include-failed", action="store_true",
@@ -217,7 +261,7 @@ class SweepCommand(Command):
     def run(self, args: argparse.Namespace) -> int:
         action = getattr(args, "action", None)
         if action is None:
-            raise SystemExit("fmlab sweep: no action given; see 'fmlab sweep --help'")
+            return super().run(args)
         from fmlab.quant import create_sweep, run_sweep_worker, sweep_table
 
         if action == "create":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from fmlab._validation import Int, OutputFile
 from fmlab.cli._base import Command, emit, parse_options
 
 
@@ -38,12 +39,13 @@ class ReproduceCommand(Command):
         )
         parser.set_defaults(scale="quick")
         parser.add_argument(
-            "--out", default="fmlab-results", help="output folder (default: %(default)s)"
+            "--out", type=OutputFile(folder=True), default="fmlab-results",
+            help="output folder (default: %(default)s)"
         )
         parser.add_argument(
             "--force", action="store_true", help="re-run studies that finished before"
         )
-        parser.add_argument("--seed", type=int, default=0, help="base random seed (default: 0)")
+        parser.add_argument("--seed", type=Int(0), default=0, help="base random seed (default: 0)")
         parser.add_argument(
             "--option",
             action="append",
@@ -96,7 +98,8 @@ class ReportCommand(Command):
     epilog = "Example:\n  fmlab report --out fmlab-results"
 
     def configure(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--out", default="fmlab-results", help="results folder")
+        parser.add_argument("--out", type=OutputFile(folder=True), default="fmlab-results",
+                            help="results folder (written by 'fmlab reproduce --out')")
 
     def run(self, args: argparse.Namespace) -> int:
         from fmlab.studies import render_report

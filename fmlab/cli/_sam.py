@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from fmlab.cli._base import Command, emit
+from fmlab._validation import Int, Real
+from fmlab.cli._base import Command, UsageError, emit
 
 _METHODS = ("sgd", "sam", "logit", "jacobian", "penalty")
 
@@ -35,23 +36,24 @@ class SamCommand(Command):
         t.add_argument("--dataset", default="fashion-mnist", choices=("fashion-mnist", "mnist"))
         t.add_argument("--method", default="sam", choices=_METHODS,
                        help="variant; 'penalty' is SGD plus the last-layer penalties")
-        t.add_argument("--rho", type=float, default=0.05, help="SAM radius")
+        t.add_argument("--rho", type=Real(0, closed="left"), default=0.05, help="SAM radius")
         t.add_argument("--adaptive", action="store_true", help="ASAM (use rho around 2)")
         t.add_argument("--scope", default="all", choices=("all", "last"),
                        help="perturb every parameter or only the last layer (LSAM)")
-        t.add_argument("--lr", type=float, default=0.05)
-        t.add_argument("--momentum", type=float, default=0.9)
-        t.add_argument("--weight-decay", type=float, default=5e-4)
-        t.add_argument("--epochs", type=int, default=3)
-        t.add_argument("--batch-size", type=int, default=128)
-        t.add_argument("--n-train", type=int, default=3000, help="training subsample")
-        t.add_argument("--n-test", type=int, default=2000, help="test subsample")
-        t.add_argument("--noise", type=float, default=0.0, help="symmetric label-noise rate")
-        t.add_argument("--weight-penalty", type=float, default=1e-3,
+        t.add_argument("--lr", type=Real(0), default=0.05)
+        t.add_argument("--momentum", type=Real(0, 1, closed="left"), default=0.9)
+        t.add_argument("--weight-decay", type=Real(0, closed="left"), default=5e-4)
+        t.add_argument("--epochs", type=Int(1), default=3)
+        t.add_argument("--batch-size", type=Int(1), default=128)
+        t.add_argument("--n-train", type=Int(1), default=3000, help="training subsample")
+        t.add_argument("--n-test", type=Int(1), default=2000, help="test subsample")
+        t.add_argument("--noise", type=Real(0, 0.9, closed="both"), default=0.0,
+                       help="symmetric label-noise rate")
+        t.add_argument("--weight-penalty", type=Real(0, closed="left"), default=1e-3,
                        help="lambda_1 (method 'penalty')")
-        t.add_argument("--feature-penalty", type=float, default=1e-3,
+        t.add_argument("--feature-penalty", type=Real(0, closed="left"), default=1e-3,
                        help="lambda_2 (method 'penalty')")
-        t.add_argument("--seed", type=int, default=0)
+        t.add_argument("--seed", type=Int(0), default=0)
         t.add_argument("--json", action="store_true", help="print JSON")
         t.add_argument("--dry-run", action="store_true",
                        help="validate and print the resolved configuration; train nothing")
@@ -77,14 +79,6 @@ class SamCommand(Command):
         return 0
 
     def _train(self, args: argparse.Namespace) -> int:
-        from fmlab._validation import check_int, check_real
-
-        check_real(args.noise, "noise", owner="fmlab sam train", low=0.0, high=0.9,
-                   closed="both")
-        check_real(args.rho, "rho", owner="fmlab sam train", low=0.0, closed="left")
-        check_real(args.lr, "lr", owner="fmlab sam train", low=0.0)
-        for key in ("epochs", "batch_size", "n_train", "n_test"):
-            check_int(getattr(args, key), key, owner="fmlab sam train", low=1)
         config: dict[str, Any] = {
             k: getattr(args, k) for k in (
                 "dataset", "method", "rho", "adaptive", "scope", "lr", "momentum",
@@ -104,6 +98,11 @@ class SamCommand(Command):
 
         train = load_dataset(args.dataset, split="train")
         test = load_dataset(args.dataset, split="test")
+        for flag, want, ds in (("--n-train", args.n_train, train), ("--n-test", args.n_test,
+                                                                      test)):
+            if want > len(ds.labels):
+                raise UsageError(f"{flag} {want} exceeds the {len(ds.labels):,} examples of "
+                                 f"{args.dataset}'s {ds.split} split.")
         rng = np.random.default_rng(args.seed)
         idx = rng.permutation(len(train.labels))[: args.n_train]
         tidx = rng.permutation(len(test.labels))[: args.n_test]

@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from fmlab.cli._base import Command, emit, parse_options
+from fmlab._validation import InputFile, Int, OutputFile, Real
+from fmlab.cli._base import Command, UsageError, emit, parse_options
+
+_TABLES = (".csv", ".tsv", ".txt", ".parquet", ".pq", ".json", ".jsonl")
 
 _EPILOG = """Examples:
   fmlab scaling laws
@@ -21,21 +24,15 @@ _EPILOG = """Examples:
 """
 
 
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(x) for x in str(text).split(",") if x.strip()]
-    except ValueError:
-        msg = f"expected comma-separated numbers, got {text!r}"
-        raise argparse.ArgumentTypeError(msg) from None
-
-
 def _pairs(items: list[str] | None, flag: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key or not value:
-            raise ValueError(f"Invalid {flag} {item!r}: expected FEATURE=COLUMN, e.g. "
+            raise UsageError(f"Invalid {flag} {item!r}: expected FEATURE=COLUMN, e.g. "
                              f"{flag} n_params=N.")
+        if key in out:
+            raise UsageError(f"{flag} names {key!r} twice ({out[key]!r} and {value!r}).")
         out[key] = value
     return out
 
@@ -52,27 +49,32 @@ class ScalingCommand(Command):
         fit = sub.add_parser("fit", help="fit a law to a table of runs (CSV/Parquet/JSON)",
                              formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EPILOG)
         fit.add_argument("law", help="law name (see 'fmlab scaling laws')")
-        fit.add_argument("file", help="runs table: .csv, .tsv, .parquet, .json or .jsonl")
+        fit.add_argument("file", type=InputFile(*_TABLES),
+                         help="runs table: .csv, .tsv, .parquet, .json or .jsonl")
         fit.add_argument("--col", action="append", metavar="FEATURE=COLUMN",
                          help="map a law feature to a column of the file (repeatable)")
         fit.add_argument("--target", default=None,
                          help="target column (default: 'loss', or 'error' for data_filtering)")
         fit.add_argument("--loss", default=None, choices=("huber", "squared", "asymmetric"))
-        fit.add_argument("--delta", type=float, default=None, help="Huber delta")
-        fit.add_argument("--n-starts", type=int, default=None, help="random subset of the grid")
-        fit.add_argument("--bootstrap", type=int, default=0, help="bootstrap replicates")
-        fit.add_argument("--seed", type=int, default=0)
-        fit.add_argument("--drop-highest", type=int, default=0,
+        fit.add_argument("--delta", type=Real(0), default=None, help="Huber delta")
+        fit.add_argument("--n-starts", type=Int(1), default=None,
+                         help="random subset of the grid")
+        fit.add_argument("--bootstrap", type=Int(0), default=0, help="bootstrap replicates")
+        fit.add_argument("--seed", type=Int(0), default=0)
+        fit.add_argument("--drop-highest", type=Int(0), default=0,
                          help="drop this many highest-target runs first (5 in the Epoch protocol)")
         fit.add_argument("--option", action="append", metavar="KEY=VALUE",
                          help="any other law argument, e.g. tie_exponents=true")
-        fit.add_argument("--save", default=None, help="write the fitted law as JSON")
-        fit.add_argument("--plot", default=None, help="write a PNG of data and fitted curves")
+        fit.add_argument("--save", type=OutputFile(".json"), default=None,
+                         help="write the fitted law as JSON")
+        fit.add_argument("--plot", type=OutputFile(".png"), default=None,
+                         help="write a PNG of data and fitted curves")
         fit.add_argument("--json", action="store_true", help="print JSON")
 
         pred = sub.add_parser("predict", help="predict with a saved law")
-        pred.add_argument("model", help="JSON written by 'fit --save'")
-        pred.add_argument("file", nargs="?", default=None, help="runs table to predict")
+        pred.add_argument("model", type=InputFile(".json"), help="JSON written by 'fit --save'")
+        pred.add_argument("file", nargs="?", default=None, type=InputFile(*_TABLES),
+                          help="runs table to predict")
         pred.add_argument("--set", action="append", metavar="FEATURE=VALUE",
                           help="one run given on the command line (repeatable)")
         pred.add_argument("--col", action="append", metavar="FEATURE=COLUMN")
@@ -81,16 +83,18 @@ class ScalingCommand(Command):
         plan = sub.add_parser("plan", help="plan with a saved law")
         plan.add_argument("kind", choices=("compute-optimal", "critical-data", "precision",
                                            "pools"))
-        plan.add_argument("model", nargs="?", default=None, help="JSON written by 'fit --save'")
-        plan.add_argument("--flops", type=_floats, default=None)
-        plan.add_argument("--n-params", type=float, default=None)
-        plan.add_argument("--post-bits", type=float, default=None)
-        plan.add_argument("--train-bits", type=float, default=float("inf"))
+        plan.add_argument("model", nargs="?", default=None, type=InputFile(".json"),
+                          help="JSON written by 'fit --save'")
+        plan.add_argument("--flops", type=Real(0).list(), default=None)
+        plan.add_argument("--n-params", type=Real(0), default=None)
+        plan.add_argument("--post-bits", type=Real(0), default=None)
+        plan.add_argument("--train-bits", type=Real(0, allow_inf=True), default=float("inf"),
+                          help="training precision in bits (inf = full precision)")
         plan.add_argument("--preset", default=None, choices=("tmars-utility", "tmars-data"))
-        plan.add_argument("--budgets", type=_floats, default=None, help="samples seen")
+        plan.add_argument("--budgets", type=Real(0).list(), default=None, help="samples seen")
         plan.add_argument("--pools", default=None, help="comma-separated pools, best first")
         plan.add_argument("--tau-scaling", default="none", choices=("none", "by_pool_count"))
-        plan.add_argument("--plot", default=None)
+        plan.add_argument("--plot", type=OutputFile(".png"), default=None)
         plan.add_argument("--json", action="store_true")
 
     def run(self, args: argparse.Namespace) -> int:
@@ -119,7 +123,11 @@ class ScalingCommand(Command):
         if target not in frame.columns:
             raise ValueError(f"Target column {target!r} not in {args.file}; columns are "
                              f"{list(frame.columns)}. Pick one with --target.")
+        _check_numeric(frame, [target], args.file)
         if args.drop_highest:
+            if args.drop_highest >= len(frame):
+                raise UsageError(f"--drop-highest {args.drop_highest} would drop every one of "
+                                 f"the {len(frame)} runs in {args.file}.")
             frame = frame.sort_values(target, kind="stable").iloc[: len(frame) - args.drop_highest]
         kwargs: dict[str, Any] = parse_options(args.option)
         kwargs["columns"] = _pairs(args.col, "--col") or None
@@ -165,10 +173,19 @@ class ScalingCommand(Command):
             frame = read_runs(args.file)
         elif args.set:
             values = _pairs(args.set, "--set")
-            frame = pd.DataFrame({k: [v if k == "pool" else float(v)] for k, v in values.items()})
+            row: dict[str, Any] = {}
+            for k, v in values.items():
+                if k == "pool":
+                    row[k] = [v]
+                    continue
+                try:
+                    row[k] = [Real(0, allow_inf=k.endswith("bits")).parse(v)]
+                except ValueError as exc:
+                    raise UsageError(f"argument --set {k}={v}: {exc}") from None
+            frame = pd.DataFrame(row)
             law.columns = None  # --set uses the law's own feature names
         else:
-            raise ValueError("Give a runs file or --set FEATURE=VALUE for each feature "
+            raise UsageError("Give a runs file or --set FEATURE=VALUE for each feature "
                              f"({', '.join(law.feature_names)}).")
         if args.col:
             law.columns = _pairs(args.col, "--col")
@@ -225,7 +242,20 @@ class ScalingCommand(Command):
         return 0
 
 
+def _check_numeric(frame: Any, columns: list[str], file: str) -> None:
+    """Name the file, column and row of the first value that is not a number."""
+    import pandas as pd
+
+    for col in columns:
+        values = pd.to_numeric(frame[col], errors="coerce")
+        bad = values.isna() & frame[col].notna()
+        if bad.any():
+            i = int(bad.to_numpy().argmax())
+            raise ValueError(f"Column {col!r} of {file} must hold numbers; row {i + 1} has "
+                             f"{frame[col].iloc[i]!r}.")
+
+
 def _need(value: Any, flag: str) -> Any:
     if value is None:
-        raise ValueError(f"This plan needs {flag}.")
+        raise UsageError(f"This plan needs {flag}.")
     return value

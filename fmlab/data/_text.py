@@ -186,29 +186,33 @@ def load_wikipedia_sample(split: str = "all") -> TextDataset:
     """
     src = _gensim_file(_WIKI_FILE)
     digest = hashlib.sha256(src.read_bytes()).hexdigest()[:16]
-    cached = cache_dir("parsed") / f"wikipedia-sample-{digest}.json"
-    if cached.is_file():
-        try:
-            obj = json.loads(cached.read_text(encoding="utf-8"))
-            return TextDataset(obj["texts"], None, (), "wikipedia-sample", split,
-                               {"title": obj["titles"]})
-        except (ValueError, KeyError):
-            cached.unlink(missing_ok=True)  # a damaged cache is rebuilt, never used
-    import bz2
 
-    wikicorpus = require("gensim.corpora.wikicorpus", feature="fmlab.data (wikipedia-sample)")
-    titles: list[str] = []
-    texts: list[str] = []
-    with bz2.BZ2File(src) as fh:
-        for title, raw, _pageid in wikicorpus.extract_pages(fh, filter_namespaces=("0",)):
-            if raw.lstrip().lower().startswith("#redirect"):
-                continue
-            text = re.sub(r"'{2,}", "", wikicorpus.filter_wiki(raw))
-            text = re.sub(r"\n\s*\n\s*(\n\s*)+", "\n\n", text).strip()
-            if text:
-                titles.append(title)
-                texts.append(text)
-    write_json(cached, {"titles": titles, "texts": texts})
+    def build(folder: Path) -> None:
+        import bz2
+
+        wikicorpus = require("gensim.corpora.wikicorpus",
+                             feature="fmlab.data (wikipedia-sample)")
+        titles: list[str] = []
+        texts: list[str] = []
+        with bz2.BZ2File(src) as fh:
+            for title, raw, _pageid in wikicorpus.extract_pages(fh, filter_namespaces=("0",)):
+                if raw.lstrip().lower().startswith("#redirect"):
+                    continue
+                text = re.sub(r"'{2,}", "", wikicorpus.filter_wiki(raw))
+                text = re.sub(r"\n\s*\n\s*(\n\s*)+", "\n\n", text).strip()
+                if text:
+                    titles.append(title)
+                    texts.append(text)
+        write_json(folder / "pages.json", {"titles": titles, "texts": texts})
+
+    from fmlab.models._cache import cached_build
+
+    # under the one SHA-256 manifest of fmlab's caches: a damaged copy is rebuilt, never used
+    folder = cached_build(cache_dir("parsed") / f"wikipedia-sample-{digest}", build,
+                          key={"kind": "wikipedia-sample", "sha256": digest},
+                          what="parsed wikipedia-sample", announce=False)
+    obj = json.loads((folder / "pages.json").read_text(encoding="utf-8"))
+    titles, texts = obj["titles"], obj["texts"]
     return TextDataset(texts, None, (), "wikipedia-sample", split, {"title": titles})
 
 

@@ -1,4 +1,5 @@
-"""A verified on-disk cache of converted model weights.
+"""THE verified on-disk cache of fmlab: converted model weights, tokenizers, token arrays and
+backbone features all live in folders built by :func:`cached_build` under one SHA-256 manifest.
 
 Layout: ``<cache>/models/<name>/`` holds the converted files plus ``fmlab-manifest.json``, which
 lists every file with its size and SHA-256 and the ``key`` the copy was built from (source file,
@@ -15,17 +16,15 @@ name, size or hash is rebuilt, never used.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-import shutil
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fmlab._io import atomic_dir, file_sha256
+from fmlab._io import atomic_dir, clean_stale, file_lock, file_sha256
 from fmlab.exceptions import FmlabWarning
 
 __all__ = ["CACHE_FORMAT", "MANIFEST", "CacheRebuildWarning", "cached_build", "check_cache"]
@@ -60,12 +59,15 @@ def _files(path: Path) -> list[str]:
     )
 
 
-def check_cache(path: str | os.PathLike[str], key: dict[str, Any] | None = None) -> str | None:
+def check_cache(path: str | os.PathLike[str], key: dict[str, Any] | None = None, *,
+                hashes: bool = True) -> str | None:
     """Check a cached folder against its manifest.
 
     Args:
         path: The cache folder.
         key: What the copy must have been built from; ``None`` skips the key check.
+        hashes: Also check every file's SHA-256 (else names and sizes only: cheap enough for
+            listings such as ``fmlab models list``).
 
     Returns:
         ``None`` when the copy is complete and intact, else the reason it is not (a sentence).
@@ -96,29 +98,13 @@ def check_cache(path: str | os.PathLike[str], key: dict[str, Any] | None = None)
     for rel, size, _ in signature:
         if size != recorded[rel]["size"]:
             return f"{rel} has {size} bytes, expected {recorded[rel]['size']}"
+    if not hashes:
+        return None
     for rel in present:
         if file_sha256(path / rel) != recorded[rel]["sha256"]:
             return f"{rel} fails its SHA-256 check"
     _VERIFIED[str(path)] = signature
     return None
-
-
-@contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock beside ``path`` so that concurrent processes build it only once."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX: rely on atomic_dir alone
-        yield
-        return
-    lock = path.parent / f".{path.name}.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _write_manifest(folder: Path, key: dict[str, Any]) -> None:
@@ -141,6 +127,7 @@ def cached_build(
     *,
     key: dict[str, Any],
     what: str = "model",
+    announce: bool = True,
 ) -> Path:
     """Return ``path`` after making sure it holds an intact copy built by ``build``.
 
@@ -152,6 +139,8 @@ def cached_build(
         build: Writes the converted files into the folder it is given.
         key: JSON-serialisable description of the source; a copy built from another key is stale.
         what: Name used in log messages and warnings.
+        announce: Log the first build at WARNING level (slow conversions users should know
+            about); cheap derived caches (tokens, features) log at DEBUG.
 
     Returns:
         ``path``, verified.
@@ -160,7 +149,7 @@ def cached_build(
     reason = check_cache(path, key)
     if reason is None:
         return path
-    with _lock(path):
+    with file_lock(path):
         reason = check_cache(path, key)  # another process may have built it while we waited
         if reason is None:
             return path
@@ -171,10 +160,10 @@ def cached_build(
                 stacklevel=3,
             )
         else:
-            _log.warning("Converting %s once into %s (later loads use this copy).", what, path)
+            _log.log(logging.WARNING if announce else logging.DEBUG,
+                     "Converting %s once into %s (later loads use this copy).", what, path)
         # temporary folders left by a killed build: nobody else builds while we hold the lock
-        for stale in path.parent.glob(f".{path.name}.*.tmp"):
-            shutil.rmtree(stale, ignore_errors=True)
+        clean_stale(path)
         with atomic_dir(path) as tmp:
             os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is readable like ~/.cache
             build(tmp)

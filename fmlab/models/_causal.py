@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fmlab._imports import require
-from fmlab._paths import hf_offline
+from fmlab._paths import hf_local_only, hf_offline
 from fmlab.exceptions import ModelUnavailableError
 from fmlab.models._cache import cached_build
 from fmlab.models._zoo import (
@@ -202,15 +202,16 @@ def _load_hub(repo: str, torch_dtype: torch.dtype) -> tuple[Any, Any]:
             f"Invalid Hugging Face repo id {repo!r} in 'hf:{repo}'; expected 'hf:org/name'."
         )
     offline = hf_offline()
+    local_only = hf_local_only()  # a short probe instead of ~50 s of the hub client's retries
     try:
-        return _load_pretrained(repo, torch_dtype, local_only=offline)
+        return _load_pretrained(repo, torch_dtype, local_only=local_only)
     except Exception as exc:
-        if not _is_network_error(exc):
+        if not _is_network_error(exc) and not (local_only and isinstance(exc, OSError)):
             raise
         why = (
             "hub access is switched off (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE is set)"
             if offline
-            else "the hub could not be reached"
+            else "the hub could not be reached (no answer within 3 s)"
         )
         raise ModelUnavailableError(
             f"Cannot load 'hf:{repo}': {why} and it is not in the local Hugging Face cache "
@@ -233,7 +234,17 @@ def _load_dir(folder: Path, torch_dtype: torch.dtype) -> tuple[Any, Any]:
             f"checkpoints (pytorch_model.bin); re-save with "
             f"model.save_pretrained(dir, safe_serialization=True)."
         )
-    return _load_pretrained(folder, torch_dtype, local_only=True)
+    try:
+        return _load_pretrained(folder, torch_dtype, local_only=True)
+    except ImportError:
+        raise
+    except Exception as exc:  # corrupt safetensors, a config transformers cannot read, ...
+        first = " ".join(str(exc).split())[:300]
+        raise ModelUnavailableError(
+            f"The model folder {str(folder)!r} cannot be loaded ({type(exc).__name__}: {first}). "
+            "Check that its *.safetensors files are complete (re-save with "
+            "model.save_pretrained(dir)) and that config.json describes them."
+        ) from exc
 
 
 def load_causal_lm(

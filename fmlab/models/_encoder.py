@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fmlab._imports import require
-from fmlab._paths import hf_offline
+from fmlab._paths import hf_local_only
 from fmlab.exceptions import ModelUnavailableError
 from fmlab.models._zoo import MODELS, checked_entry, package_dir
 
@@ -49,7 +49,7 @@ def load_sentence_encoder(
     local_only = True
     if isinstance(name_or_path, str) and text.startswith("hf:"):
         source: str = text[3:]
-        local_only = hf_offline()
+        local_only = hf_local_only()  # short hub probe, not ~50 s of retries
     elif isinstance(name_or_path, str) and text in MODELS:
         entry = checked_entry(text, "sentence-encoder", "a sentence encoder",
                               "sentence encoders")

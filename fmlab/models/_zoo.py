@@ -256,7 +256,12 @@ def model_info(name: str) -> ModelInfo:
         from fmlab.models._recipes import card_of, recipe_path
 
         path = recipe_path(name)
-    cached = bool(path is not None and (path / _MANIFEST).is_file())
+    if path is not None:
+        from fmlab.models._cache import check_cache
+
+        cached = check_cache(path, hashes=False) is None  # a broken manifest is not "cached"
+    else:
+        cached = False
     if trainable and cached and path is not None:
         card = card_of(path)
     return ModelInfo(
@@ -301,6 +306,3 @@ def checked_entry(name: str, kind: str, what: str, plural: str) -> Any:
     require_installed(name)
     return entry
 
-
-#: File written last into a converted model's cache folder; lists every file with its SHA-256.
-_MANIFEST = "fmlab-manifest.json"

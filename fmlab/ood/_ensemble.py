@@ -461,12 +461,60 @@ def _take(ds: Any, n: int | None, rng: np.random.Generator) -> _Split:
     return _Split([inputs[i] for i in idx], labels[idx])
 
 
+_OOD_SPEC_HELP = ("Use 'corrupt:NAME:SEVERITY' (images), 'rotate:DEGREES' (images), "
+                  "'typos:RATE' (text) or a dataset name such as 'digits' (optionally "
+                  "'NAME:SPLIT', and '+padN' to pad images by N pixels).")
+
+
+def check_ood_spec(ood: str) -> str:
+    """Check an OOD spec without loading anything (``--dry-run`` and the CLI call this before any
+    data or model loads); returns it. Raises ValueError naming the part that is wrong."""
+    from fmlab.data import CORRUPTIONS, list_datasets
+
+    if not isinstance(ood, str) or not ood.strip():
+        raise ValueError(f"Invalid OOD spec {ood!r}. {_OOD_SPEC_HELP}")
+    kind, _, arg = ood.partition(":")
+
+    def number(text: str, what: str, low: float, high: float, integer: bool = False) -> None:
+        try:
+            x = float(text)
+        except ValueError:
+            x = float("nan")
+        if not (low <= x <= high) or (integer and x != int(x)):
+            raise ValueError(f"Invalid OOD spec {ood!r}: {what} must be "
+                             f"{'an integer' if integer else 'a number'} in [{low:g}, {high:g}]; "
+                             f"got {text!r}.")
+
+    if kind == "corrupt":
+        name, _, sev = arg.partition(":")
+        if name not in CORRUPTIONS:
+            raise ValueError(f"Invalid OOD spec {ood!r}: unknown corruption {name!r}; choose "
+                             f"from {', '.join(CORRUPTIONS)}.")
+        if sev:
+            number(sev, "the severity", 1, 5, integer=True)
+    elif kind == "rotate":
+        if arg:
+            number(arg, "the angle", -360, 360)
+    elif kind == "typos":
+        if arg:
+            number(arg, "the typo rate", 0, 1)
+    else:
+        base, _, pad = ood.partition("+pad")
+        name = base.partition(":")[0]
+        if name not in list_datasets():
+            raise ValueError(f"Invalid OOD spec {ood!r}. {_OOD_SPEC_HELP}")
+        if pad:
+            number(pad, "the padding", 0, 64, integer=True)
+    return ood
+
+
 def load_splits(
     dataset: str, ood: str, *, n_train: int | None, n_eval: int | None, random_state: int = 0,
 ) -> tuple[_Split, _Split, _Split]:
     """Train, ID-eval and OOD splits from zoo names and an OOD spec (see :func:`build_ensemble`)."""
     from fmlab.data import dataset_info, load_dataset
 
+    check_ood_spec(ood)
     rng = np.random.default_rng(random_state)
     splits = dataset_info(dataset).splits
     if "test" in splits:

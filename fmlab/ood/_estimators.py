@@ -470,4 +470,14 @@ class AverageThresholdedConfidence(BaseOODEstimator):
         idx = np.rint((1.0 - self.id_accuracy_) * n_id).astype(int)  # (m,)
         thr = np.where(idx < n_id, s_id[np.arange(len(idx)), np.minimum(idx, n_id - 1)], np.inf)
         self.threshold_ = thr
+        # Ties at the threshold (e.g. one-hot "probabilities", every score 1.0) make the ID error
+        # rate unreachable: every ID example clears it and the estimate is 1.0 whatever the data.
+        below = (s_id < thr[:, None]).sum(axis=1)  # (m,) ID examples under the threshold
+        flat = np.isfinite(thr) & (np.abs(below - idx) > max(1, 0.05 * n_id))
+        if flat.any():
+            warnings.warn(
+                f"ATC cannot place its threshold for {int(flat.sum())} of {len(thr)} models: their "
+                "ID scores have too little spread (ties, e.g. one-hot probabilities), so the "
+                "prediction is not informative. Pass softmax probabilities, not hard labels.",
+                ReliabilityWarning, stacklevel=3)
         return (s_ood >= thr[:, None]).mean(axis=1)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import copy
 import functools
 import hashlib
-import io
 import json
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -182,21 +181,27 @@ def extract_features(
         inputs = list(inputs)
     if len(inputs) == 0:
         raise ValueError("extract_features got no inputs.")
+    if settings.get("resolution") is not None:
+        from fmlab._validation import check_int
+
+        check_int(settings["resolution"], "resolution", owner=f"extract_features({backbone!r})",
+                  low=8, high=1024)
     fn = entry.resolve()
     if not cache:
         return fn(inputs, progress=progress, **settings)
-    from fmlab._io import atomic_write
+    from fmlab._io import read_npy
     from fmlab._paths import cache_dir
+    from fmlab.models._cache import cached_build
 
-    path = cache_dir("features", backbone) / f"{_fingerprint(backbone, inputs, settings)}.npy"
-    if path.exists():
-        try:
-            return np.load(path)
-        except (OSError, ValueError):  # a corrupt cache file: recompute it
-            pass
-    feats = fn(inputs, progress=progress, **settings)
-    buf = io.BytesIO()
-    np.save(buf, feats)
-    with atomic_write(path, "wb") as fh:
-        fh.write(buf.getvalue())
-    return feats
+    fp = _fingerprint(backbone, inputs, settings)
+    computed: list[np.ndarray] = []
+
+    def build(folder: Any) -> None:
+        computed.append(fn(inputs, progress=progress, **settings))
+        np.save(folder / "features.npy", computed[0])
+
+    # one verified folder per fingerprint: a corrupt or edited file is rebuilt, never used
+    folder = cached_build(cache_dir("features", backbone) / fp, build,
+                          key={"kind": "features", "backbone": backbone, "id": fp},
+                          what=f"{backbone} features", announce=False)
+    return computed[0] if computed else read_npy(folder / "features.npy")

@@ -42,9 +42,29 @@ def load_array(spec: str | Path, *, what: str = "array") -> np.ndarray:
     path, key = _split_key(spec)
     if not path.exists():
         raise FileNotFoundError(f"The {what} file {str(path)!r} does not exist.")
+    try:
+        arr = _read(path, key, what)
+    except (ValueError, FileNotFoundError):
+        raise
+    except MemoryError:
+        raise ValueError(f"The {what} file {str(path)!r} declares an array too large to load; "
+                         "its header is forged or corrupt.") from None
+    except Exception as exc:  # zip/parquet/OS errors from a corrupt file
+        raise ValueError(f"The {what} file {str(path)!r} cannot be read "
+                         f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]}).") \
+            from None
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"The {what} file {str(path)!r} holds {arr.dtype} values; expected "
+                         "numbers (probabilities, predictions or integer labels).")
+    return arr
+
+
+def _read(path: Path, key: str | None, what: str) -> np.ndarray:
+    from fmlab._io import read_npy
+
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        return np.load(path, allow_pickle=False)
+        return read_npy(path, what=what)
     if suffix == ".npz":
         with np.load(path, allow_pickle=False) as z:
             keys = list(z.keys())
@@ -58,7 +78,12 @@ def load_array(spec: str | Path, *, what: str = "array") -> np.ndarray:
             if key not in keys:
                 raise ValueError(f"{str(path)!r} has no array {key!r}; it holds: "
                                  f"{', '.join(keys)}.")
-            return np.asarray(z[key])
+            try:
+                return np.asarray(z[key])
+            except ValueError as exc:
+                raise ValueError(f"The {what} array {key!r} in {str(path)!r} cannot be read "
+                                 f"without unpickling ({exc}); fmlab never unpickles files.") \
+                    from None
     if suffix in (".parquet", ".pq"):
         import pandas as pd
 
@@ -98,8 +123,12 @@ def load_outputs(source: str | Path) -> dict[str, np.ndarray]:
                     out[name] = load_array(path / f"{name}{ext}", what=name)
                     break
     elif path.suffix.lower() == ".npz" and path.exists():
-        with np.load(path, allow_pickle=False) as z:
-            out = {k: np.asarray(z[k]) for k in _NAMES if k in z}
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                present = [k for k in _NAMES if k in z]
+        except Exception as exc:
+            raise ValueError(f"{str(path)!r} is not a readable .npz file ({exc}).") from None
+        out = {k: load_array(f"{path}:{k}", what=k) for k in present}
     else:
         raise FileNotFoundError(f"{str(path)!r} is neither a folder of .npy files nor an .npz.")
     missing = [k for k in _NAMES[:3] if k not in out]

@@ -118,6 +118,31 @@ def _check_outputs(value: Any, name: str, owner: str, atol: float,
     )
 
 
+def check_labels(value: Any, name: str, *, owner: str, n_examples: int,
+                 n_classes: int | None, examples_of: str) -> np.ndarray:
+    """Check a 1-D integer label array: one label per example of ``examples_of`` and, when
+    ``n_classes`` is known, every label in ``[0, n_classes)`` (no broadcasting of a short array)."""
+    labels = np.asarray(value)
+    if labels.ndim != 1 or labels.dtype.kind not in "iub":
+        raise ValueError(
+            f"{name!r} of {owner} must be a 1-D integer array of class indices; got shape "
+            f"{labels.shape} and dtype {labels.dtype}."
+        )
+    if labels.shape[0] != n_examples:
+        raise ValueError(
+            f"{name!r} of {owner} must have one label per {examples_of.split('_')[0].upper()} "
+            f"example: {examples_of} has {n_examples} examples but {name} has "
+            f"{labels.shape[0]}."
+        )
+    if n_classes is not None and labels.size and (
+            int(labels.min()) < 0 or int(labels.max()) >= n_classes):
+        raise ValueError(
+            f"{name!r} of {owner} must be class indices in [0, {n_classes - 1}]; got values in "
+            f"[{int(labels.min())}, {int(labels.max())}]."
+        )
+    return labels
+
+
 def check_ensemble_outputs(
     id_probs: Any,
     id_labels: Any,
@@ -165,17 +190,6 @@ def check_ensemble_outputs(
                else "")
             + "Train more models (e.g. fmlab.ood.build_ensemble)."
         )
-    labels = np.asarray(id_labels)
-    if labels.ndim != 1 or labels.dtype.kind not in "iub":
-        raise ValueError(
-            f"'id_labels' of {owner} must be a 1-D integer array of class indices; got shape "
-            f"{labels.shape} and dtype {labels.dtype}."
-        )
-    if labels.shape[0] != id_preds.shape[1]:
-        raise ValueError(
-            f"'id_labels' of {owner} must have one label per ID example: id_probs has "
-            f"{id_preds.shape[1]} examples but id_labels has {labels.shape[0]}."
-        )
     if id_p is not None:
         k = id_p.shape[2]
         if ood_p is not None and ood_p.shape[2] != k:
@@ -184,12 +198,13 @@ def check_ensemble_outputs(
                 f"(last axis): got {k} and {ood_p.shape[2]}."
             )
     else:
+        k = None
+    labels = check_labels(id_labels, "id_labels", owner=owner, n_examples=id_preds.shape[1],
+                          n_classes=k, examples_of="id_probs")
+    if k is None:
         k = int(max(id_preds.max(), ood_preds.max(), labels.max() if labels.size else 0)) + 1
-    if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= k):
-        raise ValueError(
-            f"'id_labels' of {owner} must be class indices in [0, {k - 1}]; got values in "
-            f"[{int(labels.min())}, {int(labels.max())}]."
-        )
+        check_labels(labels, "id_labels", owner=owner, n_examples=id_preds.shape[1],
+                     n_classes=k, examples_of="id_probs")
     dt = _label_dtype(k)
     return EnsembleOutputs(
         id_preds=id_preds.astype(dt, copy=False),

@@ -32,6 +32,8 @@ _LAZY: dict[str, str] = {
     "QuantLinear": "fmlab.quant._model",
     "TinyLM": "fmlab.quant._model",
     "set_precision": "fmlab.quant._model",
+    "save_lm": "fmlab.quant._checkpoint",
+    "load_lm": "fmlab.quant._checkpoint",
     "TokenData": "fmlab.quant._data",
     "load_corpus": "fmlab.quant._data",
     "load_token_data": "fmlab.quant._data",

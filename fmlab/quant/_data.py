@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 
 from fmlab._imports import require
-from fmlab._io import atomic_write
 from fmlab._paths import cache_dir
 from fmlab._validation import check_int, check_real
 
@@ -63,22 +62,28 @@ def train_tokenizer(
     vocab_size = check_int(vocab_size, "vocab_size", owner="train_tokenizer", low=260,
                            high=65535)
     tk = require("tokenizers", feature="fmlab.quant tokenizer training")
-    path = cache_dir("quant", "tokenizers") / f"bpe-{_key(list(corpora), vocab_size)}.json"
-    if cache and path.exists():
-        return tk.Tokenizer.from_file(str(path))
-    texts = [t for name in corpora for t in load_corpus(name)]
-    tok = tk.Tokenizer(tk.models.BPE())
-    tok.pre_tokenizer = tk.pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = tk.decoders.ByteLevel()
-    trainer = tk.trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=[_EOS], show_progress=False,
-        initial_alphabet=tk.pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
-    if cache:
-        with atomic_write(path) as fh:
-            fh.write(tok.to_str())
-    return tok
+
+    def build() -> Any:
+        texts = [t for name in corpora for t in load_corpus(name)]
+        tok = tk.Tokenizer(tk.models.BPE())
+        tok.pre_tokenizer = tk.pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = tk.decoders.ByteLevel()
+        trainer = tk.trainers.BpeTrainer(
+            vocab_size=vocab_size, special_tokens=[_EOS], show_progress=False,
+            initial_alphabet=tk.pre_tokenizers.ByteLevel.alphabet(),
+        )
+        tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
+        return tok
+
+    if not cache:
+        return build()
+    from fmlab.models._cache import cached_build
+
+    key = {"kind": "bpe-tokenizer", "corpora": list(corpora), "vocab_size": vocab_size}
+    folder = cache_dir("quant", "tokenizers") / f"bpe-{_key(list(corpora), vocab_size)}"
+    folder = cached_build(folder, lambda d: (d / "tokenizer.json").write_text(build().to_str()),
+                          key=key, what="BPE tokenizer", announce=False)
+    return tk.Tokenizer.from_file(str(folder / "tokenizer.json"))
 
 
 @dataclass
@@ -187,24 +192,32 @@ def load_token_data(
                               high=0.5, closed="right")
     tok = train_tokenizer(corpora, vocab_size, cache=cache)
     eos = tok.token_to_id(_EOS)
-    folder = cache_dir("quant", "tokens")
+
+    def split() -> tuple[np.ndarray, np.ndarray]:
+        texts = [t for name in corpora for t in load_corpus(name)]
+        order = np.random.default_rng(seed).permutation(len(texts))
+        docs = [np.asarray(e.ids + [eos], dtype=np.uint16)
+                for e in tok.encode_batch([texts[i] for i in order])]
+        total = sum(len(d) for d in docs)
+        cut, acc = 0, 0
+        while cut < len(docs) and acc < val_fraction * total:
+            acc += len(docs[cut])
+            cut += 1
+        return np.concatenate(docs[:cut]), np.concatenate(docs[cut:])  # (val, train)
+
+    if not cache:
+        val, train = split()
+        return TokenData(train, val, tok.get_vocab_size(), tok, tuple(corpora))
+    from fmlab._io import read_npy
+    from fmlab.models._cache import cached_build
+
+    def build(d: Any) -> None:
+        val, train = split()
+        np.save(d / "train.npy", train)
+        np.save(d / "val.npy", val)
+
     key = _key(list(corpora), vocab_size, val_fraction, seed, tok.to_str()[:1000])
-    f_train, f_val = folder / f"{key}.train.npy", folder / f"{key}.val.npy"
-    if cache and f_train.exists() and f_val.exists():
-        return TokenData(np.load(f_train), np.load(f_val), tok.get_vocab_size(), tok,
-                         tuple(corpora))
-    texts = [t for name in corpora for t in load_corpus(name)]
-    order = np.random.default_rng(seed).permutation(len(texts))
-    docs = [np.asarray(e.ids + [eos], dtype=np.uint16)
-            for e in tok.encode_batch([texts[i] for i in order])]
-    total = sum(len(d) for d in docs)
-    cut, acc = 0, 0
-    while cut < len(docs) and acc < val_fraction * total:
-        acc += len(docs[cut])
-        cut += 1
-    val, train = np.concatenate(docs[:cut]), np.concatenate(docs[cut:])
-    if cache:
-        for path, arr in ((f_train, train), (f_val, val)):
-            with atomic_write(path, "wb") as fh:
-                np.save(fh, arr)
+    folder = cached_build(cache_dir("quant", "tokens") / key, build,
+                          key={"kind": "tokens", "id": key}, what="token arrays", announce=False)
+    train, val = read_npy(folder / "train.npy"), read_npy(folder / "val.npy")
     return TokenData(train, val, tok.get_vocab_size(), tok, tuple(corpora))

@@ -175,6 +175,12 @@ def quantize_values(
         return_bounds: Also return the clip range ``(lo, hi)`` (broadcastable), for clipped STE.
     """
     fmt = get_format(fmt)
+    _check_finite(x, "quantize_values")
+    return _quantize_values(x, fmt, native=native, return_bounds=return_bounds)
+
+
+def _quantize_values(x: torch.Tensor, fmt: QuantFormat, *, native: bool = True,
+                     return_bounds: bool = False) -> Any:
     x = x.detach()
     if x.numel() == 0:
         empty = x.clone()
@@ -299,10 +305,10 @@ class _FakeQuantSTE(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, fmt: QuantFormat, clipped: bool) -> torch.Tensor:
         if clipped:
-            out, lo, hi = quantize_values(x, fmt, return_bounds=True)
+            out, lo, hi = _quantize_values(x, fmt, return_bounds=True)
             ctx.save_for_backward((x >= lo) & (x <= hi))
         else:
-            out = quantize_values(x, fmt)
+            out = _quantize_values(x, fmt)
         ctx.clipped = clipped
         return out
 
@@ -352,6 +358,26 @@ def fake_quantize(
         raise TypeError(f"fake_quantize expects a torch.Tensor. Got {type(x).__name__} instead.")
     if not x.is_floating_point():
         raise TypeError(f"fake_quantize expects a floating-point tensor. Got dtype {x.dtype}.")
+    _check_finite(x, "fake_quantize")
+    return _fake_quantize(x, fmt, ste)
+
+
+def _check_finite(x: torch.Tensor, owner: str) -> None:
+    """Refuse NaN/inf at the public boundary: one inf makes the absmax scale inf and every
+    quantized element NaN, a silent wrong answer."""
+    if x.numel() and not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"{owner} got a tensor with {bad} NaN or inf entries (shape "
+                         f"{tuple(x.shape)}); the scale would be non-finite and every value NaN. "
+                         "Quantize finite values (check for overflow upstream).")
+
+
+def _fake_quantize(x: torch.Tensor, fmt: QuantFormat | None,
+                   ste: Literal["identity", "clipped"] = "identity") -> torch.Tensor:
+    """:func:`fake_quantize` without the input checks, for fmlab's own layers (a training run
+    that overflows must reach its divergence check, not raise in the forward pass)."""
+    if fmt is None:
+        return x
     if x.requires_grad and torch.is_grad_enabled():
         return _FakeQuantSTE.apply(x, fmt, ste == "clipped")
-    return quantize_values(x, fmt)
+    return _quantize_values(x, fmt)

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fmlab._validation import check_bool, check_int, check_option
-from fmlab.quant._fake import fake_quantize
+from fmlab._validation import check_bool, check_int, check_option, check_real
+from fmlab.quant._fake import _fake_quantize
 from fmlab.quant._formats import QuantFormat, resolve_format
 
 __all__ = ["LMConfig", "PrecisionConfig", "QuantLinear", "TinyLM", "set_precision"]
@@ -50,6 +50,7 @@ class LMConfig:
         check_int(self.n_layers, "n_layers", owner=o, low=1)
         check_int(self.n_heads, "n_heads", owner=o, low=1)
         check_int(self.max_seq_len, "max_seq_len", owner=o, low=2)
+        check_real(self.rope_theta, "rope_theta", owner=o, low=1.0)
         if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
             raise ValueError(f"`d_model` must be divisible by `n_heads` with an even head size, "
                              f"but got (d_model={self.d_model}, n_heads={self.n_heads}).")
@@ -128,8 +129,8 @@ class QuantLinear(nn.Linear):
         self.ste: str = "identity"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = fake_quantize(self.weight, self.w_fmt, ste=self.ste)  # type: ignore[arg-type]
-        x = fake_quantize(x, self.a_fmt, ste=self.ste)  # type: ignore[arg-type]
+        w = _fake_quantize(self.weight, self.w_fmt, ste=self.ste)  # type: ignore[arg-type]
+        x = _fake_quantize(x, self.a_fmt, ste=self.ste)  # type: ignore[arg-type]
         return F.linear(x, w, self.bias)
 
 
@@ -169,12 +170,12 @@ class _Block(nn.Module):
         q, k, v = self.qkv(self.attn_norm(x)).split(D, dim=-1)  # 3 × (B, T, D)
         q, k, v = (t.view(B, T, self.n_heads, hd).transpose(1, 2) for t in (q, k, v))  # (B,H,T,hd)
         if self.kv_fmt is not None and self.kv_point == "pre_rope":
-            k = fake_quantize(k, self.kv_fmt, ste=self.ste)  # type: ignore[arg-type]
+            k = _fake_quantize(k, self.kv_fmt, ste=self.ste)  # type: ignore[arg-type]
         q, k = _rope(q, cos, sin), _rope(k, cos, sin)
         if self.kv_fmt is not None:
             if self.kv_point == "post_rope":
-                k = fake_quantize(k, self.kv_fmt, ste=self.ste)  # type: ignore[arg-type]
-            v = fake_quantize(v, self.kv_fmt, ste=self.ste)  # type: ignore[arg-type]
+                k = _fake_quantize(k, self.kv_fmt, ste=self.ste)  # type: ignore[arg-type]
+            v = _fake_quantize(v, self.kv_fmt, ste=self.ste)  # type: ignore[arg-type]
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, hd)
         x = x + self.proj(y.transpose(1, 2).reshape(B, T, D))
         gate, up = self.gate_up(self.mlp_norm(x)).chunk(2, dim=-1)  # (B, T, h) each

@@ -81,15 +81,25 @@ class SweepSpec:
     def __post_init__(self) -> None:
         o = "SweepSpec"
         check_option(self.ptq_method, "ptq_method", ("gptq", "rtn"), owner=o)
-        for name in ("models", "n_tokens", "train_bits", "seeds", "lrs"):
-            if len(getattr(self, name)) == 0:
+        for name in ("models", "n_tokens", "train_bits", "seeds", "lrs", "post_bits"):
+            values = list(getattr(self, name))
+            if len(values) == 0 and name != "post_bits":
                 raise ValueError(f"The {name!r} axis of SweepSpec is empty; give at least one "
                                  "value.")
+            labels = [repr(v) for v in values]
+            if len(set(labels)) != len(labels):
+                dup = sorted({v for v in labels if labels.count(v) > 1})
+                raise ValueError(f"The {name!r} axis of SweepSpec repeats {', '.join(dup)}; each "
+                                 "grid point would be trained twice. Give distinct values.")
         for d in self.n_tokens:
             check_int(d, "n_tokens", owner=o, low=1)
         for p in self.post_bits:
             check_int(p, "post_bits", owner=o, low=2, high=15)
         object.__setattr__(self, "train_bits", tuple(self._norm_bits(b) for b in self.train_bits))
+        if len(set(self.train_bits)) != len(self.train_bits):
+            raise ValueError(f"The 'train_bits' axis of SweepSpec names one precision twice "
+                             f"({self.train_bits}; 16, fp and None are all full precision). "
+                             "Give distinct values.")
         from fmlab.quant._model import LMConfig
 
         for m in self.models:
@@ -156,8 +166,17 @@ def create_sweep(spec: SweepSpec, storage: str, name: str = "precision-sweep") -
 def _load(storage: str, name: str, heartbeat: float, grace: float | None
           ) -> tuple[Any, SweepSpec, Any]:
     optuna = hpo.optuna_module()
+    if isinstance(storage, str) and storage.startswith("sqlite:///"):
+        db = storage[len("sqlite:///"):]
+        if db and db != ":memory:" and not Path(db).is_file():  # never create an empty database
+            raise ValueError(f"The sweep database {db!r} does not exist; create the sweep "
+                             "first with 'fmlab sweep create' (or check --storage).")
     st = hpo.open_storage(storage, heartbeat=heartbeat, grace_period=grace)
-    spec = SweepSpec.from_dict(hpo.stored_spec(name, st) or {})
+    stored = hpo.stored_spec(name, st)
+    if not stored:
+        raise ValueError(f"The Optuna study {name!r} in {storage} was not created by "
+                         "'fmlab sweep create' (it stores no sweep spec).")
+    spec = SweepSpec.from_dict(stored)
     study = hpo.open_study(name, st, create=False,
                            sampler=optuna.samplers.GridSampler(spec.search_space(), seed=0))
     return study, spec, st

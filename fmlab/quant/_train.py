@@ -83,6 +83,10 @@ def evaluate_loss(model: torch.nn.Module, data: TokenData, *, seq_len: int = 128
 
     Works for :class:`TinyLM` and for Hugging Face causal LMs (anything returning ``.logits``).
     """
+    seq_len = check_int(seq_len, "seq_len", owner="evaluate_loss", low=1)
+    batch_size = check_int(batch_size, "batch_size", owner="evaluate_loss", low=1)
+    if max_tokens is not None:
+        check_int(max_tokens, "max_tokens", owner="evaluate_loss", low=seq_len)
     was_training = model.training
     model.eval()
     total, count = 0.0, 0

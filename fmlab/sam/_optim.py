@@ -141,6 +141,19 @@ class SAM(Optimizer):
                 f"such as torch.optim.SGD. Got {base_optimizer!r} of type "
                 f"{type(base_optimizer).__name__} instead."
             )
+        if issubclass(base_optimizer, SAM):
+            raise TypeError(
+                "The 'base_optimizer' parameter of SAM must be a plain torch.optim.Optimizer "
+                f"subclass such as torch.optim.SGD; got {base_optimizer.__name__}, a SAM "
+                "optimizer itself. SAM wraps the optimizer that takes the second step."
+            )
+        if base_optimizer is torch.optim.LBFGS:
+            raise TypeError(
+                "The 'base_optimizer' parameter of SAM cannot be torch.optim.LBFGS: it "
+                "re-evaluates the loss through its own closure, which would step from the "
+                "perturbed weights. Use a first-order optimizer such as torch.optim.SGD or "
+                "torch.optim.AdamW."
+            )
         if isinstance(params, torch.Tensor):
             raise TypeError(
                 "The 'params' parameter of SAM must be an iterable of tensors or of param-group "

@@ -135,6 +135,13 @@ def train_classifier(
     check_option(method, "method", list_variants(), owner="train_classifier")
     check_option(scope, "scope", ("all", "last"), owner="train_classifier")
     rho = check_real(rho, "rho", owner="train_classifier", low=0.0, closed="left")
+    check_real(lr, "lr", owner="train_classifier", low=0.0)
+    check_real(momentum, "momentum", owner="train_classifier", low=0.0, high=1.0, closed="left")
+    check_real(weight_decay, "weight_decay", owner="train_classifier", low=0.0, closed="left")
+    check_real(weight_penalty, "weight_penalty", owner="train_classifier", low=0.0,
+               closed="left")
+    check_real(feature_penalty, "feature_penalty", owner="train_classifier", low=0.0,
+               closed="left")
     epochs = check_int(epochs, "epochs", owner="train_classifier", low=1)
     batch_size = check_int(batch_size, "batch_size", owner="train_classifier", low=1)
     if scope == "last" or weight_penalty or feature_penalty:

@@ -9,6 +9,7 @@ fit, bootstrap intervals, diagnostics, prediction, saving) lives here once.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -18,7 +19,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 
 from fmlab._validation import check_int, check_option, check_real
-from fmlab.exceptions import NotFittedError
+from fmlab.exceptions import NotFittedError, ReliabilityWarning
 from fmlab.scaling import _fitting as core
 
 __all__ = ["BaseLaw", "LawParams"]
@@ -331,11 +332,33 @@ class BaseLaw(RegressorMixin, BaseEstimator):
             diag.bootstrap_failed = int((~ok).sum())
         diag.time_s = clock()
         self.diagnostics_ = diag
+        self._warn_identifiability(Xt, yt, diag, np.asarray(starts[res.winning_start]), res.x)
         if not res.converged:
             core.warn_not_converged(type(self).__name__,
                                     f"the best optimum (objective {res.fun:.6g}) failed the "
                                     "convergence test")
         return self
+
+    def _warn_identifiability(self, Xt: np.ndarray, yt: np.ndarray, diag: Any,
+                              start: np.ndarray, theta: np.ndarray) -> None:
+        """ReliabilityWarnings for fits whose parameters the data cannot pin down: a feature or
+        the target without spread, an undefined R², parameters that never left their start."""
+        name = type(self).__name__
+        problems = []
+        for j, col in enumerate(self.feature_names[: Xt.shape[1]]):
+            v = Xt[:, j]
+            if np.all(v == v[0]):
+                problems.append(f"column {col!r} has no spread (every run has {v[0]:g}), so its "
+                                "exponent is not identified; vary it across runs")
+        if np.all(yt == yt[0]):
+            problems.append(f"the target is constant ({yt[0]:g}) in every run")
+        if not np.isfinite(diag.r2):
+            problems.append("R² is undefined")
+        if theta.shape == start.shape and np.allclose(theta, start, rtol=1e-7, atol=1e-10):
+            problems.append("the parameters never left their start values")
+        if problems:
+            warnings.warn(f"{name}: the fit is not identifiable: " + "; ".join(problems) + ".",
+                          ReliabilityWarning, stacklevel=3)
 
     # -- prediction -------------------------------------------------------------------------
     def _check_fitted(self, what: str = "predict") -> None:
@@ -377,10 +400,42 @@ class BaseLaw(RegressorMixin, BaseEstimator):
         fun = self._objective_for(Xa, ya, np.ones((1, Xa.shape[0])))
         return float(fun(theta[None, :], None)[0][0])
 
-    def set_fitted_params(self, params: Mapping[str, float] | LawParams) -> BaseLaw:
+    def _checked_internal(self, d: dict[str, Any], where: str) -> np.ndarray:
+        """``_internal(d)`` with messages naming ``where``, the key and the fix: every parameter
+        present, a finite number, and inside the law's domain (no NaN predictions later)."""
+        names = [f.name for f in fields(self.params_class)]
+        def leaves(v: Any) -> list[Any]:
+            if isinstance(v, Mapping):
+                return [x for u in v.values() for x in leaves(u)]
+            if isinstance(v, (list, tuple, np.ndarray)):
+                return [x for u in v for x in leaves(u)]
+            return [v]
+
+        for k, v in d.items():
+            vals = leaves(v)
+            if not all(isinstance(x, (int, float, np.number)) and not isinstance(x, bool)
+                       and np.isfinite(float(x)) for x in vals):
+                raise ValueError(f"{where}: parameter {k!r} must be a finite number; got {v!r}.")
+        try:
+            theta = np.asarray(self._internal(d), dtype=float)
+        except KeyError as exc:
+            raise ValueError(f"{where}: parameter {exc.args[0]!r} is missing; a "
+                             f"{type(self).__name__} needs {', '.join(names)}.") from None
+        specs = self.param_specs()
+        bad = [f"{sp.name}={t:.4g}" for sp, t in zip(specs, theta, strict=False)
+               if not (np.isfinite(t) and sp.lower <= t <= sp.upper)]
+        if bad or not np.isfinite(theta).all():
+            shown = ", ".join(f"{k}={d[k]!r}" for k in names if k in d)
+            raise ValueError(f"{where}: the parameters ({shown}) are outside the domain of "
+                             f"{type(self).__name__} ({', '.join(bad) or 'non-finite'}); scales "
+                             "such as E, A and B must be positive.")
+        return theta
+
+    def set_fitted_params(self, params: Mapping[str, float] | LawParams, *,
+                          where: str = "set_fitted_params") -> BaseLaw:
         """Use given parameters (e.g. a preset or published values) without fitting."""
         d = params.to_dict() if isinstance(params, LawParams) else dict(params)
-        self.theta_ = self._internal(d)
+        self.theta_ = self._checked_internal(d, where)
         self.params_ = self._make_params(self.theta_)
         self.n_features_in_ = len(self.feature_names)
         self.intervals_, self.stderr_, self.bootstrap_params_ = {}, {}, {}
@@ -447,11 +502,24 @@ def load_law(source: str | Path | Mapping[str, Any]) -> BaseLaw:
         if not p.is_file():
             raise FileNotFoundError(f"No fitted-law file at {str(p)!r}; write one with "
                                     "'fmlab scaling fit ... --save FILE' or law.save(FILE).")
-        d = json.loads(p.read_text())
-    if "law" not in d or "params" not in d:
-        raise ValueError("A saved law needs the keys 'law' and 'params' (as written by save()).")
-    law = create_law(d["law"], **dict(d.get("init") or {}))
-    law.set_fitted_params(d["params"])
+        try:
+            d = json.loads(p.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"The law file {str(p)!r} is not JSON written by law.save() "
+                             f"({exc}).") from None
+    where = "the saved law" if isinstance(source, Mapping) else f"The law file {str(source)!r}"
+    if not isinstance(d, dict) or "law" not in d or not isinstance(d.get("params"), dict):
+        raise ValueError(f"{where} needs the keys 'law' and 'params' (a mapping), as written by "
+                         "'fmlab scaling fit --save' or law.save().")
+    init = d.get("init") or {}
+    if not isinstance(init, dict):
+        raise ValueError(f"{where}: 'init' must be a mapping of constructor arguments.")
+    try:
+        law = create_law(d["law"], **init)
+    except TypeError as exc:
+        raise ValueError(f"{where}: 'init' has an argument the law does not take ({exc}).") \
+            from None
+    law.set_fitted_params(d["params"], where=where)
     law.intervals_ = {k: tuple(v) for k, v in (d.get("intervals") or {}).items()}
     law.stderr_ = dict(d.get("stderr") or {})
     return law

@@ -148,24 +148,11 @@ def openclip_curves() -> Any:
 
 
 def read_runs(path: str | Path) -> Any:
-    """Read a table of runs from CSV, Parquet or JSON (records or columns) into a DataFrame."""
-    import pandas as pd
+    """Read a table of runs from CSV, Parquet or JSON (records or columns) into a DataFrame.
 
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"No runs file at {str(p)!r}.")
-    suffix = p.suffix.lower()
-    if suffix in (".csv", ".tsv", ".txt"):
-        return pd.read_csv(p, sep="\t" if suffix == ".tsv" else ",")
-    if suffix in (".parquet", ".pq"):
-        return pd.read_parquet(p)
-    if suffix in (".json", ".jsonl"):
-        text = p.read_text()
-        if suffix == ".jsonl":
-            return pd.DataFrame([json.loads(x) for x in text.splitlines() if x.strip()])
-        obj = json.loads(text)
-        if isinstance(obj, dict) and "runs" in obj:
-            obj = obj["runs"]
-        return pd.DataFrame(obj)
-    raise ValueError(f"Unsupported runs file type {suffix!r} for {str(p)!r}. Use .csv, .tsv, "
-                     ".parquet or .json/.jsonl.")
+    Errors name the file and what was expected (:func:`fmlab._io.read_table`): empty files,
+    duplicate column names, non-UTF-8 text and JSON of the wrong shape are refused.
+    """
+    from fmlab._io import read_table
+
+    return read_table(path, what="runs")

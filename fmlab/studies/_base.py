@@ -172,8 +172,12 @@ def load_results(out: str | Path) -> list[dict[str, Any]]:
 
     records = []
     for path in sorted(Path(out).glob(f"*/{METRICS_FILE}")):
-        try:
-            records.append(json.loads(path.read_text()))
-        except (OSError, json.JSONDecodeError):
+        if path.parent.name.startswith("."):  # a killed run's temporary or old copy, never a study
             continue
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # unreadable or not JSON (never unpickled)
+            continue
+        if isinstance(record, dict) and "study" in record:
+            records.append(record)
     return records

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fmlab._io import atomic_write
+from fmlab._io import atomic_write, clean_stale, file_lock
 from fmlab.studies._base import load_results
 from fmlab.version import __version__
 
@@ -96,10 +96,17 @@ def _n_holding(record: dict[str, Any]) -> int:
 def render_report(out: str | Path, failed: dict[str, str] | None = None) -> Path:
     """Write ``out/report.html`` from every ``out/<study>/metrics.json``; return its path."""
     out = Path(out)
+    if not out.is_dir():
+        raise FileNotFoundError(f"No results folder {str(out)!r}; run 'fmlab reproduce --out "
+                                f"{out}' first (or check the path).")
     records = load_results(out)
     failed = dict(failed or {})
     for err in sorted(out.glob("*.error.txt")):
-        failed.setdefault(err.name[: -len(".error.txt")], err.read_text().strip().splitlines()[-1])
+        lines = err.read_text(errors="replace").strip().splitlines()
+        failed.setdefault(err.name[: -len(".error.txt")], lines[-1] if lines else "failed")
+    if not records and not failed:
+        raise FileNotFoundError(f"{str(out)!r} holds no study results (no <study>/metrics.json); "
+                                f"run 'fmlab reproduce --out {out}' first.")
     n_claims = sum(len(r.get("claims", [])) for r in records)
     n_hold = sum(bool(c["holds"]) for r in records for c in r.get("claims", []))
     summary_rows = "".join(
@@ -132,6 +139,8 @@ def render_report(out: str | Path, failed: dict[str, str] | None = None) -> Path
         f"<style>{_CSS}</style></head><body>{body}</body></html>\n"
     )
     path = out / "report.html"
-    with atomic_write(path) as fh:
-        fh.write(page)
+    with file_lock(path):  # concurrent renders take turns; a killed render's temp is removed
+        clean_stale(path)
+        with atomic_write(path) as fh:
+            fh.write(page)
     return path

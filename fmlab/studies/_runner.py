@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fmlab._imports import require
-from fmlab._io import atomic_dir, write_json
+from fmlab._io import atomic_dir, clean_stale, file_lock, write_json
 from fmlab._validation import check_option
 from fmlab.studies._base import (
     METRICS_FILE,
@@ -38,6 +39,16 @@ def list_studies(pattern: str | None = None) -> list[str]:
 def get_study(name: str) -> type[Study]:
     """The study class registered under ``name``."""
     return STUDIES.get(name)
+
+
+@contextlib.contextmanager
+def _publishing(study_dir: Path) -> Iterator[Path]:
+    """Lock ``study_dir``, remove what a killed run left (``.<name>.*.tmp``, ``.<name>.old``) and
+    yield the temporary folder that replaces it on success (:func:`fmlab._io.atomic_dir`)."""
+    with file_lock(study_dir):
+        clean_stale(study_dir)
+        with atomic_dir(study_dir) as tmp:
+            yield tmp
 
 
 def _finished(study_dir: Path, scale: Scale) -> dict[str, Any] | None:
@@ -73,7 +84,7 @@ def run_study(
         require(module, feature=f"The study {name!r}")
     out = Path(out)
     started = time.time()
-    with atomic_dir(out / name) as tmp:
+    with _publishing(out / name) as tmp:
         ctx = StudyContext(
             tmp, scale=scale, seed=seed, options=options, show_progress=show_progress
         )
@@ -167,6 +178,8 @@ def reproduce(
     result = ReproduceResult(out=out, report=None)
     for i, name in enumerate(selected, 1):
         if not force and _finished(out / name, scale) is not None:
+            with file_lock(out / name):  # leftovers of a killed re-run, next to a good result
+                clean_stale(out / name)
             result.skipped.append(name)
             if verbose:
                 print(

@@ -39,7 +39,7 @@ class SignStep(BaseAttack):
             grad = buffers["momentum"]
         return Proposal((x - self.step_size * grad.sign()).detach()[None], float(loss.detach()), 1)
 
-    def project(self, candidates, x0):
+    def project(self, candidates, x0, objective=None):
         return torch.clamp(torch.minimum(torch.maximum(candidates, x0 - self.eps), x0 + self.eps),
                            0, 1)
 
@@ -64,7 +64,7 @@ class RandomSwap(BaseAttack):
         cand[torch.arange(self.search_width), pos] = tok
         return Proposal(cand, None, 0)
 
-    def project(self, candidates, x0):
+    def project(self, candidates, x0, objective=None):
         keep = ~torch.isin(candidates, torch.tensor(self.banned)).any(dim=1)
         return candidates[keep]
 

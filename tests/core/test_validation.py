@@ -61,3 +61,29 @@ def test_good_values_pass_through() -> None:
     assert check_option("mean", "pooling", ("mean", "last")) == "mean"
     probs = check_probabilities([[0.2, 0.8], [1.0, 0.0]], "p")
     assert probs.shape == (2, 2)
+
+
+def test_constraints_check_python_values_and_command_line_strings_alike() -> None:
+    import argparse
+    import math
+
+    from fmlab._validation import InputFile, Int, OutputFile, Real, check_params
+
+    params = {"lr": Real(0), "steps": Int(1), "p": Real(0, 1, closed="both")}
+    assert check_params({"lr": 0.1, "steps": 3, "p": 1.0, "other": "x"}, params) == {
+        "lr": 0.1, "steps": 3, "p": 1.0, "other": "x"}
+    for bad in ({"lr": math.inf}, {"lr": 0.0}, {"steps": 0}, {"p": math.nan}):
+        with pytest.raises(ValueError, match="parameter of AutoFT must be"):
+            check_params(bad, params, owner="AutoFT")
+    assert params["steps"]("1e5") == 100_000 and params["lr"]("3e-4") == 3e-4
+    for c, text in ((params["lr"], "inf"), (params["steps"], "2.5"), (params["p"], "nan")):
+        with pytest.raises(argparse.ArgumentTypeError, match="must be"):
+            c(text)
+        assert text in c.invalid_values() or c is params["steps"]
+    assert Real(0).list(unique=True)("1e21,1e23") == [1e21, 1e23]
+    with pytest.raises(argparse.ArgumentTypeError, match="repeated"):
+        Int(0).list(unique=True)("0,0")
+    with pytest.raises(argparse.ArgumentTypeError, match="does not exist"):
+        InputFile(".csv")("/nonexistent/runs.csv")
+    with pytest.raises(argparse.ArgumentTypeError, match="ending in .json"):
+        OutputFile(".json")("law.txt")

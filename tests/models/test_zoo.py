@@ -133,7 +133,7 @@ def test_cli_info(capsys):
 def test_cli_errors(capsys):
     assert main(["models", "info", "smollm"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("fmlab models: error: Unknown model 'smollm'")
+    assert err.startswith("fmlab models info: error: Unknown model 'smollm'")
     assert main(["models", "prepare", "tiny-llama"]) == 1
     assert "needs no preparation" in capsys.readouterr().err
 

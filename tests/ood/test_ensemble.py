@@ -78,11 +78,11 @@ def test_feature_cache_roundtrip(tmp_path, monkeypatch):
     monkeypatch.setenv("FMLAB_CACHE", str(tmp_path))
     images = np.random.default_rng(0).integers(0, 255, (5, 8, 8), dtype=np.uint8)
     a = extract_features("pixels", images, resolution=12)
-    files = list((tmp_path / "features" / "pixels").glob("*.npy"))
+    files = list((tmp_path / "features" / "pixels").glob("*/features.npy"))
     assert a.shape == (5, 144) and len(files) == 1
     np.testing.assert_array_equal(extract_features("pixels", images, resolution=12), a)
     extract_features("pixels", images, resolution=10)  # settings are part of the key
-    assert len(list((tmp_path / "features" / "pixels").glob("*.npy"))) == 2
+    assert len(list((tmp_path / "features" / "pixels").glob("*/features.npy"))) == 2
     assert "efficientnet-lite0" in list_backbones("image")
     with pytest.raises(TypeError, match="uint8 images"):
         extract_features("pixels", images.astype(float))
@@ -158,7 +158,7 @@ def test_cli_ensemble_dry_run_and_predict_errors(tmp_path, capsys):
     assert main(["ood", "ensemble", "--backbone", "pixels", "--dataset", "digits", "--ood",
                  "rotate:20", "--out", str(tmp_path), "--dry-run", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["ood"] == "rotate:20"
-    assert main(["ood", "predict", str(tmp_path / "nope.npy"), "b.npy", "c.npy"]) == 1
+    assert main(["ood", "predict", str(tmp_path / "nope.npy"), "b.npy", "c.npy"]) == 2
     assert "does not exist" in capsys.readouterr().err
 
 

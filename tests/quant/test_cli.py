@@ -20,9 +20,10 @@ def test_formats_json(capsys) -> None:
 
 
 def test_bad_input_is_one_line_error(capsys, tmp_path) -> None:
-    code = main(["quant", "ptq", "--model", str(tmp_path / "missing.pt"), "--bits", "int17"])
-    assert code == 1
-    assert "error:" in capsys.readouterr().err
+    assert main(["quant", "ptq", "--model", str(tmp_path / "missing.pt"), "--bits", "int17"]) == 2
+    assert "argument --bits" in capsys.readouterr().err
+    assert main(["quant", "ptq", "--model", str(tmp_path / "missing.pt")]) == 2
+    assert "does not exist" in capsys.readouterr().err
     assert main(["sweep", "create", "--storage", "nowhere.db"]) == 1
     assert "database URL" in capsys.readouterr().err
 
@@ -51,7 +52,7 @@ def test_study_registered_and_cheap() -> None:
 
 def test_train_then_gptq_cli(tmp_path, capsys, token_data) -> None:
     """``quant train --save`` then ``quant ptq`` with both GPTQ variants; ``sweep run --workers``."""
-    ckpt = tmp_path / "lm.pt"
+    ckpt = tmp_path / "lm.safetensors"
     assert main(["quant", "train", "--d-model", "32", "--n-layers", "1", "--n-heads", "2",
                  "--tokens", "20000", "--save", str(ckpt), "--json"]) == 0
     capsys.readouterr()

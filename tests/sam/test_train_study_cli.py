@@ -61,9 +61,10 @@ def test_cli_variants_and_dry_run(capsys):
 
 
 def test_cli_bad_value_is_a_one_line_error(capsys):
-    assert main(["sam", "train", "--rho", "-1", "--dry-run"]) == 1
+    assert main(["sam", "train", "--rho", "-1", "--dry-run"]) == 2
     err = capsys.readouterr().err
-    assert "The 'rho' parameter of fmlab sam train must be a float in the range [0, inf)" in err
+    assert err.startswith("fmlab sam train: error: argument --rho: must be a float in the range "
+                          "[0, inf); got '-1'") and err.count("\n") == 1
 
 
 def _need_data() -> None:
