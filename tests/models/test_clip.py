@@ -140,3 +140,14 @@ def test_prepared_member_quality_and_lifecycle(tmp_path) -> None:
     with pytest.warns(CacheRebuildWarning):
         prepare_model("clip-emoji-0", steps=60)
     assert env == os.environ.get("FMLAB_CACHE")
+
+
+def test_cli_list_and_info_of_unprepared(tmp_path, monkeypatch, capsys) -> None:
+    from fmlab.cli import main
+
+    monkeypatch.setenv("FMLAB_CACHE", str(tmp_path))
+    assert main(["models", "list", "clip-emoji*"]) == 0
+    lines = capsys.readouterr().out.splitlines()[1:]
+    assert len(lines) == 4 and all("trainable offline, not prepared" in x for x in lines)
+    assert main(["models", "info", "clip-emoji-2"]) == 0
+    assert "fmlab models prepare clip-emoji-2" in capsys.readouterr().out
