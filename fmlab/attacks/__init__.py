@@ -19,15 +19,44 @@ from fmlab.attacks._core import (
     list_attacks,
     run_attack,
 )
+from fmlab.attacks._gcg import GCG, GCGResult, TargetObjective
+from fmlab.attacks._image import BIM, CWA, PGD, as_image, format_eps, quantize
+from fmlab.attacks._objectives import (
+    CaptionerObjective,
+    ClassifierObjective,
+    ClipEnsembleObjective,
+    SpectrumAugmented,
+    edit_similarity,
+)
 
 __all__ = [
     "ATTACKS",
     "AttackResult",
     "BaseAttack",
     "Budget",
+    "GCG",
+    "GCGResult",
     "Proposal",
     "Selection",
+    "TargetObjective",
     "create_attack",
     "list_attacks",
     "run_attack",
+    # image attacks (PGD/BIM) and their objectives
+    "BIM",
+    "CWA",
+    "PGD",
+    "CaptionerObjective",
+    "ClassifierObjective",
+    "ClipEnsembleObjective",
+    "SpectrumAugmented",
+    "as_image",
+    "edit_similarity",
+    "format_eps",
+    "quantize",
 ]
+
+ATTACKS.register("gcg", GCG)
+ATTACKS.register("pgd", PGD)
+ATTACKS.register("bim", BIM)
+ATTACKS.register("cwa", CWA)

@@ -21,11 +21,11 @@ import json
 import sys
 from typing import Any, ClassVar, NoReturn
 
+from fmlab.exceptions import UsageError  # the command line is wrong (exit 2, one line)
+
 __all__ = ["Command", "Parser", "UsageError", "add_action", "emit", "parse_options"]
 
 
-class UsageError(ValueError):
-    """The command line is wrong in a way argparse cannot see (exit 2, one line)."""
 
 
 class Parser(argparse.ArgumentParser):

@@ -14,8 +14,9 @@ class ReproduceCommand(Command):
     epilog = (
         "Examples:\n  fmlab reproduce --quick                  # every study, minutes each\n"
         "  fmlab reproduce scaling.chinchilla --out results\n"
-        "  fmlab reproduce 'sam.*' --full --force --option epochs=5\n"
-        "  fmlab reproduce --list"
+        "  fmlab reproduce sam.label_noise --full --force --option epochs=5\n"
+        "  fmlab reproduce --list\n"
+        "  fmlab reproduce --describe scaling.chinchilla   # its options and defaults"
     )
 
     def configure(self, parser: argparse.ArgumentParser) -> None:
@@ -50,9 +51,17 @@ class ReproduceCommand(Command):
             "--option",
             action="append",
             metavar="KEY=VALUE",
-            help="study option passed to the selected studies (repeatable)",
+            help="study option (repeatable), given to each selected study that declares it; "
+            "an option no selected study declares is an error (see --describe NAME)",
         )
-        parser.add_argument("--list", action="store_true", help="list the studies and exit")
+        parser.add_argument(
+            "--list", action="store_true", help="list the studies and their options, and exit"
+        )
+        parser.add_argument(
+            "--describe",
+            metavar="NAME",
+            help="show a study's summary and its options (type, quick/full default, constraint)",
+        )
         parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
         parser.add_argument("--quiet", action="store_true", help="no per-study status lines")
         parser.add_argument("--json", action="store_true", help="print the outcome as JSON")
@@ -61,12 +70,25 @@ class ReproduceCommand(Command):
         from fmlab.studies import get_study, list_studies, reproduce
 
         if args.list:
-            rows = [(n, get_study(n).title) for n in list_studies()]
-            emit(
-                [{"study": n, "title": t} for n, t in rows],
-                as_json=args.json,
-                text="\n".join(f"{n:28s} {t}" for n, t in rows),
+            infos = [get_study(n).describe() for n in list_studies()]
+            text = "\n".join(
+                f"{d['study']:28s} {d['title']}\n{'':28s} options: "
+                + (", ".join(o["name"] for o in d["options"]) or "(none)")
+                for d in infos
             )
+            emit(
+                [
+                    {"study": d["study"], "title": d["title"],
+                     "options": [o["name"] for o in d["options"]]}
+                    for d in infos
+                ],
+                as_json=args.json,
+                text=text,
+            )
+            return 0
+        if args.describe:
+            info = get_study(args.describe).describe()
+            emit(info, as_json=args.json, text=_describe_text(info))
             return 0
         result = reproduce(
             args.names or None,
@@ -92,17 +114,49 @@ class ReproduceCommand(Command):
         return 0 if result.ok else 1
 
 
+def _describe_text(info: dict) -> str:
+    import json
+
+    lines = [f"{info['study']}: {info['title']}", f"paper: {info['paper']}", "",
+             info["summary"], ""]
+    if not info["options"]:
+        lines.append("options: none")
+        return "\n".join(lines)
+    lines.append("options (--option NAME=VALUE):")
+    for o in info["options"]:
+        dflt = json.dumps(o["quick"])
+        if o["full"] != o["quick"]:
+            dflt = f"quick {dflt}, full {json.dumps(o['full'])}"
+        cons = f"; {o['constraint']}" if o["constraint"] else ""
+        lines.append(f"  {o['name']} ({o['type']}{cons}; default {dflt})")
+        if o["help"]:
+            lines.append(f"      {o['help']}")
+    return "\n".join(lines)
+
+
 class ReportCommand(Command):
     name = "report"
     help = "Re-render DIR/report.html from finished study results."
-    epilog = "Example:\n  fmlab report --out fmlab-results"
+    epilog = ("Examples:\n  fmlab report --out fmlab-results\n"
+              "  fmlab report --out full-results --publish docs/results   # into the repository")
 
     def configure(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--out", type=OutputFile(folder=True), default="fmlab-results",
                             help="results folder (written by 'fmlab reproduce --out')")
+        parser.add_argument(
+            "--publish",
+            type=OutputFile(folder=True),
+            metavar="DIR",
+            help="also copy the results (metrics, figures, report) into DIR with a markdown "
+            "summary DIR/README.md",
+        )
 
     def run(self, args: argparse.Namespace) -> int:
         from fmlab.studies import render_report
 
         print(render_report(args.out))
+        if args.publish:
+            from fmlab.studies._publish import publish_results
+
+            print(publish_results(args.out, args.publish) / "README.md")
         return 0

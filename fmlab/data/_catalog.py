@@ -43,8 +43,7 @@ class Need:
             return None if root is None else root / self.path
         if self.where == "debian":
             return Path(self.path)
-        root = files.shared_dir()
-        return None if root is None else root / self.path
+        return files.shared_dir(*self.path.split("/"))
 
     def how_to_get(self) -> str:
         if self.where == "mnist":

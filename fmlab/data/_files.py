@@ -24,7 +24,7 @@ import importlib.util
 import os
 from pathlib import Path
 
-from fmlab._paths import data_dir, shared_dir
+from fmlab._paths import data_dir, shared_dir, shared_roots
 from fmlab.exceptions import DataUnavailableError
 
 __all__ = [
@@ -91,8 +91,9 @@ MNIST_INSTALL = (
 FASHION_INSTALL = "sudo apt-get install -y --no-install-recommends dataset-fashion-mnist"
 FASHION_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")  # where the Debian package installs
 SHARED_INSTALL = (
-    "set FMLAB_SHARED to the folder that holds fmlab's reference data (the project's shared/ "
-    "folder with sts/, purple-problem/, context-parametric-inversion/, scaling-law-fitting/ ...)"
+    "put the file in a folder laid out like fmlab's reference data (e.g. sts/sickr.tsv) and set "
+    "FMLAB_SHARED to that folder; fmlab/_reference/README.md says where each file comes from "
+    "(files whose licence forbids shipping them, such as SICK-R, are not in the package)"
 )
 
 _VERIFIED: set[tuple[str, int, int, str]] = set()
@@ -278,21 +279,24 @@ def debian_file(path: str | os.PathLike[str], *, package: str, verify: bool = Tr
 
 # -- shared reference data --------------------------------------------------------------------
 def shared_file(relpath: str, *, verify: bool = True) -> Path:
-    """Locate ``<shared root>/<relpath>``; verify it when its PROVENANCE.md lists a checksum."""
+    """Locate the reference file ``relpath`` (``FMLAB_SHARED``, then the files shipped with
+    fmlab, then ``shared/`` beside the checkout); verify it when its PROVENANCE.md lists a
+    checksum."""
     root = shared_dir()
     if root is None:
         raise DataUnavailableError(
             f"The reference file {relpath} cannot be found: no shared data root is configured. "
             f"To use it, {SHARED_INSTALL}."
         )
-    path = root / relpath
-    install = f"{SHARED_INSTALL}; looked in {root}"
+    path = shared_dir(*relpath.split("/"))
+    looked = ", ".join(str(r) for r in shared_roots())
+    install = f"{SHARED_INSTALL}; looked in {looked}"
+    if path is None or not path.is_file():
+        raise DataUnavailableError(
+            f"The reference file {relpath} is missing: it is in none of {looked}. To use it, "
+            f"{SHARED_INSTALL}.")
     expected = SHARED_SHA256.get(relpath)
     if not verify or expected is None:
-        if not path.is_file():
-            raise DataUnavailableError(
-                f"The reference file {relpath} is missing: {path} does not exist. To use it, "
-                f"{install}.")
         return path
     folder = relpath.split("/")[0]
     return verify_file(path, expected, what=f"The reference file {relpath}", install=install,
@@ -300,5 +304,5 @@ def shared_file(relpath: str, *, verify: bool = True) -> Path:
 
 
 def shared_available(relpath: str) -> bool:
-    root = shared_dir()
-    return root is not None and (root / relpath).is_file()
+    path = shared_dir(*relpath.split("/"))
+    return path is not None and path.is_file()

@@ -156,19 +156,29 @@ def evaluate_sts(
     """
     from scipy.stats import pearsonr, spearmanr
 
+    start = time.perf_counter()
+    name, split_, cos, gold, n_total = _sts_cosines(encoder, dataset, split=split, n=n, seed=seed,
+                                                    batch_size=batch_size,
+                                                    show_progress_bar=show_progress_bar)
+    rho = float(spearmanr(cos, gold).statistic)
+    r = float(pearsonr(cos, gold).statistic)
+    return EvalResult(name, "spearman", 100 * rho, len(gold), split_,
+                      time.perf_counter() - start, {"pearson": 100 * r, "n_total": n_total})
+
+
+def _sts_cosines(encoder: Any, dataset: Any, *, split: str | None = None, n: int | None = None,
+                 seed: int = 0, batch_size: int = 32, show_progress_bar: bool = False
+                 ) -> tuple[str, str, np.ndarray, np.ndarray, int]:
+    """``(name, split, cosine per pair, gold score per pair, pairs in the split)`` for the
+    (seeded subset of the) pairs: what :func:`evaluate_sts` scores."""
     if n is not None:
         check_int(n, "n", owner="evaluate_sts", low=2)
-    start = time.perf_counter()
     name, split_, t1, t2, gold = _pairs(dataset, split)
     n_total = len(gold)
     idx = _subset_indices(n_total, n, seed)
     t1, t2, gold = [t1[i] for i in idx], [t2[i] for i in idx], gold[idx]
     emb = _encode(encoder, t1 + t2, batch_size, show_progress_bar)
-    cos = _cosine_rows(emb[: len(t1)], emb[len(t1):])
-    rho = float(spearmanr(cos, gold).statistic)
-    r = float(pearsonr(cos, gold).statistic)
-    return EvalResult(name, "spearman", 100 * rho, len(gold), split_,
-                      time.perf_counter() - start, {"pearson": 100 * r, "n_total": n_total})
+    return name, split_, _cosine_rows(emb[: len(t1)], emb[len(t1):]), gold, n_total
 
 
 def evaluate_word_similarity(

@@ -8,8 +8,17 @@ import os
 from typing import Any, ClassVar
 
 from fmlab.studies._base import Claim, Study, StudyContext, StudyResult
+from fmlab.studies._options import Option
 
 __all__ = ["PrecisionSweepStudy"]
+
+_SENSITIVITY_CLAIM = ("Activations are the most precision-sensitive component: quantizing them "
+                      "alone costs more loss than quantizing the weights or the KV cache alone.")
+_MIN_EFFECT = 2e-3  # nats: differences below are at one-seed run-to-run noise
+_LAW_CLAIM = ("The precision law (N_eff with per-component sensitivities) predicts held-out "
+              "runs.")
+_PENALTY_CLAIM = ("The precision law predicts the loss cost of quantized training "
+                  "(L(P) − L(fp) at the same N and D) on held-out runs.")
 
 
 class PrecisionSweepStudy(Study):
@@ -36,16 +45,29 @@ class PrecisionSweepStudy(Study):
     )
     requires: ClassVar[tuple[str, ...]] = ("torch", "tokenizers", "optuna", "matplotlib",
                                            "pandas")
+    options: ClassVar[tuple[Option, ...]] = (
+        Option("n_tokens", list, None, item=int, low=1000, none_ok=True,
+               help="training token counts (null: 250k, 800k quick; 1M, 1.6M, 2.5M full)"),
+        Option("min_effect", float, _MIN_EFFECT, low=0.0,
+               help="smallest loss difference (nats) counted as an effect"),
+        Option("runs", str, None, none_ok=True,
+               help="analyse this runs.csv (written by an earlier run) instead of training"),
+        Option("threads", int, 1, low=1, affects_result=False, help="torch threads per worker"),
+        Option("workers", int, min(2, os.cpu_count() or 1), low=1, affects_result=False,
+               help="sweep worker processes"),
+    )
 
     def run(self, ctx: StudyContext) -> StudyResult:
+        if ctx.option("runs"):
+            return self._analyse(ctx, *_read_runs(ctx.option("runs")))
         import torch
 
         from fmlab.quant._sweep import SweepSpec, run_sweep, write_table
 
         # Small models train fastest on one thread, so the sweep runs one worker process per
         # core (each with one thread) on the same SQLite study.
-        torch.set_num_threads(int(ctx.options.get("threads", 1)))
-        workers = int(ctx.options.get("workers", min(2, os.cpu_count() or 1)))
+        torch.set_num_threads(ctx.option("threads"))
+        workers = ctx.option("workers")
         ctx.seed_everything()
         # Tiny models trained on many tokens per parameter: the precision effects live in the
         # capacity-limited regime (D/N of 10-50 here); at D/N of a few they drown in noise.
@@ -54,7 +76,7 @@ class PrecisionSweepStudy(Study):
         m32 = {"d_model": 32, "n_layers": 2, "n_heads": 4}
         models = ctx.pick([m32], [{"d_model": 24, "n_layers": 2, "n_heads": 4}, m32,
                                   {"d_model": 48, "n_layers": 2, "n_heads": 4}])
-        tokens = ctx.options.get("n_tokens") or ctx.pick([250_000, 800_000],
+        tokens = ctx.option("n_tokens") or ctx.pick([250_000, 800_000],
                                                          [1_000_000, 1_600_000, 2_500_000])
         bits: list[Any] = ctx.pick(
             [None, 8, 4, 3],
@@ -83,7 +105,7 @@ class PrecisionSweepStudy(Study):
         claims: list[Claim] = []
         # Differences smaller than this are at the run-to-run noise of one-seed tiny runs (two
         # quick sweeps with different token counts flipped signs at ~1e-3 nats), not evidence.
-        min_effect = float(ctx.options.get("min_effect", 2e-3))
+        min_effect = float(ctx.options.get("min_effect", _MIN_EFFECT))
         metrics: dict[str, Any] = {"min_effect_nats": min_effect,
                                    "n_runs": int(len(table[table.post_bits.map(math.isinf)])),
                                    "n_failed": int((table.status == "failed").sum() // 1)}
@@ -175,6 +197,10 @@ class PrecisionSweepStudy(Study):
                 bits_seen.add(b)
                 costs[comp].append(float(one.loss.mean() - base.loss.mean()))
         if not costs["weights"]:
+            claims.append(Claim.not_computed(
+                _SENSITIVITY_CLAIM, "no (N, D) setting has the full-precision run and all three "
+                "single-component runs (the full scale trains them)",
+                reference="Sec. 4.1, arXiv 2411.04330"))
             return
         mean = {k: float(sum(v) / len(v)) for k, v in costs.items()}
         metrics["single_component_cost"] = {"bits": sorted(bits_seen), "n_settings":
@@ -183,8 +209,7 @@ class PrecisionSweepStudy(Study):
         runner_up = max(v for k, v in mean.items() if k != worst)
         bits_txt = "/".join(str(int(b)) for b in sorted(bits_seen))
         claims.append(Claim(
-            claim="Activations are the most precision-sensitive component: quantizing them "
-                  "alone costs more loss than quantizing the weights or the KV cache alone.",
+            claim=_SENSITIVITY_CLAIM,
             measured=f"mean loss increase at {bits_txt} bits over {len(costs['weights'])} "
                      "(N, D) settings: " + ", ".join(f"{k} {v:+.4f}" for k, v in mean.items()),
             holds=bool(worst == "activations" and mean[worst] > runner_up + min_effect),
@@ -195,29 +220,33 @@ class PrecisionSweepStudy(Study):
 
     @staticmethod
     def _fit_laws(trained: Any, metrics: dict[str, Any], claims: list[Claim]) -> Any:
-        """Fit the precision law (b) when fmlab.scaling has it and there are enough runs;
-        score it on held-out runs (every third run). Returns ``(data, held, prediction)`` for
-        the plot, or ``None``."""
-        try:
-            from fmlab.scaling import create_law
-        except ImportError:
-            metrics["precision_law"] = "fmlab.scaling not available"
-            return None
+        """Fit the precision law (b) when there are enough runs and score it on held-out runs
+        (every third run); otherwise add its claims as not computed, with the reason. Returns
+        ``(data, held, prediction)`` for the plot, or ``None``."""
         import numpy as np
+
+        from fmlab.scaling import create_law
 
         data = trained.sort_values(["n_params", "n_tokens", "w_bits", "a_bits", "kv_bits"]
                                    ).reset_index(drop=True)
         cols = ["n_params", "n_tokens", "w_bits", "a_bits", "kv_bits"]
         held = np.asarray(data.index % 3 == 2)
+        reason = ""
         if (~held).sum() <= 10:
-            metrics["precision_law"] = f"not fitted: {int((~held).sum())} training runs"
-            return None
-        try:
-            law = create_law("precision")
-            law.fit(data.loc[~held, cols], data.loc[~held, "loss"])
-            pred_all = np.asarray(law.predict(data[cols]), dtype=float)
-        except Exception as exc:  # noqa: BLE001 - a failed fit is reported, not fatal
-            metrics["precision_law"] = f"fit failed: {type(exc).__name__}: {exc}"
+            reason = (f"{int((~held).sum())} training runs to fit 8 parameters (the full scale "
+                      "trains enough)")
+        else:
+            try:
+                law = create_law("precision")
+                law.fit(data.loc[~held, cols], data.loc[~held, "loss"])
+                pred_all = np.asarray(law.predict(data[cols]), dtype=float)
+            except (ValueError, RuntimeError, FloatingPointError) as exc:
+                reason = f"the fit failed: {type(exc).__name__}: {exc}"
+        if reason:
+            metrics["precision_law"] = f"not fitted: {reason}"
+            for text in (_LAW_CLAIM, _PENALTY_CLAIM):
+                claims.append(Claim.not_computed(text, reason,
+                                                 reference="Sec. 4, arXiv 2411.04330"))
             return None
         y = data.loss.to_numpy()
         yh, ph = y[held], pred_all[held]
@@ -232,8 +261,7 @@ class PrecisionSweepStudy(Study):
             gammas = (f"; sensitivities γ_w={params['gamma_w']:.2f}, γ_a={params['gamma_a']:.2f},"
                       f" γ_kv={params['gamma_kv']:.2f} bits (larger = more sensitive)")
         claims.append(Claim(
-            claim="The precision law (N_eff with per-component sensitivities) predicts "
-                  "held-out runs.",
+            claim=_LAW_CLAIM,
             measured=f"held-out R² {r2:.3f}, MAE {mae:.4f} nats on {int(held.sum())} runs"
                      f"{gammas}; fitted {params}",
             holds=bool(r2 > 0.5), criterion="held-out R² > 0.5 (every third run held out)",
@@ -245,7 +273,11 @@ class PrecisionSweepStudy(Study):
         keys = list(zip(data.n_params, data.n_tokens, strict=True))
         has_fp = np.array([k in fp_loss.index for k in keys])
         sel = held & ~fp_mask & has_fp
-        if sel.sum() >= 3:
+        if sel.sum() < 3:
+            claims.append(Claim.not_computed(
+                _PENALTY_CLAIM, f"{int(sel.sum())} held-out quantized runs with a full-precision "
+                "run at the same N and D (needs 3)", reference="Sec. 4, arXiv 2411.04330"))
+        else:
             fp_cols = data[cols].copy()
             fp_cols[["w_bits", "a_bits", "kv_bits"]] = math.inf
             pen_pred = pred_all - np.asarray(law.predict(fp_cols), dtype=float)
@@ -256,8 +288,7 @@ class PrecisionSweepStudy(Study):
                                             held_out_penalty_mae=float(np.abs(e).mean()),
                                             n_penalty=int(sel.sum()))
             claims.append(Claim(
-                claim="The precision law predicts the loss cost of quantized training "
-                      "(L(P) − L(fp) at the same N and D) on held-out runs.",
+                claim=_PENALTY_CLAIM,
                 measured=f"held-out penalty R² {pr2:.3f}, MAE {np.abs(e).mean():.4f} nats on "
                          f"{int(sel.sum())} quantized runs (measured penalties "
                          f"{pen[sel].min():+.3f} to {pen[sel].max():+.3f})",
@@ -324,6 +355,25 @@ def _curves(ctx: StudyContext, name: str, caption: str, frame: Any, by: Any, x: 
     _legend(ax)
     ctx.save_figure(fig, name, dpi=110)
     return {name: caption}
+
+
+def _read_runs(path: str) -> tuple[Any, Any]:
+    """A run table written by this study (runs.csv) and the spec fields the analysis reads."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from fmlab.exceptions import DataUnavailableError
+
+    if not Path(path).is_file():
+        raise DataUnavailableError(f"No runs table at {path!r}; pass the runs.csv that "
+                                   "'fmlab reproduce quant.precision_sweep' writes.")
+    table = pd.read_csv(path)
+    post = sorted({int(p) for p in table.post_bits if not math.isinf(p)})
+    if not post:
+        raise ValueError(f"The runs table {path!r} has no post-training-quantized runs.")
+    return table, SimpleNamespace(post_bits=post)
 
 
 def _uniform(frame: Any) -> Any:

@@ -28,10 +28,13 @@ class TrainResult:
             ``y_true`` was given, ``clean_fit`` (accuracy on the clean training examples),
             ``noisy_fit`` (share of flipped examples predicted as their noisy label),
             ``clean_weight`` and ``noisy_weight`` (mean ``||softmax(f) - e_y||``).
-        best_test_acc: Highest test accuracy over the epochs (early stopping on the test set,
-            as the papers report it).
+        best_test_acc: Highest test accuracy over the epochs (an oracle that peeks at the test
+            set, as the papers report it; use ``stopped_test_acc`` for an honest number).
         final_test_acc: Test accuracy after the last epoch.
         best_epoch: Epoch of ``best_test_acc`` (1-based).
+        stopped_epoch: With a validation set, the epoch of the highest validation accuracy
+            (early stopping without the test set); 0 otherwise.
+        stopped_test_acc: Test accuracy at ``stopped_epoch`` (NaN without a validation set).
         step_time: Mean wall-clock seconds per optimization step.
     """
 
@@ -41,10 +44,13 @@ class TrainResult:
     final_test_acc: float = float("nan")
     best_epoch: int = 0
     step_time: float = float("nan")
+    stopped_epoch: int = 0
+    stopped_test_acc: float = float("nan")
 
     def to_dict(self) -> dict[str, Any]:
         return {"history": self.history, "best_test_acc": self.best_test_acc,
                 "final_test_acc": self.final_test_acc, "best_epoch": self.best_epoch,
+                "stopped_epoch": self.stopped_epoch, "stopped_test_acc": self.stopped_test_acc,
                 "step_time": self.step_time}
 
 
@@ -110,6 +116,8 @@ def train_classifier(
     y_true: torch.Tensor | None = None,
     seed: int = 0,
     progress: Callable[[Iterable[int]], Iterable[int]] | None = None,
+    x_val: torch.Tensor | None = None,
+    y_val: torch.Tensor | None = None,
 ) -> TrainResult:
     """Train ``model`` with SGD (momentum) or a SAM variant; track test accuracy per epoch.
 
@@ -128,6 +136,9 @@ def train_classifier(
         y_true: Clean training labels; with them the history tracks clean vs flipped examples.
         seed: Seeds the minibatch order.
         progress: Optional wrapper of the epoch iterator (a progress bar).
+        x_val, y_val: A validation set carved from the training data (with its possibly noisy
+            labels), evaluated after every epoch; early stopping picks the epoch of the highest
+            validation accuracy (``stopped_epoch``), never looking at the test set.
 
     Returns:
         A :class:`TrainResult`.
@@ -187,6 +198,8 @@ def train_classifier(
             count += len(idx)
         row = {"epoch": float(epoch), "train_loss": total / count,
                "test_acc": _accuracy(model, x_test, y_test)}
+        if x_val is not None and y_val is not None:
+            row["val_acc"] = _accuracy(model, x_val, y_val)
         if flipped is not None and y_true is not None:
             row.update(_noise_diagnostics(model, x_train[probe], y_train[probe], y_true[probe],
                                           flipped[probe]))
@@ -197,5 +210,8 @@ def train_classifier(
     best = int(np.argmax(accs))
     result.best_test_acc, result.best_epoch = accs[best], best + 1
     result.final_test_acc = accs[-1]
+    if x_val is not None and y_val is not None:
+        stop = int(np.argmax([r["val_acc"] for r in result.history]))  # first best epoch
+        result.stopped_epoch, result.stopped_test_acc = stop + 1, accs[stop]
     result.step_time = t_steps / max(n_steps, 1)
     return result

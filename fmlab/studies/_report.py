@@ -12,7 +12,7 @@ from fmlab._io import atomic_write, clean_stale, file_lock
 from fmlab.studies._base import load_results
 from fmlab.version import __version__
 
-__all__ = ["render_report"]
+__all__ = ["count_claims", "render_report"]
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d2430;
@@ -27,7 +27,9 @@ th,td{border-bottom:1px solid #e3e6ea;padding:.35rem .5rem;
 text-align:left;vertical-align:top}th{background:#f0f2f5}.holds{color:#0a6b2d;font-weight:600}
 .fails{color:#a1260d;font-weight:600}figure{margin:1rem 0}figure img{max-width:100%;
 border:1px solid #e3e6ea;border-radius:4px}figcaption{color:#5b6675;font-size:.88rem}
-.summary td:nth-child(3){white-space:nowrap}.error{background:#fff4f2;border-left:4px solid #a1260d}
+.summary td:nth-child(n+3){white-space:nowrap}
+.kind{color:#5b6675;font-size:.85rem;font-weight:400}.na{color:#8a5a00;font-weight:600}
+.error{background:#fff4f2;border-left:4px solid #a1260d}
 """
 
 
@@ -52,45 +54,88 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _study_section(rec: dict[str, Any]) -> str:
-    name = rec["study"]
-    claims = rec.get("claims", [])
+def _kind(c: dict[str, Any]) -> str:
+    return c.get("kind") or "empirical"  # records written before claim kinds: empirical
+
+
+def count_claims(records: list[dict[str, Any]]) -> dict[str, int]:
+    """Claim counts over ``records``: empirical (and how many hold), consistency checks (and how
+    many pass), and how many could not be computed."""
+    claims = [c for r in records for c in r.get("claims", [])]
+    emp = [c for c in claims if _kind(c) == "empirical"]
+    con = [c for c in claims if _kind(c) == "consistency"]
+    return {"empirical": len(emp), "empirical_hold": sum(bool(c["holds"]) for c in emp),
+            "consistency": len(con), "consistency_pass": sum(bool(c["holds"]) for c in con),
+            "not_computed": sum(bool(c.get("error")) for c in claims)}
+
+
+def _interval(c: dict[str, Any]) -> str:
+    iv = c.get("interval")
+    if not iv or c.get("value") is None:
+        return ""
+    lo, hi = ("-inf" if iv[0] is None else f"{iv[0]:.4g}", "inf" if iv[1] is None else
+              f"{iv[1]:.4g}")
+    return f"<br><small>value {c['value']:.4g}, interval [{lo}, {hi}]</small>"
+
+
+def _claim_rows(claims: list[dict[str, Any]], passing: str, failing: str) -> str:
     rows = []
     for c in claims:
-        verdict = (
-            '<span class="holds">holds</span>'
-            if c["holds"]
-            else ('<span class="fails">does not hold</span>')
-        )
+        if c.get("error"):
+            verdict = '<span class="na">not computed</span>'
+        elif c["holds"]:
+            verdict = f'<span class="holds">{passing}</span>'
+        else:
+            verdict = f'<span class="fails">{failing}</span>'
         crit = f"<br><small>criterion: {_e(c['criterion'])}</small>" if c.get("criterion") else ""
         ref = f"<br><small>reference: {_e(c['reference'])}</small>" if c.get("reference") else ""
         rows.append(
-            f"<tr><td>{_e(c['claim'])}</td><td>{_e(c['measured'])}{crit}{ref}</td>"
+            f"<tr><td>{_e(c['claim'])}</td><td>{_e(c['measured'])}{_interval(c)}{crit}{ref}</td>"
             f"<td>{verdict}</td></tr>"
         )
-    claims_html = (
-        "<table class='claims'><thead><tr><th>claim</th><th>measured</th><th>verdict</th></tr>"
-        f"</thead><tbody>{''.join(rows)}</tbody></table>"
-        if rows
-        else "<p>No claim checks.</p>"
-    )
+    return "".join(rows)
+
+
+def _study_section(rec: dict[str, Any]) -> str:
+    name = rec["study"]
+    claims = rec.get("claims", [])
+    emp = [c for c in claims if _kind(c) == "empirical"]
+    con = [c for c in claims if _kind(c) == "consistency"]
+    claims_html = ""
+    if emp:
+        claims_html += (
+            "<h3>Empirical claims <span class='kind'>measured; each could have failed</span></h3>"
+            "<table class='claims'><thead><tr><th>claim</th><th>measured</th><th>verdict</th>"
+            f"</tr></thead><tbody>{_claim_rows(emp, 'holds', 'does not hold')}</tbody></table>"
+        )
+    if con:
+        claims_html += (
+            "<h3>Consistency checks <span class='kind'>the implementation agrees with a "
+            "reference or a formula; not findings</span></h3>"
+            "<table class='claims'><thead><tr><th>check</th><th>measured</th><th>verdict</th>"
+            f"</tr></thead><tbody>{_claim_rows(con, 'passes', 'fails')}</tbody></table>"
+        )
+    if not claims:
+        claims_html = "<p>No claim checks.</p>"
     figs = "".join(
         f"<figure><img src='{_e(name)}/{_e(fname)}' alt='{_e(caption or fname)}'>"
         f"<figcaption>{_e(caption)}</figcaption></figure>"
         for fname, caption in rec.get("figures", {}).items()
     )
     tables = "".join(f"<h3>{_e(t)}</h3>{_table(r)}" for t, r in rec.get("tables", {}).items())
+    opts = rec.get("options") or {}
+    opts_html = (
+        "<p class='meta'>options: " + ", ".join(f"{_e(k)}={_e(json.dumps(v))}"
+                                               for k, v in opts.items()) + "</p>"
+        if opts else ""
+    )
     return (
         f"<section class='study' id='{_e(name)}'><h2>{_e(rec.get('title') or name)}</h2>"
         f"<p class='meta'><code>{_e(name)}</code> · capability <b>{_e(rec.get('capability'))}</b>"
         f" · {_e(rec.get('paper'))} · scale <b>{_e(rec.get('scale'))}</b> · "
-        f"{_e(rec.get('seconds'))} s · seed {_e(rec.get('seed'))}</p>"
+        f"{_e(rec.get('seconds'))} s · seed {_e(rec.get('seed'))}</p>{opts_html}"
         f"<p>{_e(rec.get('summary', ''))}</p>{claims_html}{figs}{tables}</section>"
     )
-
-
-def _n_holding(record: dict[str, Any]) -> int:
-    return sum(bool(c["holds"]) for c in record.get("claims", []))
 
 
 def render_report(out: str | Path, failed: dict[str, str] | None = None) -> Path:
@@ -107,23 +152,32 @@ def render_report(out: str | Path, failed: dict[str, str] | None = None) -> Path
     if not records and not failed:
         raise FileNotFoundError(f"{str(out)!r} holds no study results (no <study>/metrics.json); "
                                 f"run 'fmlab reproduce --out {out}' first.")
-    n_claims = sum(len(r.get("claims", [])) for r in records)
-    n_hold = sum(bool(c["holds"]) for r in records for c in r.get("claims", []))
-    summary_rows = "".join(
-        f"<tr><td><a href='#{_e(r['study'])}'>{_e(r['study'])}</a></td>"
-        f"<td>{_e(r.get('title'))}</td><td>{_n_holding(r)}/{len(r.get('claims', []))}</td></tr>"
-        for r in records
+    n = count_claims(records)
+    summary_rows = ""
+    for r in records:
+        k = count_claims([r])
+        con = f"{k['consistency_pass']}/{k['consistency']}" if k["consistency"] else "-"
+        summary_rows += (
+            f"<tr><td><a href='#{_e(r['study'])}'>{_e(r['study'])}</a></td>"
+            f"<td>{_e(r.get('title'))}</td><td>{k['empirical_hold']}/{k['empirical']}</td>"
+            f"<td>{con}</td><td>{_e(r.get('scale'))}</td></tr>"
+        )
+    header = (
+        f"{len(records)} studies · {n['empirical_hold']} of {n['empirical']} empirical claims "
+        f"hold · {n['consistency_pass']} of {n['consistency']} consistency checks pass"
+        + (f" · {n['not_computed']} not computed" if n["not_computed"] else "")
     )
     failed_html = "".join(
-        f"<section class='study error'><h2>{_e(n)}: failed</h2><pre>{_e(msg)}</pre>"
-        f"<p>Full traceback: <code>{_e(n)}.error.txt</code></p></section>"
-        for n, msg in failed.items()
+        f"<section class='study error'><h2>{_e(name)}: failed</h2><pre>{_e(msg)}</pre>"
+        f"<p>Full traceback: <code>{_e(name)}.error.txt</code></p></section>"
+        for name, msg in failed.items()
     )
     body = (
-        f"<header><h1>fmlab reproduction report</h1><p>{len(records)} studies · {n_hold} of "
-        f"{n_claims} claims hold · fmlab {_e(__version__)} · rendered "
+        f"<header><h1>fmlab reproduction report</h1><p>{_e(header)} · fmlab {_e(__version__)}"
+        " · rendered "
         f"{_e(time.strftime('%Y-%m-%d %H:%M'))}</p></header><main>"
-        "<table class='summary'><thead><tr><th>study</th><th>title</th><th>claims holding</th></tr>"
+        "<table class='summary'><thead><tr><th>study</th><th>title</th>"
+        "<th>empirical claims holding</th><th>consistency checks passing</th><th>scale</th></tr>"
         f"</thead><tbody>{summary_rows}</tbody></table>"
         + "".join(_study_section(r) for r in records)
         + failed_html

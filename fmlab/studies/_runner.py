@@ -24,12 +24,12 @@ from fmlab.studies._base import (
     load_results,
 )
 from fmlab.studies._catalog import STUDIES
-from fmlab.studies._report import render_report
+from fmlab.studies._options import result_options
+from fmlab.studies._publish import machine_info
+from fmlab.studies._report import count_claims, render_report
 from fmlab.version import __version__
 
 __all__ = ["ReproduceResult", "list_studies", "load_results", "reproduce", "run_study"]
-
-
 
 def list_studies(pattern: str | None = None) -> list[str]:
     """Names of the registered studies, optionally filtered by an fnmatch pattern."""
@@ -51,7 +51,17 @@ def _publishing(study_dir: Path) -> Iterator[Path]:
             yield tmp
 
 
-def _finished(study_dir: Path, scale: Scale) -> dict[str, Any] | None:
+def _json_same(obj: Any) -> Any:
+    """``obj`` as it reads back from metrics.json (tuples become lists, inf a string)."""
+    from fmlab._io import _json_default
+
+    return json.loads(json.dumps(obj, default=_json_default))
+
+
+def _finished(study_dir: Path, cls: type[Study], scale: Scale, seed: int,
+              options: dict[str, Any]) -> dict[str, Any] | None:
+    """The finished record in ``study_dir`` when it was made at this scale, seed and with the
+    same result-affecting options; ``None`` otherwise (then the study runs again)."""
     path = study_dir / METRICS_FILE
     if not path.is_file():
         return None
@@ -59,7 +69,11 @@ def _finished(study_dir: Path, scale: Scale) -> dict[str, Any] | None:
         record = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    if record.get("scale") != scale or record.get("status") != "ok":
+    if record.get("scale") != scale or record.get("status") != "ok" or record.get("seed") != seed:
+        return None
+    want = _json_same(result_options(cls.options, options))
+    have = result_options(cls.options, record.get("options") or {})
+    if set(have) != set(want) or _json_same(have) != want:
         return None
     return record
 
@@ -77,16 +91,19 @@ def run_study(
 
     The study runs in a temporary folder that replaces ``out/<name>`` only when it finishes, so an
     interrupted run leaves the previous result (or nothing), never a half-written one.
+    ``options`` are checked against the study's declared schema before it runs.
     """
     check_option(scale, "scale", ("quick", "full"), owner="reproduce")
     cls = get_study(name)
+    resolved = cls.resolve_options(options, scale)
     for module in cls.requires:
         require(module, feature=f"The study {name!r}")
     out = Path(out)
     started = time.time()
+    machine = machine_info()
     with _publishing(out / name) as tmp:
         ctx = StudyContext(
-            tmp, scale=scale, seed=seed, options=options, show_progress=show_progress
+            tmp, scale=scale, seed=seed, options=resolved, show_progress=show_progress
         )
         result = cls().run(ctx)
         if not isinstance(result, StudyResult):
@@ -102,12 +119,13 @@ def run_study(
             "summary": cls.summary,
             "scale": scale,
             "seed": seed,
-            "options": dict(options or {}),
+            "options": resolved,
             "status": "ok",
             "seconds": round(time.time() - started, 2),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "fmlab_version": __version__,
             "python": platform.python_version(),
+            "machine": machine,
             "claims": [c.to_dict() for c in result.claims],
             "figures": dict(result.figures),
             "tables": result.tables,
@@ -146,9 +164,13 @@ def reproduce(
 ) -> ReproduceResult:
     """Run studies (all registered ones by default) and render ``out/report.html``.
 
-    A study whose ``out/<name>/metrics.json`` already holds a finished run at the same scale is
-    skipped unless ``force``. A study that raises is recorded as failed (with its traceback in
-    ``out/<name>.error.txt``) and the others still run.
+    A study whose ``out/<name>/metrics.json`` already holds a finished run at the same scale, seed
+    and options is skipped unless ``force``. A study that raises is recorded as failed (with its
+    traceback in ``out/<name>.error.txt``) and the others still run.
+
+    Each option goes to the selected studies that declare it; one that no selected study
+    declares is a :class:`~fmlab.exceptions.UsageError` (with close matches), and every value is
+    checked against each study's schema before the first study runs.
 
     Args:
         names: Study names or fnmatch patterns (``"sam.*"``); ``None`` runs every study.
@@ -156,7 +178,7 @@ def reproduce(
         scale: ``"quick"`` (minutes) or ``"full"``.
         force: Re-run studies that already have results.
         seed: Base random seed passed to every study.
-        options: Extra options passed to every study's context.
+        options: Study options (``{"epochs": 5}``), each passed to the studies declaring it.
         show_progress: Show progress bars inside studies.
         report: Render ``out/report.html`` at the end.
         verbose: Print one status line per study (started, skipped, done with verdicts, failed).
@@ -173,11 +195,13 @@ def reproduce(
                 f"No study matches {pattern!r}. Available: {', '.join(STUDIES.names())}"
             )
         selected += [m for m in matched if m not in selected]
+    per_study = _split_options(selected, options or {}, scale)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     result = ReproduceResult(out=out, report=None)
     for i, name in enumerate(selected, 1):
-        if not force and _finished(out / name, scale) is not None:
+        cls = get_study(name)
+        if not force and _finished(out / name, cls, scale, seed, per_study[name][1]) is not None:
             with file_lock(out / name):  # leftovers of a killed re-run, next to a good result
                 clean_stale(out / name)
             result.skipped.append(name)
@@ -192,7 +216,8 @@ def reproduce(
         error_file = out / f"{name}.error.txt"
         try:
             record = run_study(
-                name, out, scale=scale, seed=seed, options=options, show_progress=show_progress
+                name, out, scale=scale, seed=seed, options=per_study[name][0],
+                show_progress=show_progress
             )
         except KeyboardInterrupt:
             raise
@@ -205,12 +230,45 @@ def reproduce(
         error_file.unlink(missing_ok=True)
         result.ran.append(name)
         if verbose:
-            verdicts = ", ".join(
-                "holds" if c["holds"] else "does not hold" for c in record["claims"]
-            )
-            print(
-                f"    done in {record['seconds']:.0f} s; claims: {verdicts or 'none'}", flush=True
-            )
+            print(f"    done in {record['seconds']:.0f} s; {_verdict_line(record)}", flush=True)
     if report:
         result.report = render_report(out, failed=result.failed)
     return result
+
+
+def _split_options(selected: Sequence[str], options: dict[str, Any], scale: Scale
+                   ) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
+    """For each study: (the options given to it, all its options resolved). Raises a
+    ``UsageError`` for an option no selected study declares, before anything runs."""
+    import difflib
+
+    from fmlab.exceptions import UsageError
+
+    options = {str(k).replace("-", "_"): v for k, v in options.items()}
+    declared = {n: {o.name for o in get_study(n).options} for n in selected}
+    known = set().union(*declared.values()) if declared else set()
+    for key in options:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=3, cutoff=0.5)
+            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            raise UsageError(
+                f"Unknown option {key!r}: none of the selected studies "
+                f"({', '.join(selected)}) declares it.{hint} Their options: "
+                f"{', '.join(sorted(known)) or '(none)'}. See 'fmlab reproduce --describe NAME'.")
+    out = {}
+    for name in selected:
+        given = {k: v for k, v in options.items() if k in declared[name]}
+        out[name] = (given, get_study(name).resolve_options(given, scale))
+    return out
+
+
+def _verdict_line(record: dict[str, Any]) -> str:
+    """``empirical 3/4 hold; consistency 2/2 pass; not computed: 1``."""
+    n = count_claims([record])
+    parts = [f"empirical claims {n['empirical_hold']}/{n['empirical']} hold"]
+    if n["consistency"]:
+        parts.append(f"consistency checks {n['consistency_pass']}/{n['consistency']} pass")
+    if n["not_computed"]:
+        parts.append(f"{n['not_computed']} not computed")
+    return "; ".join(parts)
+

@@ -49,10 +49,15 @@ def test_cache_and_data_dirs_follow_environment(tmp_path: Path, monkeypatch) -> 
 
 
 def test_shared_dir_is_configurable(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "sts").mkdir()
     monkeypatch.setenv("FMLAB_SHARED", str(tmp_path))
-    assert shared_dir("sts") == tmp_path / "sts"
+    assert shared_dir("sts") == tmp_path / "sts"  # the configured root is searched first
+    assert shared_dir() == tmp_path
+    # a file the configured root lacks comes from the package's own reference files
+    shipped = shared_dir("scaling-law-fitting", "epoch_chinchilla_svg_extracted_data.csv")
+    assert shipped is not None and "_reference" in shipped.parts
     monkeypatch.setenv("FMLAB_SHARED", str(tmp_path / "missing"))
-    assert shared_dir("sts") is None
+    assert shared_dir() is None and shared_dir("no-such-folder") is None
 
 
 def test_atomic_results_follow_the_umask_not_mkstemp_modes(tmp_path: Path) -> None:

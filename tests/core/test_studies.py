@@ -12,7 +12,17 @@ import numpy as np
 import pytest
 
 from fmlab._registry import Entry
-from fmlab.studies import STUDIES, Claim, Study, StudyContext, StudyResult, reproduce
+from fmlab.studies import (
+    STUDIES,
+    Claim,
+    Option,
+    Study,
+    StudyContext,
+    StudyResult,
+    Verdict,
+    claim_check,
+    reproduce,
+)
 from fmlab.testing import require_or_skip
 
 
@@ -22,6 +32,11 @@ class LineStudy(Study):
     capability = "core"
     paper = "Legendre 1805"
     summary = "Fit y = a x + b to noisy samples and check the slope."
+    options = (
+        Option("fail", bool, False, help="raise inside the run"),
+        Option("noise", float, 0.05, low=0.0, help="noise sd"),
+        Option("n", int, 50, 500, low=3, help="samples"),
+    )
 
     def run(self, ctx: StudyContext) -> StudyResult:
         import matplotlib
@@ -30,11 +45,11 @@ class LineStudy(Study):
         import matplotlib.pyplot as plt
 
         rng = np.random.default_rng(ctx.seed)
-        n = ctx.pick(50, 500)
+        n = ctx.option("n")
         x = rng.uniform(0, 1, n)
-        y = 2.0 * x + 1.0 + rng.normal(0, 0.05, n)
+        y = 2.0 * x + 1.0 + rng.normal(0, ctx.option("noise"), n)
         a, b = np.polyfit(x, y, 1)
-        if ctx.options.get("fail"):
+        if ctx.option("fail"):
             raise RuntimeError("asked to fail")
         fig, ax = plt.subplots(figsize=(4, 3))
         ax.scatter(x, y, s=4)
@@ -49,11 +64,25 @@ class LineStudy(Study):
                     abs(a - 2) < 0.1,
                     criterion="|a - 2| < 0.1",
                     value=float(a),
-                )
+                ),
+                _formula_check(a),
+                _not_computable([]),
             ],
             figures={"fit.png": "Samples and the fitted line."},
             tables={"fit": [{"param": "a", "value": a}, {"param": "b", "value": b}]},
         )
+
+
+@claim_check("The intercept formula b = mean(y) - a mean(x) is applied.", kind="consistency")
+def _formula_check(a: float) -> Verdict:
+    return Verdict(f"slope {a:.3f} is finite", bool(np.isfinite(a)))
+
+
+@claim_check("Residuals are normal.")
+def _not_computable(rows: list) -> Verdict:
+    from fmlab.studies import NotComputed
+
+    raise NotComputed(f"{len(rows)} residual rows kept")
 
 
 @pytest.fixture()
@@ -71,7 +100,12 @@ def test_reproduce_writes_metrics_figures_and_report(tmp_path: Path, line_study:
     assert (tmp_path / line_study / "fit.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     html = (tmp_path / "report.html").read_text()
     assert "Least squares recovers a line" in html and f"{line_study}/fit.png" in html
-    assert "1 of 1 claims hold" in html
+    assert "1 of 2 empirical claims hold" in html and "1 of 1 consistency checks pass" in html
+    assert "Consistency checks" in html and "not computed: 0 residual rows kept" in html
+    kinds = [c["kind"] for c in record["claims"]]
+    assert kinds == ["empirical", "consistency", "empirical"]
+    assert record["claims"][2]["holds"] is False and record["claims"][2]["error"]
+    assert record["options"] == {"fail": False, "noise": 0.05, "n": 50}
 
 
 def test_rerun_skips_unless_forced_and_scale_change_reruns(tmp_path: Path, line_study: str) -> None:
@@ -83,6 +117,111 @@ def test_rerun_skips_unless_forced_and_scale_change_reruns(tmp_path: Path, line_
     full = reproduce([line_study], out=tmp_path, scale="full", show_progress=False)
     assert full.ran == [line_study]
     assert json.loads((tmp_path / line_study / "metrics.json").read_text())["metrics"]["n"] == 500
+
+
+def test_result_reused_only_with_same_seed_and_options(tmp_path: Path, line_study: str) -> None:
+    run = lambda **kw: reproduce([line_study], out=tmp_path, show_progress=False,  # noqa: E731
+                                 verbose=False, **kw)
+    assert run().ran == [line_study]
+    assert run().skipped == [line_study]
+    assert run(seed=1).ran == [line_study]  # another seed: not the same result
+    assert run(seed=1).skipped == [line_study]
+    assert run(seed=1, options={"noise": 0.2}).ran == [line_study]
+    assert run(seed=1, options={"noise": "0.2"}).skipped == [line_study]  # same value, parsed
+    assert run(seed=1).ran == [line_study]  # back to the default noise
+
+
+def test_unknown_or_bad_option_is_rejected_before_running(tmp_path: Path, line_study: str) -> None:
+    from fmlab.exceptions import UsageError
+
+    with pytest.raises(UsageError, match=r"Unknown option 'nosie'.*Did you mean: noise"):
+        reproduce([line_study], out=tmp_path, options={"nosie": 0.1}, show_progress=False)
+    with pytest.raises(ValueError, match=r"'noise' parameter of study test.line.*-1"):
+        reproduce([line_study], out=tmp_path, options={"noise": -1}, show_progress=False)
+    with pytest.raises(TypeError, match=r"'n' option of study test.line must be an int"):
+        reproduce([line_study], out=tmp_path, options={"n": 2.5}, show_progress=False)
+    assert not (tmp_path / line_study).exists()  # nothing ran
+
+
+def test_option_schema_converts_and_describes() -> None:
+    o = Option("n", int, 10, 100, low=1, help="count")
+    assert o.check("1e3") == 1000 and o.check(7.0) == 7 and o.default("full") == 100
+    assert o.to_dict()["constraint"] == "in [1, inf]"
+    lst = Option("rates", list, [0.1], item=float, low=0.0, high=1.0)
+    assert lst.check(0.5) == [0.5] and lst.check((0, 1)) == [0.0, 1.0]
+    with pytest.raises(ValueError, match="rates"):
+        lst.check([0.5, 2.0])
+    with pytest.raises(ValueError, match="one of a, b"):
+        Option("x", str, "a", choices=("a", "b")).check("c")
+    with pytest.raises(ValueError, match="null"):
+        o.check(None)
+    assert Option("m", int, None, none_ok=True).check(None) is None
+    with pytest.raises(ValueError, match="must be"):  # a bad default fails at declaration
+        Option("bad", int, 0, low=1)
+
+
+def test_every_registered_study_declares_its_options() -> None:
+    from fmlab.studies import get_study, list_studies
+
+    for name in list_studies():
+        cls = get_study(name)
+        for scale in ("quick", "full"):
+            resolved = cls.resolve_options({}, scale)
+            assert set(resolved) == {o.name for o in cls.options}
+        assert all(o.help for o in cls.options), name
+
+
+def test_cli_list_describe_and_unknown_option_exit_code(
+    tmp_path: Path, line_study: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fmlab.cli import main
+
+    assert main(["reproduce", "--list"]) == 0
+    assert "noise" in capsys.readouterr().out
+    assert main(["reproduce", "--describe", line_study]) == 0
+    out = capsys.readouterr().out
+    assert "noise (float; in [0, inf]; default 0.05)" in out and "quick 50, full 500" in out
+    code = main(["reproduce", line_study, "--out", str(tmp_path), "--option", "nosie=1"])
+    assert code == 2 and "Did you mean: noise" in capsys.readouterr().err
+
+
+def test_claim_helpers_intervals_and_can_fail() -> None:
+    from fmlab.studies import (
+        NotComputed,
+        assert_claim_can_fail,
+        bootstrap_interval,
+        mean_interval,
+    )
+
+    iv = mean_interval([1.0, 2.0, 3.0])
+    assert iv.mean == 2.0 and iv.low < 1.0 < 3.0 < iv.high and iv.n == 3
+    assert mean_interval([1.0]).low == -np.inf
+    b = bootstrap_interval(np.arange(100.0), seed=0)
+    assert b.low < 49.5 < b.high
+    with pytest.raises(NotComputed):
+        mean_interval([])
+
+    @claim_check("The gap is positive.", criterion="95% CI of the gap above 0")
+    def gap_positive(rows: list[dict]) -> Verdict:
+        iv = mean_interval([r["gap"] for r in rows])
+        return Verdict(str(iv), iv.low > 0, iv.mean, iv.bounds)
+
+    rng = np.random.default_rng(0)
+    clear = [{"gap": 1.0 + 0.1 * g} for g in rng.normal(size=5)]
+    noise = [{"gap": float(g)} for g in rng.normal(size=5)]
+    held, failed = assert_claim_can_fail(gap_positive, clear, noise)
+    assert held.interval is not None and held.kind == "empirical"
+    with pytest.raises(AssertionError, match="holds on noise"):
+        assert_claim_can_fail(gap_positive, clear, clear)
+    with pytest.raises(AssertionError, match="could not compute"):
+        assert_claim_can_fail(gap_positive, clear, [])
+
+    def impure(rows: list[dict]) -> Claim:
+        rows.append({"gap": 0.0})
+        return gap_positive(rows[:-1])
+
+    with pytest.raises(AssertionError, match="not pure"):
+        assert_claim_can_fail(impure, clear, noise)
 
 
 def test_failed_study_keeps_previous_result_and_is_reported(
@@ -154,3 +293,18 @@ def test_report_renders_in_headless_chromium_with_figures_shown(
 
     pixels = np.asarray(Image.open(shot).convert("L"))
     assert pixels.std() > 10  # a rendered page, not a blank one
+
+
+def test_publish_copies_results_and_writes_a_summary(tmp_path: Path, line_study: str) -> None:
+    from fmlab.cli import main
+
+    reproduce([line_study], out=tmp_path / "out", show_progress=False, verbose=False)
+    record = json.loads((tmp_path / "out" / line_study / "metrics.json").read_text())
+    assert record["machine"]["cpus"] >= 1
+    assert main(["report", "--out", str(tmp_path / "out"), "--publish",
+                 str(tmp_path / "pub")]) == 0
+    summary = (tmp_path / "pub" / "README.md").read_text()
+    assert "1 of 2 empirical claims hold; 1 of 1 consistency checks pass" in summary
+    assert "| consistency | The intercept formula" in summary and "not computed" in summary
+    assert (tmp_path / "pub" / line_study / "fit.png").is_file()
+    assert (tmp_path / "pub" / "report.html").is_file()

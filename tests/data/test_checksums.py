@@ -103,8 +103,10 @@ def shared_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, need) -> Path:
     """A private shared root with a copy of sts/, found through FMLAB_SHARED."""
     need("stsb")
     (tmp_path / "sts").mkdir()
-    for name in ("stsb.tsv", "sickr.tsv"):
-        shutil.copy(files.shared_dir("sts", name), tmp_path / "sts" / name)
+    for name in ("stsb.tsv", "sickr.tsv"):  # SICK-R only where this machine has it
+        src = files.shared_dir("sts", name)
+        if src is not None:
+            shutil.copy(src, tmp_path / "sts" / name)
     monkeypatch.setenv("FMLAB_SHARED", str(tmp_path))
     return tmp_path
 
@@ -125,13 +127,17 @@ def test_corrupted_shared_file_raises(shared_copy: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "split", "pattern"),
     [
-        ("sickr", "all", r"sts/sickr\.tsv is missing.*FMLAB_SHARED"),
-        ("purple-questions", "train", r"purple_questions_train\.json is missing.*FMLAB_SHARED"),
-        ("chinchilla", "all", r"epoch_chinchilla_svg_extracted_data\.csv is missing"),
+        ("sickr", "all", r"sts/sickr\.tsv is missing.*FMLAB_SHARED.*SICK-R"),
+        ("cf-bio", "test", r"famous_biographies\.jsonl is missing.*FMLAB_SHARED"),
     ],
 )
-def test_missing_shared_file(shared_copy: Path, name: str, split: str, pattern: str) -> None:
+def test_missing_shared_file(shared_copy: Path, name: str, split: str, pattern: str,
+                             monkeypatch: pytest.MonkeyPatch) -> None:
     (shared_copy / "sts" / "sickr.tsv").unlink()
+    monkeypatch.setattr(files, "shared_roots", lambda: [shared_copy])
+    import fmlab._paths as paths
+
+    monkeypatch.setattr(paths, "_checkout_shared", lambda: None)  # as in a clone without shared/
     with pytest.raises(DataUnavailableError, match=pattern):
         load_dataset(name, split)
 
@@ -149,9 +155,12 @@ def test_missing_package_names_the_pip_command() -> None:
 
 
 def test_dataset_info_reports_missing_files(shared_copy: Path) -> None:
+    import fmlab._paths as paths
     from fmlab.data import dataset_info
 
-    info = dataset_info("purple-questions")
-    assert not info.available
-    assert "purple_questions_train.json" in info.missing and "FMLAB_SHARED" in info.install
-    assert dataset_info("stsb").available
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(paths, "_checkout_shared", lambda: None)  # as in a clone without shared/
+        info = dataset_info("cf-bio")
+        assert not info.available
+        assert "famous_biographies.jsonl" in info.missing and "FMLAB_SHARED" in info.install
+        assert dataset_info("stsb").available and dataset_info("purple-questions").available

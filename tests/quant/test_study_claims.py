@@ -33,6 +33,10 @@ def test_claims_need_an_effect_above_noise(tmp_path, scale, expected) -> None:
     result = study._analyse(StudyContext(tmp_path), _table(scale), SimpleNamespace(post_bits=[3]))
     verdicts = [c.holds for c in result.claims[:3]]
     assert verdicts == [expected] * 3, [(c.measured, c.criterion) for c in result.claims]
+    # the claims this table cannot support are shown, not dropped
+    missing = [c for c in result.claims if c.error]
+    assert len(result.claims) == 6 and len(missing) == 3
+    assert all(not c.holds for c in missing) and "training runs" in missing[1].error
 
 
 def _law_table(gammas: tuple[float, float, float], noise: float = 0.003) -> pd.DataFrame:

@@ -1,0 +1,336 @@
+"""Objectives for image attacks: what PGD/BIM lower, for each kind of victim.
+
+An objective maps a batch of images ``(N, *x.shape)``, float in [0, 1] at the image's own
+resolution, to losses ``(N,)``; the victim's own preprocessing (resize, normalisation) runs inside
+it, so gradients reach the stored pixels. Objectives with ``is_success(x)`` let the attack stop
+early.
+
+- :class:`CaptionerObjective`: the teacher-forced loss of a target caption through a captioner
+  (``caption_loss(images, texts) -> (N,)``, ``generate(images) -> list[str]``); every
+  ``decode_every`` calls of the success test it decodes greedily and scores the caption against
+  the target (exact match, normalised edit distance), keeping the best-scoring image.
+- :class:`ClipEnsembleObjective`: ``Σ_f −cos(f(x), t⁺) + cos(f(x), t⁻)`` over an ensemble of
+  dual encoders (``encode_images``, ``encode_texts``), each text feature the normalised mean
+  over prompt templates.
+- :class:`SpectrumAugmented`: wraps an objective so its gradient is the Spectrum Simulation
+  Attack's (the mean over ``n`` spectrum-transformed copies of the input).
+- :class:`ClassifierObjective`: untargeted (or targeted) cross-entropy of an image classifier,
+  the textbook PGD objective (the benchmark against torchattacks uses it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from fmlab._validation import check_int, check_real
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "CLIP_TEMPLATES",
+    "CaptionerObjective",
+    "ClassifierObjective",
+    "ClipEnsembleObjective",
+    "DecodeRecord",
+    "SpectrumAugmented",
+    "edit_similarity",
+]
+
+#: Prompt templates averaged into each text feature (the ImageNet-style ensemble, emoji-worded).
+CLIP_TEMPLATES: tuple[str, ...] = (
+    "{}",
+    "an emoji of a {}",
+    "a picture of {}",
+    "an icon showing {}",
+    "a drawing of {}",
+    "a small picture of {}",
+)
+
+
+def _flat(xs: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+    """``(N, [B,] 3, H, W)`` -> ``(N*B, 3, H, W)``, N, B."""
+    n = xs.shape[0]
+    b = 1 if xs.ndim == 4 else int(xs[0].shape[0])
+    return xs.reshape(n * b, *xs.shape[-3:]), n, b
+
+
+def edit_similarity(a: str, b: str) -> float:
+    """``1 - Levenshtein(a, b) / max(len(a), len(b))`` (1 for equal strings, 0 for disjoint)."""
+    if a == b:
+        return 1.0
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return 1.0 - prev[-1] / max(len(a), len(b), 1)
+
+
+@dataclass(frozen=True)
+class DecodeRecord:
+    """One greedy decode during an attack: call number, caption, exact match, similarity."""
+
+    call: int
+    caption: str
+    exact: bool
+    similarity: float
+
+
+class CaptionerObjective:
+    """Teacher-forced loss of ``target`` through ``captioner``, with decode monitoring.
+
+    .. math:: \\mathcal{L}(x) = -\\sum_t \\log p(c^*_t \\mid x, c^*_{<t})
+
+    Args:
+        captioner: Has ``caption_loss(images, texts, reduction="none") -> (N,)`` (differentiable
+            w.r.t. float images in [0, 1]) and ``generate(images, max_new_tokens=...)`` (greedy),
+            e.g. the zoo's ``captioner-emoji``; with a ``tokenizer``, the target's length is
+            checked.
+        target: The caption the attacker wants.
+        decode_every: Decode (greedy) and score every this many success tests (one per step).
+        max_new_tokens: Length limit of the greedy decode; a target that cannot fit is refused.
+
+    Attributes:
+        history: The :class:`DecodeRecord` of every decode.
+        best_image, best_record: The decoded image with the highest similarity so far (a later
+            one wins ties, as it has the lower loss along the run).
+
+    Raises:
+        ValueError: an empty target, or one longer than the captioner's caption limit.
+
+    References:
+        Wu et al., Dissecting Adversarial Robustness of Multimodal LM Agents (arXiv:2406.12814).
+    """
+
+    def __init__(self, captioner: Any, target: str, *, decode_every: int = 10,
+                 max_new_tokens: int = 16) -> None:
+        if not isinstance(target, str) or not target.strip():
+            raise ValueError(
+                f"The 'target' caption of CaptionerObjective must be a non-empty str. "
+                f"Got {target!r} instead."
+            )
+        self.max_new_tokens = check_int(max_new_tokens, "max_new_tokens",
+                                        owner="CaptionerObjective", low=1)
+        tok = getattr(captioner, "tokenizer", None)
+        if tok is not None:
+            n = len(tok(target, add_special_tokens=False)["input_ids"])
+            if n >= self.max_new_tokens:  # the end-of-caption token must fit too
+                raise ValueError(
+                    f"The target caption {target!r} is {n} tokens long; the captioner decodes at "
+                    f"most {self.max_new_tokens} tokens (max_new_tokens) including its end token, "
+                    f"so it could never say it. Use a shorter target or raise max_new_tokens."
+                )
+        self.captioner = captioner
+        self.target = target
+        self.decode_every = check_int(decode_every, "decode_every", owner="CaptionerObjective",
+                                      low=1)
+        self.history: list[DecodeRecord] = []
+        self.best_image: torch.Tensor | None = None
+        self.best_record: DecodeRecord | None = None
+        self._calls = 0
+
+    def __call__(self, xs: torch.Tensor) -> torch.Tensor:
+        flat, n, b = _flat(xs)
+        loss = self.captioner.caption_loss(flat, [self.target] * flat.shape[0],
+                                           reduction="none")  # (N*B,)
+        return loss.reshape(n, b).sum(-1)
+
+    def decode(self, x: torch.Tensor) -> DecodeRecord:
+        """Greedy caption of ``x`` (one image) scored against the target; updates the best."""
+        import torch
+
+        with torch.no_grad():
+            caption = str(self.captioner.generate(
+                x.reshape(-1, *x.shape[-3:]), max_new_tokens=self.max_new_tokens)[0]).strip()
+        rec = DecodeRecord(self._calls, caption, caption == self.target,
+                           edit_similarity(caption, self.target))
+        self.history.append(rec)
+        if self.best_record is None or rec.similarity >= self.best_record.similarity:
+            self.best_record, self.best_image = rec, x.detach().clone()
+        return rec
+
+    def is_success(self, x: torch.Tensor) -> bool:
+        self._calls += 1
+        if (self._calls - 1) % self.decode_every:
+            return False
+        return self.decode(x).exact
+
+
+class ClipEnsembleObjective:
+    """Push images towards a text and away from another, in every member of an encoder ensemble.
+
+    .. math::
+
+        \\mathcal{L}(x) = \\sum_{f} -\\cos(f(x), t^+_f) + \\cos(f(x), t^-_f)
+
+    where :math:`t_f` is member f's normalised mean text feature over ``templates``.
+
+    Args:
+        encoders: Dual encoders with ``encode_images(images) -> (N, d)`` (differentiable w.r.t.
+            float images in [0, 1], own preprocessing inside) and ``encode_texts(texts)``, such
+            as the zoo's ``clip-emoji-*`` members.
+        positive: The adversarial concept t⁺ (``"slice of pizza"``).
+        negative: Optional concept t⁻ to push away from (the image's true caption).
+        templates: Prompt templates with one ``{}``.
+
+    References:
+        Wu et al. (arXiv:2406.12814); Radford et al., CLIP (arXiv:2103.00020).
+    """
+
+    def __init__(
+        self,
+        encoders: Sequence[Any],
+        positive: str,
+        negative: str | None = None,
+        *,
+        templates: Sequence[str] = CLIP_TEMPLATES,
+    ) -> None:
+        import torch
+
+        if not encoders:
+            raise ValueError("ClipEnsembleObjective needs at least one encoder. Got none.")
+        bad = [t for t in templates if t.count("{}") != 1]
+        if not templates or bad:
+            raise ValueError(
+                f"Each template must contain '{{}}' exactly once. Got {list(bad or templates)!r}."
+            )
+        self.encoders = list(encoders)
+        self.positive, self.negative = positive, negative
+        self.templates = tuple(templates)
+        with torch.no_grad():
+            self.t_pos = [self._text(e, positive) for e in self.encoders]
+            self.t_neg = [self._text(e, negative) for e in self.encoders] if negative else None
+
+    def _text(self, encoder: Any, concept: str) -> torch.Tensor:
+        from torch.nn import functional as F
+
+        z = encoder.encode_texts([t.format(concept) for t in self.templates])  # (K, d)
+        return F.normalize(F.normalize(z.float(), dim=-1).mean(0), dim=0)  # (d,)
+
+    def member_losses(self, xs: torch.Tensor) -> list[torch.Tensor]:
+        """The loss ``(N,)`` of each member separately."""
+        from torch.nn import functional as F
+
+        flat, n, b = _flat(xs)
+        out = []
+        for k, enc in enumerate(self.encoders):
+            z = F.normalize(enc.encode_images(flat).float(), dim=-1)  # (N*B, d)
+            loss = -(z @ self.t_pos[k])
+            if self.t_neg is not None:
+                loss = loss + z @ self.t_neg[k]
+            out.append(loss.reshape(n, b).sum(-1))
+        return out
+
+    def __call__(self, xs: torch.Tensor) -> torch.Tensor:
+        return sum(self.member_losses(xs))  # type: ignore[return-value]
+
+
+def _dct_matrix(n: int, device: Any, dtype: Any) -> torch.Tensor:
+    """Orthonormal DCT-II matrix ``(n, n)``: ``X = D @ x``; inverse ``x = D.T @ X``."""
+    import math
+
+    import torch
+
+    k = torch.arange(n, device=device, dtype=dtype)[:, None]
+    i = torch.arange(n, device=device, dtype=dtype)[None, :]
+    d = torch.cos(math.pi * (2 * i + 1) * k / (2 * n)) * math.sqrt(2.0 / n)
+    d[0] /= math.sqrt(2.0)
+    return d
+
+
+class SpectrumAugmented:
+    """Spectrum Simulation Attack gradients: the loss averaged over spectrum-transformed copies.
+
+    Each copy is :math:`x' = \\mathrm{IDCT}(\\mathrm{DCT}(x + \\xi) \\odot M)` with Gaussian
+    :math:`\\xi \\sim \\mathcal{N}(0, \\sigma^2)` and :math:`M \\sim U[1-\\rho, 1+\\rho]`; the
+    gradient of the mean loss is SSA's averaged gradient. Draws come from a seeded generator.
+
+    Args:
+        objective: The objective to wrap.
+        n: Copies per evaluation (20 in the paper).
+        sigma: Noise scale (16/255).
+        rho: Mask half-width (0.5).
+        random_state: Seed of the draws.
+
+    References:
+        Long et al., Frequency Domain Model Augmentation for Adversarial Attack
+        (arXiv:2207.05382).
+    """
+
+    def __init__(self, objective: Callable[[torch.Tensor], torch.Tensor], *, n: int = 20,
+                 sigma: float = 16 / 255, rho: float = 0.5, random_state: int = 0) -> None:
+        import torch
+
+        self.objective = objective
+        self.n = check_int(n, "n", owner="SpectrumAugmented", low=1)
+        self.sigma = check_real(sigma, "sigma", owner="SpectrumAugmented", low=0, closed="left")
+        self.rho = check_real(rho, "rho", owner="SpectrumAugmented", low=0, high=1,
+                              closed="left")
+        self._gen = torch.Generator().manual_seed(int(random_state))
+
+    @property
+    def is_success(self) -> Any:
+        return getattr(self.objective, "is_success", None)
+
+    def copies(self, xs: torch.Tensor) -> Iterator[torch.Tensor]:
+        """The ``n`` spectrum-transformed copies of ``xs`` (differentiable w.r.t. ``xs``)."""
+        import torch
+
+        h, w = xs.shape[-2:]
+        dh = _dct_matrix(h, xs.device, xs.dtype)
+        dw = _dct_matrix(w, xs.device, xs.dtype)
+        for _ in range(self.n):
+            noise = torch.randn(xs.shape, generator=self._gen).to(xs) * self.sigma
+            mask = 1 + (torch.rand(xs.shape, generator=self._gen).to(xs) * 2 - 1) * self.rho
+            spec = dh @ (xs + noise) @ dw.T  # DCT over H and W
+            yield dh.T @ (spec * mask) @ dw  # inverse DCT
+
+    def __call__(self, xs: torch.Tensor) -> torch.Tensor:
+        total = None
+        for x_aug in self.copies(xs):
+            loss = self.objective(x_aug)
+            total = loss if total is None else total + loss
+        return total / self.n  # type: ignore[operator]
+
+
+class ClassifierObjective:
+    """Cross-entropy of an image classifier on float images in [0, 1].
+
+    Untargeted (default): the loss is the negative cross-entropy of the true ``labels``, so
+    lowering it pushes the prediction away from them. Targeted: the cross-entropy of ``labels``.
+
+    Args:
+        model: Maps preprocessed images to logits ``(M, classes)``.
+        labels: ``(B,)`` class ids, one per image of the attacked batch.
+        preprocess: Differentiable map from [0, 1] images to the model's input (e.g. EfficientNet's
+            ``(255 x - 127) / 128``); identity if ``None``.
+        targeted: See above.
+    """
+
+    def __init__(self, model: Any, labels: torch.Tensor, *,
+                 preprocess: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 targeted: bool = False) -> None:
+        self.model, self.labels = model, labels
+        self.preprocess, self.targeted = preprocess, targeted
+
+    def __call__(self, xs: torch.Tensor) -> torch.Tensor:
+        from torch.nn import functional as F
+
+        flat, n, b = _flat(xs)
+        inputs = self.preprocess(flat) if self.preprocess is not None else flat
+        ce = F.cross_entropy(self.model(inputs), self.labels.repeat(n), reduction="none")
+        loss = ce if self.targeted else -ce
+        return loss.reshape(n, b).sum(-1)
+
+    def is_success(self, x: torch.Tensor) -> bool:
+        import torch
+
+        with torch.no_grad():
+            flat = x.reshape(-1, *x.shape[-3:])
+            pred = self.model(self.preprocess(flat) if self.preprocess else flat).argmax(-1)
+        hit = pred == self.labels
+        return bool(hit.all() if self.targeted else (~hit).all())
