@@ -28,6 +28,7 @@ COMMANDS: dict[str, str] = {
     "scaling": "fmlab.cli._scaling:ScalingCommand",
     "quant": "fmlab.cli._quant:QuantCommand",
     "sweep": "fmlab.cli._quant:SweepCommand",
+    "autoft": "fmlab.cli._autoft:AutoFTCommand",
     "agent": "fmlab.cli._agent:AgentCommand",
 }
 

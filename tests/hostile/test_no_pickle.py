@@ -4,13 +4,16 @@ archive, an object ``.npy`` and an object ``.npz``); each command must fail with
 the marker must not appear.
 
 A command that reads a file joins by adding a row to ``FILE_ARGS``; ``test_every_file_argument
-_is_planted`` fails until it does (it finds file arguments by their ``InputFile`` type).
+_is_planted`` fails until it does (it finds file arguments by their ``InputFile`` type), and
+``test_file_like_arguments_declare_their_type_or_are_planted`` catches file arguments typed as
+plain strings (by their help text: "file", "folder", ".json", ...).
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+import re
 import sys
 from pathlib import Path
 
@@ -100,10 +103,29 @@ FILE_ARGS: dict[tuple[tuple[str, ...], str], tuple[list[str], tuple[str, ...]]] 
     (("quant", "ptq"), "--model"): (["quant", "ptq", "--model", "{file}", "--seq-len", "16",
                                      "--eval-tokens", "64", "--calib-sequences", "2"],
                                     (".pt", ".pth", ".bin", ".ckpt", ".safetensors")),
+    # zoo name, hf: id or a model folder: the folder holds only a pickled pytorch_model.bin
+    (("embed", "encode"), "--model"): (["embed", "encode", "{text}", "--out", "{tmp}/e.npy",
+                                        "--model", "{modeldir}"], ()),
+    (("embed", "eval"), "--model"): (["embed", "eval", "--tasks", "stsb", "--limit", "2",
+                                      "--model", "{modeldir}"], ()),
     (("report",), "--out"): (["report", "--out", "{dir}"], ()),
     (("agent", "tasks"), "--file"): (["agent", "tasks", "--file", "{file}"], (".json",)),
     (("agent", "run"), "--file"): (["agent", "run", "--file", "{file}"], (".json",)),
     (("sweep", "table"), "--storage"): (["sweep", "table", "--storage", "sqlite:///{file}"],
+                                        (".db",)),
+    (("sweep", "create"), "--storage"): (["sweep", "create", "--storage", "sqlite:///{file}"],
+                                         (".db",)),
+    (("sweep", "run"), "--storage"): (["sweep", "run", "--storage", "sqlite:///{file}"],
+                                      (".db",)),
+    (("sweep", "work"), "--storage"): (["sweep", "work", "--storage", "sqlite:///{file}"],
+                                       (".db",)),
+    (("autoft", "search"), "--storage"): (["autoft", "search", "--storage", "sqlite:///{file}"],
+                                          (".db",)),
+    (("autoft", "work"), "--storage"): (["autoft", "work", "--storage", "sqlite:///{file}"],
+                                        (".db",)),
+    (("autoft", "finetune"), "--params"): (["autoft", "finetune", "--params", "{file}",
+                                            "--methods", "autoft", "--steps", "1"], (".json",)),
+    (("autoft", "best"), "--storage"): (["autoft", "best", "--storage", "sqlite:///{file}"],
                                         (".db",)),
 }
 
@@ -124,6 +146,33 @@ def test_every_file_argument_is_planted() -> None:
     assert not missing, f"add rows to FILE_ARGS for {sorted(missing)}"
 
 
+# Arguments whose help mentions files or folders but that read none.
+NOT_FILE_ARGS = {(("scaling", "fit"), "--col"), (("scaling", "predict"), "--col"),
+                 (("agent", "observe"), "path")}  # a URL path on the offline shop site
+_FILEISH = re.compile(r"\bfiles?\b|\.json|\.csv|\.npy|\.ya?ml|\.safetensors|\.pt\b|folder|"
+                      r"director|\bpath\b", re.I)
+
+
+def test_file_like_arguments_declare_their_type_or_are_planted() -> None:
+    """A flag that reads a file or folder but is typed as a plain string escapes the planting
+    above: declare it as ``type=InputFile(...)`` (read) or ``type=OutputFile(...)`` (written), or
+    add a row to ``FILE_ARGS`` when it also takes names (``--model NAME_OR_FOLDER``)."""
+    from fmlab._validation import OutputFile
+
+    loose = []
+    for path, parser in leaf_parsers():
+        for a in value_actions(parser):
+            if isinstance(a.type, (InputFile, OutputFile)):
+                continue
+            name = max(a.option_strings, key=len) if a.option_strings else (
+                a.metavar if isinstance(a.metavar, str) else a.dest)
+            text = " ".join(str(x) for x in (a.dest, a.metavar, a.help) if x)
+            if _FILEISH.search(text) and (path, name) not in set(FILE_ARGS) | NOT_FILE_ARGS:
+                loose.append(f"{' '.join(path)} {name}")
+    assert not loose, (f"{loose}: type these InputFile/OutputFile (fmlab._validation) or add "
+                       "them to FILE_ARGS in tests/hostile/test_no_pickle.py")
+
+
 @pytest.mark.parametrize("key", sorted(FILE_ARGS, key=str), ids=lambda k: " ".join(
     (*k[0], k[1])))
 def test_planted_pickle_never_runs(key, tmp_path, capsys) -> None:
@@ -139,6 +188,13 @@ def test_planted_pickle_never_runs(key, tmp_path, capsys) -> None:
         for kind in KINDS:
             f = _plant(tmp_path / f"{kind}{suffix}", kind)
             targets.append((f"{kind}{suffix}", {"file": str(f)}))
+    if "{modeldir}" in " ".join(argv):  # a model folder whose only weights are a pickle
+        md = tmp_path / "model"
+        _plant(md / "pytorch_model.bin", "torch")
+        (md / "config.json").write_text('{"model_type": "llama"}')
+        (tmp_path / "t.txt").write_text("hello\n")
+        subs["text"] = str(tmp_path / "t.txt")
+        targets.append(("model folder", {"modeldir": str(md)}))
     if "{dir}" in " ".join(argv):  # a results folder holding pickles under the names it reads
         d = tmp_path / "results"
         for kind in KINDS:
