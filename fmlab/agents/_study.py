@@ -124,7 +124,7 @@ def attack_with_captioner(
 
     from fmlab.attacks import BIM, CaptionerObjective, quantize
 
-    x0 = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.0
+    x0 = torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255.0
     objective = CaptionerObjective(captioner, target, decode_every=decode_every)
     result = BIM(eps=eps, step_size=step_size, steps=steps)(objective, x0, progress=False)
     best = objective.best_image if objective.best_image is not None else result.x_adv
@@ -147,7 +147,7 @@ def attack_with_clip(
 
     from fmlab.attacks import PGD, ClipEnsembleObjective, SpectrumAugmented, quantize
 
-    x0 = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.0
+    x0 = torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255.0
     objective: Any = ClipEnsembleObjective(members, positive, negative)
     if ssa:
         objective = SpectrumAugmented(objective, n=ssa, random_state=random_state)
