@@ -28,6 +28,8 @@ COMMANDS: dict[str, str] = {
     "scaling": "fmlab.cli._scaling:ScalingCommand",
     "quant": "fmlab.cli._quant:QuantCommand",
     "sweep": "fmlab.cli._quant:SweepCommand",
+    "attack": "fmlab.cli._jailbreak:AttackCommand",
+    "jailbreak": "fmlab.cli._jailbreak:JailbreakCommand",
     "autoft": "fmlab.cli._autoft:AutoFTCommand",
     "agent": "fmlab.cli._agent:AgentCommand",
 }
