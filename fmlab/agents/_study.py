@@ -263,8 +263,11 @@ class AgentsStudy(Study):
                             "task": task.task_id}
                 if listing:  # CLIP-ensemble attack: transfer to the held-out member and captioner
                     for e in eps_grid:
+                        # t+ only: pushing away from the true concept (t-) as well lowered how
+                        # far the picture rose towards t+ in trials, and the agent compares t+
                         adv_c, _ = attack_with_clip(surrogates, clean, task.target_concept,
-                                                    task.source_concept, eps=e, steps=clip_steps)
+                                                    None, eps=e, steps=clip_steps,
+                                                    step_size=2 / 255)
                         key = format_eps(e)
                         row[f"pixel_attacked@{key}"] = run_step(
                             task, pixel_agent, site, browser, image=adv_c).attacked
