@@ -46,9 +46,18 @@ def configure(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
 
 
+def _read(path: Any) -> Any:
+    """The picture as float ``(3, H, W)`` in [0, 1]."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    clean = np.asarray(Image.open(path).convert("RGB"))  # (H, W, 3) uint8
+    return torch.from_numpy(clean.copy()).permute(2, 0, 1).float() / 255.0
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``fmlab attack image``."""
-    import numpy as np
     import torch
     from PIL import Image
 
@@ -62,8 +71,6 @@ def run(args: argparse.Namespace) -> int:
     )
     from fmlab.cli._base import emit
 
-    clean = np.asarray(Image.open(args.image).convert("RGB"))  # (H, W, 3) uint8
-    x0 = torch.from_numpy(clean.copy()).permute(2, 0, 1).float() / 255.0
     cls = BIM if args.attack == "bim" else PGD
     attack = cls(eps=args.eps, step_size=args.step_size, steps=args.steps, norm=args.norm,
                  momentum=args.momentum, random_state=args.seed)
@@ -73,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
 
         captioner = load_captioner(args.captioner).eval()
         captioner.requires_grad_(False)
+        x0 = _read(args.image)
         objective: Any = CaptionerObjective(captioner, args.target, decode_every=args.decode_every)
         result = attack(objective, x0)
         best = objective.best_image if objective.best_image is not None else result.x_adv
@@ -85,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         members = [load_clip(n.strip()).eval() for n in args.encoders.split(",") if n.strip()]
         for m in members:
             m.requires_grad_(False)
+        x0 = _read(args.image)
         objective = ClipEnsembleObjective(members, args.target, args.negative)
         result = attack(objective, x0, success=lambda x, loss: False)
         best = result.x_adv
