@@ -227,15 +227,65 @@ class TargetObjective:
         return str(self.tokenizer.decode(ids.tolist()))
 
     # -- losses -------------------------------------------------------------------------------
-    def _cache(self, p: _Prompt, batch: int) -> Any:
+    def _cache(self, p: _Prompt, batch: int, kv: Any = None) -> Any:
         from transformers.cache_utils import DynamicCache
 
-        assert p.kv is not None
+        kv = p.kv if kv is None else kv
+        assert kv is not None
         return DynamicCache(
             ddp_cache_data=[(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1))
-                            for k, v in p.kv],
+                            for k, v in kv],
             config=self.model.config,
         )
+
+    def _shared_prefix_losses(
+        self, p: _Prompt, suffixes: torch.Tensor, batch_size: int | None, n_groups: int = 4
+    ) -> torch.Tensor:
+        """Target loss ``(B,)`` of candidates that mostly agree with one reference suffix.
+
+        GCG's candidates copy the current suffix and change one (or ``n_replace``) positions, so
+        a candidate whose first change is at position ``s`` shares the keys and values of the
+        prompt prefix plus the first ``s`` suffix tokens with the reference. One forward of the
+        reference caches them; each group of candidates then runs only its tokens from ``s`` on
+        (plus the template tail and the target): on average about half the suffix is skipped.
+        Exact: the reference is the column-wise mode, and a candidate only reuses positions
+        where it equals the reference.
+        """
+        import numpy as np
+        import torch
+        import torch.nn.functional as F
+
+        embed = self.model.get_input_embeddings()
+        B, L = suffixes.shape
+        Lb, La, m = p.before_ids.shape[1], p.after_ids.shape[1], p.target_ids.shape[1]
+        ref = suffixes.mode(dim=0).values  # (L,)
+        diff = suffixes != ref  # (B, L)
+        first = torch.where(diff.any(dim=1), diff.int().argmax(dim=1), L)  # (B,)
+        cache = self._cache(p, 1)
+        self.model(inputs_embeds=embed(ref[None]), logits_to_keep=1, **{self._cache_kw: cache})
+        full = [(layer.keys, layer.values) for layer in cache.layers]  # (1, h, Lb + L, d)
+        out = torch.empty(B, device=suffixes.device)
+        starts = sorted(set(first.tolist()))
+        for group in np.array_split(np.array(starts), min(n_groups, len(starts))):
+            s = int(group.min())
+            rows = torch.nonzero(torch.isin(first, torch.as_tensor(group, device=first.device)))
+            rows = rows.flatten()
+            kv = [(k[:, :, : Lb + s], v[:, :, : Lb + s]) for k, v in full]
+            step = batch_size or len(rows)
+            for i in range(0, len(rows), step):
+                idx = rows[i : i + step]
+                b = len(idx)
+                parts = [embed(suffixes[idx, s:]), p.after_embeds.expand(b, -1, -1),
+                         p.target_embeds.expand(b, -1, -1)]
+                embeds = torch.cat(parts, dim=1)  # (b, L - s + La + m, d)
+                pos = torch.arange(m, device=embeds.device) + (L - s) + La - 1
+                logits = self.model(inputs_embeds=embeds, logits_to_keep=pos,
+                                    **{self._cache_kw: self._cache(p, b, kv)}).logits.float()
+                out[idx] = F.cross_entropy(
+                    logits.reshape(-1, logits.shape[-1]),
+                    p.target_ids.expand(b, -1).reshape(-1), reduction="none",
+                ).view(b, m).mean(dim=1)
+        return out
 
     def _forward_loss(
         self, p: _Prompt, suffix_embeds: torch.Tensor, suffix_ids: torch.Tensor,
@@ -310,6 +360,9 @@ class TargetObjective:
                 chunk = suffixes[i : i + step]
                 e = embed(chunk)
                 for p in self._prompts:
+                    if use_prefix_cache and p.kv is not None and not ppl_weight and len(chunk) > 4:
+                        out[i : i + step] += self._shared_prefix_losses(p, chunk, batch_size)
+                        continue
                     out[i : i + step] += self._forward_loss(
                         p, e, chunk, use_prefix_cache=use_prefix_cache, ppl_weight=ppl_weight
                     )

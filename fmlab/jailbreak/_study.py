@@ -46,13 +46,13 @@ class PurpleStudy(Study):
         o = ctx.options
         n_test = int(o.get("n_test", ctx.pick(8, 60)))
         new_tokens = int(o.get("max_new_tokens", ctx.pick(24, 48)))
-        dpo_steps = int(o.get("dpo_steps", ctx.pick(12, 150)))
-        gcg = {"num_steps": int(o.get("gcg_steps", ctx.pick(6, 60))),
+        dpo_steps = int(o.get("dpo_steps", ctx.pick(10, 150)))
+        gcg = {"num_steps": int(o.get("gcg_steps", ctx.pick(5, 60))),
                "search_width": int(o.get("search_width", ctx.pick(32, 128))),
                "topk": int(o.get("topk", ctx.pick(32, 128))),
                "optim_str_init": " ".join(["x"] * int(o.get("suffix_tokens", ctx.pick(10, 20)))),
                "random_state": ctx.seed}
-        n_train_prompts = int(o.get("n_train_prompts", ctx.pick(2, 5)))
+        n_train_prompts = int(o.get("n_train_prompts", ctx.pick(1, 5)))
         adv = bool(o.get("adversarial_training", not ctx.quick))
         n_adv_suffixes = int(o.get("n_adv_suffixes", 3))
 

@@ -37,6 +37,20 @@ def test_prefix_cache_gives_the_same_losses(objective):
     torch.testing.assert_close(objective.losses(xs, batch_size=1), objective.losses(xs))
 
 
+def test_shared_prefix_scoring_is_exact(objective):
+    """GCG-shaped candidates (one swap each) scored through the shared suffix prefix give the
+    same losses as full scoring, chunked or not."""
+    x = objective.encode_suffix("x x x x x x x x")
+    g = torch.Generator().manual_seed(0)
+    cands = x.repeat(24, 1)
+    cands[torch.arange(24), torch.randint(0, x.numel(), (24,), generator=g)] = torch.randint(
+        32, 120, (24,), generator=g)
+    cands[5] = x
+    full = objective.losses(cands, use_prefix_cache=False)
+    torch.testing.assert_close(objective.losses(cands), full, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(objective.losses(cands, batch_size=5), full, rtol=1e-4, atol=1e-5)
+
+
 def test_token_gradient_matches_finite_difference_direction(objective):
     """The one-hot gradient at a swap predicts the loss change to first order: its ranking of
     single-token swaps correlates with the true loss changes."""
