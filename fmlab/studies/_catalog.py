@@ -11,7 +11,6 @@ STUDIES: Registry[type[Study]] = Registry("study")
 # name -> "module:Class"; keep sorted by name. Imports happen only when a study is looked up.
 _LAZY: dict[str, str] = {
     # "capability.short": "fmlab.capability._study:ClassName",
-    "autoft.shift": "fmlab.autoft._study:ShiftStudy",
     "embeddings.echo": "fmlab.embeddings._study:EchoStudy",
     "ood.agreement": "fmlab.ood._study:AgreementStudy",
     "quant.precision_sweep": "fmlab.quant._study:PrecisionSweepStudy",

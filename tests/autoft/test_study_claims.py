@@ -41,6 +41,10 @@ def test_claims_can_fail() -> None:
     assert autoft_beats_baselines(one_seed).error  # one seed: not computed, does not hold
 
 
-def test_study_is_registered() -> None:
-    cls = STUDIES.get("autoft.shift")
-    assert cls.capability == "autoft" and {o.name for o in cls.options} >= {"seeds", "n_trials"}
+def test_study_declares_its_options() -> None:
+    # registered in fmlab/studies/_catalog.py once clip-emoji (issue #11) is on main
+    from fmlab.autoft._study import ShiftStudy
+
+    assert ShiftStudy.capability == "autoft" and ShiftStudy.name == "autoft.shift"
+    assert {o.name for o in ShiftStudy.options} >= {"seeds", "n_trials", "steps", "tune"}
+    assert "autoft.shift" not in STUDIES or STUDIES.get("autoft.shift") is ShiftStudy
