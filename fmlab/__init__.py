@@ -23,6 +23,7 @@ from fmlab.version import __version__
 _SUBMODULES = (
     "attacks",
     "autoft",
+    "base",
     "context",
     "data",
     "embeddings",

@@ -24,6 +24,7 @@ _EXTRAS: dict[str, tuple[str, str]] = {
     "skimage": ("scikit-image", "vision"),
     "PIL": ("pillow", "vision"),
     "gensim": ("gensim==4.4.0", "data"),
+    "peft": ("peft", "jailbreak"),
     "playwright": ("playwright", "agents"),
 }
 

@@ -2,8 +2,12 @@
 
 Models, datasets, number formats, studies, laws, attacks, defenses, judges and templates all live
 in a :class:`Registry`. Entries are either objects or lazy ``"module:attr"`` strings, so that
-registering something that needs torch does not import torch. Third-party plugins arrive through the
-entry-point group ``fmlab.<registry name>``.
+registering something that needs torch does not import torch.
+
+Plugins: a package adds entries to a registry through the entry-point group ``fmlab.<group>``,
+where ``<group>`` is the registry's kind in snake case and plural (``"scaling law"`` ->
+``fmlab.scaling_laws``, ``"OOD estimator"`` -> ``fmlab.ood_estimators``, ``"study"`` ->
+``fmlab.studies``); :attr:`Registry.group` holds it. One rule, no per-registry spelling.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import importlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -19,7 +23,44 @@ from fmlab.exceptions import UnknownNameError
 
 T = TypeVar("T")
 
-__all__ = ["Entry", "Registry"]
+__all__ = ["Entry", "Registry", "check_param_names", "plugin_group"]
+
+
+def plugin_group(kind: str) -> str:
+    """The entry-point group suffix for a registry of ``kind``: snake case, plural.
+
+    Example:
+        >>> plugin_group("OOD estimator"), plugin_group("study"), plugin_group("model")
+        ('ood_estimators', 'studies', 'models')
+    """
+    snake = "_".join(kind.lower().split())
+    if snake.endswith("y") and not snake.endswith(("ay", "ey", "oy", "uy")):
+        return snake[:-1] + "ies"
+    if snake.endswith(("s", "x", "ch", "sh")):
+        return snake + "es"
+    return snake + "s"
+
+
+def check_param_names(target: Callable[..., Any], params: Mapping[str, Any], *, owner: str) -> None:
+    """Raise ``ValueError`` when ``params`` holds a keyword ``target`` does not take.
+
+    ``target`` is a class or function; a ``**kwargs`` in its signature accepts everything.
+    """
+    import inspect
+
+    try:
+        sig = inspect.signature(target)
+    except (TypeError, ValueError):  # a builtin without a signature: let the call decide
+        return
+    ps = sig.parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in ps):
+        return
+    valid = [p.name for p in ps if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise ValueError(
+            f"Invalid parameter(s) {unknown} for {owner}. Valid parameters are: {tuple(valid)}."
+        )
 
 
 @dataclass
@@ -52,8 +93,11 @@ class Registry(Generic[T]):
     Args:
         kind: What the entries are, in words (``"model"``, ``"quantization format"``); used in
             error messages.
-        group: Entry-point group name suffix for plugins (``fmlab.<group>``). Defaults to ``kind``
-            with spaces replaced by underscores.
+
+        group: Optional, and only as a check: it must equal ``plugin_group(kind)``.
+
+    Plugins are read from the entry-point group ``fmlab.<group>``; :func:`plugin_group` derives
+    ``group`` from ``kind`` (snake case, plural), so every registry follows the same rule.
 
     Example:
         >>> formats = Registry("number format")
@@ -64,7 +108,13 @@ class Registry(Generic[T]):
 
     def __init__(self, kind: str, group: str | None = None) -> None:
         self.kind = kind
-        self.group = group or kind.replace(" ", "_")
+        self.group = plugin_group(kind)
+        if group is not None and group != self.group:
+            raise ValueError(
+                f"Plugin groups follow one rule, fmlab.<kind in snake case, plural>: a registry of "
+                f"{kind!r} reads 'fmlab.{self.group}', not 'fmlab.{group}'. Drop group= (it is "
+                f"derived), or name the kind so that its plural is the group you want, e.g. "
+                f"Registry({group.rstrip('s').replace('_', ' ')!r}).")
         self._entries: dict[str, Entry[T]] = {}
         self._plugins_loaded = False
 
@@ -125,6 +175,30 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         """Return the object registered under ``name`` (importing a lazy entry)."""
         return self.entry(name).resolve()
+
+    def create(self, name: str, /, **params: Any) -> Any:
+        """Build the entry ``name`` with ``params``, validated before anything runs.
+
+        Checks the keyword names against the target's signature and then, for estimators
+        (:class:`fmlab.base.BaseEstimator`), their values with ``_check_params()``, so a bad value
+        fails here and not at the first ``fit``. Every ``create_*`` factory is this method.
+
+        Raises:
+            UnknownNameError: ``name`` is not registered (with close matches).
+            TypeError: the entry is a data object, not something to build.
+            ValueError: a keyword the target does not take, or a value it rejects.
+        """
+        target: Any = self.get(name)
+        if not callable(target):
+            raise TypeError(f"The {self.kind} {name!r} is a {type(target).__name__} object, not "
+                            f"something to build; use get({name!r}) instead.")
+        owner = f"{self.kind} {name!r} ({getattr(target, '__name__', type(target).__name__)})"
+        check_param_names(target, params, owner=owner)
+        obj = target(**params)
+        check = getattr(obj, "_check_params", None)
+        if callable(check):
+            check()
+        return obj
 
     def unknown_message(self, name: object) -> str:
         names = self.names()

@@ -19,6 +19,7 @@ from fmlab.attacks._core import (
     list_attacks,
     run_attack,
 )
+from fmlab.attacks._gcg import GCG, GCGResult, TargetObjective
 from fmlab.attacks._image import BIM, CWA, PGD, as_image, format_eps, quantize
 from fmlab.attacks._objectives import (
     CaptionerObjective,
@@ -33,8 +34,11 @@ __all__ = [
     "AttackResult",
     "BaseAttack",
     "Budget",
+    "GCG",
+    "GCGResult",
     "Proposal",
     "Selection",
+    "TargetObjective",
     "create_attack",
     "list_attacks",
     "run_attack",
@@ -52,6 +56,7 @@ __all__ = [
     "quantize",
 ]
 
+ATTACKS.register("gcg", GCG)
 ATTACKS.register("pgd", PGD)
 ATTACKS.register("bim", BIM)
 ATTACKS.register("cwa", CWA)

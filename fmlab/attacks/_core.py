@@ -100,7 +100,7 @@ def create_attack(name: str, **params: Any) -> BaseAttack:
     Example:
         >>> attack = create_attack("gcg", num_steps=50, search_width=64)  # doctest: +SKIP
     """
-    return ATTACKS.get(name)(**params)  # type: ignore[no-any-return]
+    return ATTACKS.create(name, **params)  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)

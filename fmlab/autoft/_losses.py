@@ -171,7 +171,7 @@ def _norm_term(kind: str, init: bool) -> Callable[[LossBatch], Any]:
     return fn
 
 
-LOSS_TERMS: Registry[LossTerm] = Registry("loss term", group="autoft_loss_terms")
+LOSS_TERMS: Registry[LossTerm] = Registry("AutoFT loss term", group="autoft_loss_terms")
 for _t in (
     LossTerm("ce", _ce, "mean_i CE(z_i, y_i)"),
     LossTerm("dcm", _dcm, "sign * mean_i 1[argmax z_i != y_i] H(softmax z_i); sign -1 by default"),

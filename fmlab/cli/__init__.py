@@ -1,23 +1,27 @@
 """The ``fmlab`` command: ``fmlab <command> [...]``; ``fmlab --help`` lists the commands.
 
 Exit codes: 0 success, 1 failure (one-line message; traceback with ``--debug``), 2 usage error.
+
+Subcommands live in :data:`COMMANDS`, a :class:`~fmlab._registry.Registry` of lazy
+``"module:Class"`` entries (so ``fmlab --help`` imports no capability), which plugins extend
+through the entry-point group ``fmlab.commands``.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 from collections.abc import Sequence
 
+from fmlab._registry import Registry
 from fmlab.cli._base import Command, Parser, UsageError
 from fmlab.version import __version__
 
-__all__ = ["main"]
+__all__ = ["COMMANDS", "main"]
 
 # name -> "module:Class". Each capability adds one line; modules import nothing heavy at the top.
-COMMANDS: dict[str, str] = {
+_BUILTIN: dict[str, str] = {
     "reproduce": "fmlab.cli._reproduce:ReproduceCommand",
     "report": "fmlab.cli._reproduce:ReportCommand",
     "models": "fmlab.cli._zoo:ModelsCommand",
@@ -28,15 +32,15 @@ COMMANDS: dict[str, str] = {
     "scaling": "fmlab.cli._scaling:ScalingCommand",
     "quant": "fmlab.cli._quant:QuantCommand",
     "sweep": "fmlab.cli._quant:SweepCommand",
+    "attack": "fmlab.cli._jailbreak:AttackCommand",
+    "jailbreak": "fmlab.cli._jailbreak:JailbreakCommand",
     "autoft": "fmlab.cli._autoft:AutoFTCommand",
     "agent": "fmlab.cli._agent:AgentCommand",
 }
 
-
-def _load(target: str) -> Command:
-    module, _, attr = target.partition(":")
-    cls = getattr(importlib.import_module(module), attr)
-    return cls()
+COMMANDS: Registry[type[Command]] = Registry("command")
+for _name, _target in _BUILTIN.items():
+    COMMANDS.register(_name, _target)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"fmlab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, target in COMMANDS.items():
-        cmd = _load(target)
+    for name in COMMANDS:
+        cmd = COMMANDS.get(name)()
         p = sub.add_parser(
             name,
             help=cmd.help,

@@ -28,20 +28,20 @@ _SWEEP_EPILOG = """Examples:
 
 
 class _Bits(Constraint):
-    """A training precision: ``K`` for all three components or ``W:A:KV``; 16 and up, ``fp``,
-    ``none`` or ``inf`` mean full precision (``None``)."""
+    """A training precision: ``K`` for all three components or ``W:A:KV``, each read by the one
+    bit-width parser (:func:`fmlab._precision.parse_bits`: 16 and up, ``fp``, ``none`` or ``inf``
+    mean full precision, ``inf``)."""
 
     __name__ = "bits"
-    _FULL = ("fp", "none", "inf")
 
     def describe(self) -> str:
-        return "a bit width K (2-16; 16/fp = full precision) or W:A:KV"
+        return "a bit width K (2-15; 16 and up or fp = full precision) or W:A:KV"
 
-    def _one(self, item: str, text: str) -> int | None:
-        if item.lower() in self._FULL:
-            return None
+    def _one(self, item: str, text: str) -> float:
+        from fmlab._precision import parse_bits
+
         try:
-            return Int(2).parse(item)
+            return parse_bits(item)
         except ValueError:
             raise ValueError(f"must be {self.describe()}; got {text!r}") from None
 

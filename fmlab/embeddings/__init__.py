@@ -31,7 +31,7 @@ from fmlab.embeddings._templates import (
 _LAZY = {
     "EchoEncoder": "fmlab.embeddings._encoder",
     "pool_hidden_states": "fmlab.embeddings._encoder",
-    "cpu_supports_bf16": "fmlab.embeddings._device",
+    "cpu_supports_bf16": "fmlab._device",
     "evaluate_sts": "fmlab.embeddings._evaluate",
     "evaluate_word_similarity": "fmlab.embeddings._evaluate",
     "probe_classification": "fmlab.embeddings._evaluate",

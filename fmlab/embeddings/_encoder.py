@@ -17,9 +17,9 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from fmlab._device import eval_mode, resolve_device, resolve_dtype
 from fmlab._io import atomic_write
 from fmlab._validation import check_bool, check_int, check_option
-from fmlab.embeddings._device import resolve_device, resolve_dtype
 from fmlab.embeddings._templates import (
     EchoTemplate,
     Piece,
@@ -33,14 +33,6 @@ __all__ = ["EchoEncoder", "pool_hidden_states"]
 Pooling = Literal["mean", "last"]
 _POOLINGS = ("mean", "last")
 _PROMPT_TYPES = ("query", "document", "passage")
-_ENCODE_KWARGS = (
-    "batch_size", "show_progress_bar", "convert_to_numpy", "convert_to_tensor",
-    "normalize_embeddings", "device", "prompt", "prompt_name", "task_name", "prompt_type",
-    # MTEB 2.x passes these alongside a DataLoader of {"text": [...]} batches
-    "task_metadata", "hf_split", "hf_subset",
-)
-
-
 def _mteb_batches_to_texts(inputs: Any) -> list[Any] | None:
     """Flatten MTEB 2.x input (an iterable of ``{"text": [...]}`` batches), else ``None``."""
     if isinstance(inputs, (str, bytes, Sequence)) or not hasattr(inputs, "__iter__"):
@@ -208,8 +200,9 @@ class EchoEncoder:
         param = next(model.parameters(), None)
         cur_device = param.device if param is not None else torch.device("cpu")
         cur_dtype = param.dtype if param is not None else torch.float32
-        want_device = cur_device if device is None else resolve_device(device)
-        want_dtype = cur_dtype if dtype is None else resolve_dtype(dtype, want_device)
+        want_device = cur_device if device is None else resolve_device(device, owner=owner)
+        want_dtype = (cur_dtype if dtype is None
+                      else resolve_dtype(dtype, want_device, owner=owner))
         if want_device != cur_device or want_dtype != cur_dtype:
             model = copy.deepcopy(model).to(device=want_device, dtype=want_dtype)
         self.model = model
@@ -252,8 +245,8 @@ class EchoEncoder:
         """
         from fmlab.models import load_causal_lm
 
-        dev = resolve_device(device)
-        torch_dtype = resolve_dtype(dtype, dev)
+        dev = resolve_device(device, owner="EchoEncoder.from_pretrained")
+        torch_dtype = resolve_dtype(dtype, dev, owner="EchoEncoder.from_pretrained")
         model, tokenizer = load_causal_lm(name_or_path, dtype=torch_dtype, device=str(dev))
         # The loaded model is ours, so moving/casting it in place is fine.
         model = model.to(device=dev, dtype=torch_dtype).eval()
@@ -335,24 +328,19 @@ class EchoEncoder:
             from tqdm.auto import tqdm
 
             batches = tqdm(batches, desc="Batches", leave=False)
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with torch.inference_mode():
-                for idx in batches:
-                    width = max(1, max(len(items[i].input_ids) for i in idx))
-                    ids = torch.full((len(idx), width), self._pad_id, dtype=torch.long)  # (B, T)
-                    att = torch.zeros((len(idx), width), dtype=torch.long)  # (B, T)
-                    pool = torch.zeros((len(idx), width), dtype=torch.long)  # (B, T)
-                    for row, i in enumerate(idx):
-                        n = len(items[i].input_ids)
-                        ids[row, :n] = torch.tensor(items[i].input_ids, dtype=torch.long)
-                        att[row, :n] = 1
-                        pool[row, :n] = torch.tensor(items[i].pool_mask, dtype=torch.long)
-                    ids, att, pool = (t.to(self.device) for t in (ids, att, pool))
-                    yield idx, self._hidden(ids, att), pool
-        finally:
-            self.model.train(was_training)
+        with eval_mode(self.model), torch.inference_mode():
+            for idx in batches:
+                width = max(1, max(len(items[i].input_ids) for i in idx))
+                ids = torch.full((len(idx), width), self._pad_id, dtype=torch.long)  # (B, T)
+                att = torch.zeros((len(idx), width), dtype=torch.long)  # (B, T)
+                pool = torch.zeros((len(idx), width), dtype=torch.long)  # (B, T)
+                for row, i in enumerate(idx):
+                    n = len(items[i].input_ids)
+                    ids[row, :n] = torch.tensor(items[i].input_ids, dtype=torch.long)
+                    att[row, :n] = 1
+                    pool[row, :n] = torch.tensor(items[i].pool_mask, dtype=torch.long)
+                ids, att, pool = (t.to(self.device) for t in (ids, att, pool))
+                yield idx, self._hidden(ids, att), pool
 
     def _hidden(self, ids: torch.Tensor, att: torch.Tensor) -> torch.Tensor:
         if self.layer == -1:
@@ -428,8 +416,25 @@ class EchoEncoder:
         return side, instruction or None
 
     # -- public API -----------------------------------------------------------------------------
-    def encode(self, sentences: str | Sequence[str], **kwargs: Any) -> Any:
-        """Embed sentences (sentence-transformers contract; MTEB's keywords accepted).
+    def encode(
+        self,
+        sentences: str | Sequence[str],
+        prompt_name: str | None = None,
+        prompt: str | None = None,
+        batch_size: int | None = None,
+        show_progress_bar: bool | None = None,
+        convert_to_numpy: bool = True,
+        convert_to_tensor: bool = False,
+        device: Any = None,
+        normalize_embeddings: bool = False,
+        *,
+        task_name: str | None = None,
+        prompt_type: Any = None,
+        task_metadata: Any = None,
+        hf_split: str | None = None,
+        hf_subset: str | None = None,
+    ) -> Any:
+        """Embed sentences (sentence-transformers' signature; MTEB's keywords keyword-only).
 
         Args:
             sentences: A str (gives a 1-D result) or a sequence of str.
@@ -454,44 +459,29 @@ class EchoEncoder:
             ``convert_to_tensor=True``; a list of 1-D tensors when both conversions are False.
 
         Raises:
-            TypeError: For unknown keyword arguments (the accepted ones are listed), None or
-                non-text items.
+            TypeError: For unknown keyword arguments (Python's own error, from the signature),
+                None or non-text items.
             ValueError: For over-long texts when ``truncate=False``.
 
         An empty string has no tokens to pool and encodes to the zero vector. Repeated texts are
         embedded once; results are cached across calls (``cache_size``).
         """
-        unknown = sorted(set(kwargs) - set(_ENCODE_KWARGS))
-        if unknown:
-            raise TypeError(
-                f"EchoEncoder.encode() got unexpected keyword argument(s) {unknown}. "
-                f"Accepted: {list(_ENCODE_KWARGS)}."
-            )
         owner = "EchoEncoder.encode"
-        batch_size = kwargs.get("batch_size")
         batch_size = check_int(self.batch_size if batch_size is None else batch_size,
                                "batch_size", owner=owner, low=1)
-        progress = kwargs.get("show_progress_bar")
-        progress = False if progress is None else check_bool(progress, "show_progress_bar",
-                                                             owner=owner)
-        to_numpy = check_bool(kwargs.get("convert_to_numpy", True), "convert_to_numpy",
-                              owner=owner)
-        to_tensor = check_bool(kwargs.get("convert_to_tensor", False), "convert_to_tensor",
-                               owner=owner)
-        normalize = check_bool(kwargs.get("normalize_embeddings", False), "normalize_embeddings",
-                               owner=owner)
-        device = kwargs.get("device")
-        if device is not None and resolve_device(device) != self.device:
+        progress = (False if show_progress_bar is None
+                    else check_bool(show_progress_bar, "show_progress_bar", owner=owner))
+        to_numpy = check_bool(convert_to_numpy, "convert_to_numpy", owner=owner)
+        to_tensor = check_bool(convert_to_tensor, "convert_to_tensor", owner=owner)
+        normalize = check_bool(normalize_embeddings, "normalize_embeddings", owner=owner)
+        if device is not None and resolve_device(device, owner=owner) != self.device:
             raise ValueError(
                 f"encode(device={device!r}) differs from the encoder's device {self.device}; "
                 f"build the encoder with EchoEncoder(..., device={str(device)!r}) instead."
             )
-        task_name = kwargs.get("task_name")
-        if task_name is None and kwargs.get("task_metadata") is not None:
-            task_name = getattr(kwargs["task_metadata"], "name", None)
-        side, instruction = self._resolve_prompt(
-            kwargs.get("prompt"), kwargs.get("prompt_name"), task_name, kwargs.get("prompt_type"),
-        )
+        if task_name is None and task_metadata is not None:
+            task_name = getattr(task_metadata, "name", None)
+        side, instruction = self._resolve_prompt(prompt, prompt_name, task_name, prompt_type)
         flat = _mteb_batches_to_texts(sentences)
         texts, single = self._check_sentences(sentences if flat is None else flat)
         emb = self._embed(texts, side, instruction, batch_size, progress)  # (n, d) float32

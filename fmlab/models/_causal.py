@@ -10,6 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fmlab._device import resolve_device, resolve_dtype
 from fmlab._imports import require
 from fmlab._paths import hf_local_only, hf_offline
 from fmlab.exceptions import ModelUnavailableError
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
 __all__ = ["load_causal_lm", "prepare_model"]
 
 _FEATURE = "fmlab.models.load_causal_lm"
-_DTYPES = ("float32", "bfloat16", "float16")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _GEMMA_GGUF = "gemma-3-270m-q4_k_m.gguf"
@@ -41,34 +41,6 @@ def _version(dist: str) -> str:
         return version(dist)
     except PackageNotFoundError:
         return "?"
-
-
-def _resolve_dtype(dtype: Any) -> torch.dtype:
-    import torch
-
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, torch.dtype):
-        if dtype.is_floating_point:
-            return dtype
-    elif isinstance(dtype, str) and dtype.removeprefix("torch.") in _DTYPES:
-        return getattr(torch, dtype.removeprefix("torch."))
-    raise ValueError(
-        f"The 'dtype' parameter of load_causal_lm must be None, a floating torch.dtype or one of "
-        f"{_DTYPES}. Got {dtype!r} instead."
-    )
-
-
-def _check_device(device: Any) -> torch.device:
-    import torch
-
-    try:
-        return torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(
-            f"The 'device' parameter of load_causal_lm must be a torch device such as 'cpu' or "
-            f"'cuda:0'. Got {device!r} instead."
-        ) from exc
 
 
 def _clear_gguf_markers(model: PreTrainedModel) -> None:
@@ -123,6 +95,33 @@ def _build_gemma(out: Path) -> None:
 
 
 _BUILDERS = {"smollm2-135m-instruct": _build_smollm2, "gemma-3-270m": _build_gemma}
+_GGUF_SHA256: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> digest
+
+
+def prepare_gguf(path: str | os.PathLike[str]) -> Path:
+    """Convert a ``.gguf`` file once into the safetensors cache, keyed by its content hash.
+
+    The copy lives in ``<cache>/models/gguf-<sha256[:16]>`` with the same verified manifest as the
+    zoo models, so the same file under another name or path is converted only once, and a changed
+    file gets a new copy. The digest is computed once per process per (path, size, mtime).
+
+    Returns:
+        The verified cache folder.
+    """
+    from fmlab._io import file_sha256
+
+    src = Path(path).expanduser().resolve()
+    stat = src.stat()
+    sig = (str(src), stat.st_size, stat.st_mtime_ns)
+    digest = _GGUF_SHA256.get(sig)
+    if digest is None:
+        digest = _GGUF_SHA256[sig] = file_sha256(src)
+
+    def build(out: Path) -> None:
+        _save(*_load_gguf(src.parent, src.name), out)
+
+    key = {"gguf_sha256": digest, "transformers": _version("transformers")}
+    return cached_build(model_cache_path(f"gguf-{digest[:16]}"), build, key=key, what=src.name)
 
 
 def _cache_key(name: str) -> dict[str, Any]:
@@ -254,14 +253,16 @@ def load_causal_lm(
       half-written copy is rebuilt, never used. The first load takes ~22 s (SmolLM2), later ~1 s.
     - ``"hf:org/name"``: a Hugging Face hub id (needs network or the local HF cache);
     - a local directory saved with ``save_pretrained`` (safetensors weights);
-    - a ``.gguf`` file (dequantized on every call; no cache).
+    - a ``.gguf`` file, dequantized once into the same cache, keyed by the file's SHA-256
+      (:func:`prepare_gguf`).
 
     Remote code is never run (``trust_remote_code=False``) and no pickle is loaded.
 
     Args:
         name_or_path: Zoo name, ``hf:`` id, directory or ``.gguf`` file.
         dtype: Parameter dtype: ``None`` (float32), a floating ``torch.dtype`` or ``"float32"``,
-            ``"bfloat16"``, ``"float16"``. bf16 roughly doubles CPU speed on AVX-512-BF16 machines;
+            ``"bfloat16"``, ``"float16"``, ``"auto"`` (bf16 where the hardware runs it
+            natively). bf16 roughly doubles CPU speed on AVX-512-BF16 machines;
             keep fp32 for gradients.
         device: Where to put the model (``"cpu"``, ``"cuda:0"``...).
 
@@ -286,8 +287,8 @@ def load_causal_lm(
             f"The 'name_or_path' parameter of load_causal_lm must be a str or path. "
             f"Got {type(name_or_path).__name__} instead."
         )
-    torch_dtype = _resolve_dtype(dtype)
-    torch_device = _check_device(device)
+    torch_dtype = resolve_dtype(dtype, device, owner="load_causal_lm")
+    torch_device = resolve_device(device, owner="load_causal_lm")
     text = os.fspath(name_or_path)
     if isinstance(name_or_path, str) and text.startswith("hf:"):
         model, tokenizer = _load_hub(text[3:], torch_dtype)
@@ -304,9 +305,7 @@ def load_causal_lm(
     elif Path(text).expanduser().is_dir():
         model, tokenizer = _load_dir(Path(text).expanduser(), torch_dtype)
     elif text.endswith(".gguf") and Path(text).expanduser().is_file():
-        path = Path(text).expanduser()
-        model, tokenizer = _load_gguf(path.parent, path.name)
-        model = model.to(torch_dtype)
+        model, tokenizer = _load_pretrained(prepare_gguf(text), torch_dtype, local_only=True)
     elif not isinstance(name_or_path, str) or os.sep in text and not _HUB_ID.match(text):
         raise ModelUnavailableError(
             f"No model directory or .gguf file at {text!r}. Pass a zoo name "

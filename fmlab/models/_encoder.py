@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fmlab._device import resolve_device
 from fmlab._imports import require
 from fmlab._paths import hf_local_only
 from fmlab.exceptions import ModelUnavailableError
@@ -45,6 +46,7 @@ def load_sentence_encoder(
             f"The 'name_or_path' parameter of load_sentence_encoder must be a str or path. "
             f"Got {type(name_or_path).__name__} instead."
         )
+    device = resolve_device(device, owner="load_sentence_encoder")
     text = os.fspath(name_or_path)
     local_only = True
     if isinstance(name_or_path, str) and text.startswith("hf:"):

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from fmlab._device import resolve_device
 from fmlab._imports import require
 from fmlab.models._zoo import checked_entry, package_dir
 
@@ -171,6 +172,7 @@ def load_image_classifier(
         >>> net = load_image_classifier("efficientnet-lite0")  # doctest: +SKIP
         >>> logits = net(net.preprocess(images_uint8))        # doctest: +SKIP
     """
+    device = resolve_device(device, owner="load_image_classifier")
     entry = checked_entry(name, "image-classifier", "an image classifier", "image classifiers")
     effnet = require("efficientnet_lite_pytorch", feature=_FEATURE)
     weights = package_dir(entry.meta["module"]) / entry.meta["files"][0]  # type: ignore[operator]

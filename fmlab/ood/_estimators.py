@@ -8,19 +8,21 @@ Every estimator follows one shape::
 ``id_probs`` / ``ood_probs`` are an ensemble's softmax outputs, (n_models, n_examples, n_classes);
 the agreement-based estimators (ALine-S, ALine-D, naive agreement) also accept integer argmax
 predictions, (n_models, n_examples). The constructor only stores its arguments; ``fit`` validates
-them, so ``get_params`` / ``set_params`` / ``sklearn.base.clone`` work.
+them, so ``get_params`` / ``set_params`` / ``sklearn.base.clone`` work (the base is
+:class:`fmlab.base.BaseEstimator`, scikit-learn's).
 """
 
 from __future__ import annotations
 
-import inspect
 import warnings
+from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 
 from fmlab._validation import check_option, check_real
-from fmlab.exceptions import NotFittedError, ReliabilityWarning
+from fmlab.base import BaseEstimator
+from fmlab.exceptions import ReliabilityWarning
 from fmlab.ood._agreement import (
     LineFit,
     accuracies,
@@ -42,16 +44,18 @@ __all__ = [
 ]
 
 
-class BaseOODEstimator:
-    """Base class of OOD accuracy estimators.
+class BaseOODEstimator(BaseEstimator):
+    """Base class of OOD accuracy estimators (an :class:`fmlab.base.BaseEstimator`).
 
-    Contract (checked by the tests for every registered estimator):
+    Contract (checked by :func:`fmlab.testing.check_ood_estimator` for every registered
+    estimator):
 
     - ``__init__`` stores its keyword arguments unchanged as attributes of the same name; nothing
       is validated or computed there.
-    - ``fit(id_probs, id_labels, ood_probs)`` validates parameters and inputs, sets attributes
-      ending in ``_`` (at least ``ood_accuracy_`` and ``id_accuracy_``, both (n_models,)) and
-      returns ``self``. Fitting twice on the same data gives the same result.
+    - ``fit(id_probs, id_labels, ood_probs)`` validates parameters (:meth:`_check_params`) and
+      inputs, sets attributes ending in ``_`` (at least ``ood_accuracy_`` and ``id_accuracy_``,
+      both (n_models,)) and returns ``self``. Fitting twice on the same data gives the same
+      result.
     - Reading a fitted attribute before ``fit`` raises :class:`~fmlab.exceptions.NotFittedError`.
 
     Subclasses implement ``_fit(data)`` and set ``min_models`` / ``needs_probs``.
@@ -59,42 +63,8 @@ class BaseOODEstimator:
 
     min_models: ClassVar[int] = 1
     needs_probs: ClassVar[bool] = False
-
-    # -- scikit-learn parameter protocol ------------------------------------------------------
-    @classmethod
-    def _param_names(cls) -> list[str]:
-        sig = inspect.signature(cls.__init__)
-        return [p.name for p in sig.parameters.values()
-                if p.name != "self" and p.kind != p.VAR_KEYWORD]
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """The constructor arguments, as scikit-learn's ``get_params``."""
-        return {name: getattr(self, name) for name in self._param_names()}
-
-    def set_params(self, **params: Any) -> BaseOODEstimator:
-        """Set constructor arguments by name; unknown names raise ``ValueError``."""
-        valid = self._param_names()
-        for key, value in params.items():
-            if key not in valid:
-                raise ValueError(
-                    f"Invalid parameter {key!r} for {type(self).__name__}. "
-                    f"Valid parameters are: {tuple(valid)}."
-                )
-            setattr(self, key, value)
-        return self
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({args})"
-
-    def __getattr__(self, name: str) -> Any:
-        # Only reached when normal lookup fails: a fitted attribute read before fit().
-        if name.endswith("_") and not name.startswith("__"):
-            raise NotFittedError(
-                f"This {type(self).__name__} instance is not fitted yet; call "
-                f"fit(id_probs, id_labels, ood_probs) before reading {name!r}."
-            )
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+    _fitted_attr = "ood_accuracy_"
+    _fit_call = "fit(id_probs, id_labels, ood_probs)"
 
     # -- fitting -----------------------------------------------------------------------------
     def fit(self, id_probs: Any, id_labels: Any, ood_probs: Any) -> BaseOODEstimator:
@@ -125,9 +95,6 @@ class BaseOODEstimator:
         """``fit`` and return ``ood_accuracy_``."""
         return self.fit(id_probs, id_labels, ood_probs).ood_accuracy_
 
-    def _check_params(self) -> None:
-        """Validate constructor arguments (called at the start of ``fit``)."""
-
     def _fit(self, data: EnsembleOutputs) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -143,6 +110,17 @@ def _check_n_jobs(n_jobs: Any, owner: str) -> None:
 # ---------------------------------------------------------------------------------------------
 # Agreement-on-the-line
 # ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Probits:
+    """Probit coordinates of one ALine fit: pair indices ``(i, j)`` with i < j, the pairwise ID
+    and OOD agreements ``(n_pairs,)`` and the ID accuracies ``(n_models,)``."""
+
+    pairs: tuple[np.ndarray, np.ndarray]
+    agr_id: np.ndarray
+    agr_ood: np.ndarray
+    acc_id: np.ndarray
 
 
 class _ALineBase(BaseOODEstimator):
@@ -164,7 +142,8 @@ class _ALineBase(BaseOODEstimator):
         check_real(self.min_r2, "min_r2", owner=owner, high=1.0, closed="right")
         _check_n_jobs(self.n_jobs, owner)
 
-    def _agreement_fit(self, data: EnsembleOutputs) -> None:
+    def _agreement_fit(self, data: EnsembleOutputs) -> _Probits:
+        """Fit the agreement line; return the probit coordinates the estimators solve with."""
         m = data.n_models
         n_id, n_ood = data.id_preds.shape[1], data.ood_preds.shape[1]
         self.eps_id_ = resolve_eps(self.eps, n_id)
@@ -180,11 +159,10 @@ class _ALineBase(BaseOODEstimator):
             + np.sum((agr_ood <= self.eps_ood_) | (agr_ood >= 1 - self.eps_ood_))
             + np.sum((self.id_accuracy_ <= self.eps_id_) | (self.id_accuracy_ >= 1 - self.eps_id_))
         )
-        self._pairs = iu
-        self._z_agr_id = probit(agr_id, self.eps_id_)
-        self._z_agr_ood = probit(agr_ood, self.eps_ood_)
-        self._z_acc_id = probit(self.id_accuracy_, self.eps_id_)
-        self.agreement_line_: LineFit = fit_probit_line(self._z_agr_id, self._z_agr_ood)
+        z = _Probits(pairs=iu, agr_id=probit(agr_id, self.eps_id_),
+                     agr_ood=probit(agr_ood, self.eps_ood_),
+                     acc_id=probit(self.id_accuracy_, self.eps_id_))
+        self.agreement_line_: LineFit = fit_probit_line(z.agr_id, z.agr_ood)
         self.slope_ = self.agreement_line_.slope
         self.intercept_ = self.agreement_line_.intercept
         self.reliable_ = bool(self.agreement_line_.r2 >= self.min_r2)
@@ -208,6 +186,7 @@ class _ALineBase(BaseOODEstimator):
                 ReliabilityWarning,
                 stacklevel=4,
             )
+        return z
 
 
 class ALineS(_ALineBase):
@@ -260,8 +239,8 @@ class ALineS(_ALineBase):
     def _fit(self, data: EnsembleOutputs) -> np.ndarray:
         from scipy.special import ndtr
 
-        self._agreement_fit(data)
-        self.ood_probit_ = self.agreement_line_.predict(self._z_acc_id)  # (m,)
+        z = self._agreement_fit(data)
+        self.ood_probit_ = self.agreement_line_.predict(z.acc_id)  # (m,)
         return ndtr(self.ood_probit_)
 
 
@@ -312,11 +291,11 @@ class ALineD(_ALineBase):
     def _fit(self, data: EnsembleOutputs) -> np.ndarray:
         from scipy.special import ndtr
 
-        self._agreement_fit(data)
-        i, j = self._pairs
-        z_acc = self._z_acc_id  # (m,)
+        z = self._agreement_fit(data)
+        i, j = z.pairs
+        z_acc = z.acc_id  # (m,)
         # Right-hand side, one entry per pair: (n_pairs,)
-        y = self._z_agr_ood + self.slope_ * (0.5 * (z_acc[i] + z_acc[j]) - self._z_agr_id)
+        y = z.agr_ood + self.slope_ * (0.5 * (z_acc[i] + z_acc[j]) - z.agr_id)
         self.ood_probit_ = solve_pairwise_system(y, i, j, data.n_models)
         self.accuracy_line_ = fit_probit_line(z_acc, self.ood_probit_)
         return ndtr(self.ood_probit_)

@@ -27,12 +27,12 @@ from typing import Any
 
 import numpy as np
 
+from fmlab._device import eval_mode
 from fmlab._registry import Registry
 
 __all__ = ["BACKBONES", "extract_features", "list_backbones"]
 
-BACKBONES: Registry[Callable[..., np.ndarray]] = Registry("feature backbone",
-                                                          group="ood_backbones")
+BACKBONES: Registry[Callable[..., np.ndarray]] = Registry("feature backbone")
 
 
 def _torch() -> Any:
@@ -95,10 +95,9 @@ def _smollm(texts: Sequence[str], *, batch_size: int = 16, max_length: int = 64,
     """SmolLM2-135M-Instruct last hidden state, mean-pooled over real tokens."""
     torch = _torch()
     model, tok = _zoo_model("smollm2-135m-instruct")
-    model.eval()
     out = []
     slices = _batches(len(texts), batch_size)
-    with torch.inference_mode():
+    with eval_mode(model), torch.inference_mode():
         for sl in progress(slices, desc="smollm2 features") if progress else slices:
             batch = tok(list(texts[sl]), return_tensors="pt", padding=True, truncation=True,
                         max_length=max_length)

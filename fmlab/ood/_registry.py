@@ -17,7 +17,7 @@ from fmlab.ood._estimators import (
 
 __all__ = ["ESTIMATORS", "create_estimator", "list_estimators"]
 
-ESTIMATORS: Registry[type[BaseOODEstimator]] = Registry("OOD estimator", group="ood_estimators")
+ESTIMATORS: Registry[type[BaseOODEstimator]] = Registry("OOD estimator")
 ESTIMATORS.register("aline-d", ALineD,
                     description="ALine-D: pairwise agreement system (label-free)")
 ESTIMATORS.register("aline-s", ALineS,
@@ -39,14 +39,6 @@ def create_estimator(name: str, **params: Any) -> BaseOODEstimator:
 
     Raises:
         UnknownNameError: For an unknown name (with suggestions).
-        ValueError: For a parameter the estimator does not take.
+        ValueError: For a parameter the estimator does not take, or a value it rejects.
     """
-    cls = ESTIMATORS.get(name)
-    valid = cls._param_names()
-    unknown = sorted(set(params) - set(valid))
-    if unknown:
-        raise ValueError(
-            f"Invalid parameter(s) {unknown} for OOD estimator {name!r} ({cls.__name__}). "
-            f"Valid parameters are: {tuple(valid)}."
-        )
-    return cls(**params)
+    return ESTIMATORS.create(name, **params)  # type: ignore[no-any-return]

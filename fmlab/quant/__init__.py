@@ -39,7 +39,7 @@ _LAZY: dict[str, str] = {
     "load_token_data": "fmlab.quant._data",
     "train_tokenizer": "fmlab.quant._data",
     "TrainConfig": "fmlab.quant._train",
-    "TrainResult": "fmlab.quant._train",
+    "LMTrainResult": "fmlab.quant._train",
     "evaluate_loss": "fmlab.quant._train",
     "train_lm": "fmlab.quant._train",
     "PTQResult": "fmlab.quant._ptq",

@@ -120,7 +120,11 @@ def compute_scale(
     Returns:
         ``(scale, zero_point)``; ``zero_point`` is ``None`` for symmetric formats.
     """
-    fmt = get_format(fmt)
+    return _compute_scale(x, get_format(fmt))
+
+
+def _compute_scale(x: torch.Tensor, fmt: QuantFormat) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`compute_scale` on a resolved format (fmlab's inner calls)."""
     xv = _grouped(x, fmt)
     dims = _reduce_dims(xv, fmt)
     with torch.no_grad():
@@ -187,7 +191,7 @@ def _quantize_values(x: torch.Tensor, fmt: QuantFormat, *, native: bool = True,
         return (empty, empty, empty) if return_bounds else empty
     scale = zero = None
     if not (fmt.kind == "float" and fmt.granularity == "none"):
-        scale, zero = compute_scale(x, fmt)
+        scale, zero = _compute_scale(x, fmt)
     out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
     _quantize_blocked(x, out, fmt, scale, zero, native)
     if not return_bounds:

@@ -6,10 +6,12 @@ cheap. The arithmetic that applies a format lives in :mod:`fmlab.quant._fake`.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from fmlab._precision import FULL_PRECISION_WORDS, parse_bits
 from fmlab._registry import Registry
 from fmlab._validation import check_int, check_option, check_real
 
@@ -200,7 +202,7 @@ class QuantFormat:
         return base
 
 
-FORMATS: Registry[QuantFormat] = Registry("quantization format", group="quant_formats")
+FORMATS: Registry[QuantFormat] = Registry("quantization format")
 
 
 def _register_builtins() -> None:
@@ -300,21 +302,26 @@ def make_format(
                        group_size=group_size, clip_ratio=clip_ratio)
 
 
-def resolve_format(spec: str | int | QuantFormat | None, *, default_granularity: str = "tensor",
-                   name: str = "format") -> QuantFormat | None:
-    """Turn a user spec into a format: ``None``, ``"none"`` or a bit width >= 16 → no quantization
-    (the full-precision baseline); an int k in 2..15 → ``intk`` with ``default_granularity``;
-    a name → :func:`get_format`.
+def resolve_format(spec: str | int | float | QuantFormat | None, *,
+                   default_granularity: str = "tensor", name: str = "format"
+                   ) -> QuantFormat | None:
+    """Turn a user spec into a format, once, at the public boundary.
+
+    Full precision (no quantization; ``None`` is returned) is spelled as everywhere in fmlab
+    (:func:`fmlab._precision.parse_bits`): ``None``, ``"fp"``, ``"none"``, ``inf`` or a bit width
+    >= 16. An int k in 2..15 gives ``intk`` with ``default_granularity``; a name or
+    :class:`QuantFormat` gives :func:`get_format`'s format.
     """
-    if spec is None or (isinstance(spec, str) and spec.lower() in ("none", "fp32", "")):
-        return None
+    if isinstance(spec, QuantFormat):
+        return spec
     if isinstance(spec, bool):
         raise TypeError(f"The {name!r} must be a format name, a bit width or None. Got {spec!r}.")
-    if isinstance(spec, int):
-        if spec >= 16:
-            return None  # 16 bits and up: the paper's high-precision baseline, left unquantized
-        check_int(spec, name, low=2, high=16)
-        fmt = QuantFormat("int", spec)
+    if spec is None or isinstance(spec, int | float) or (
+            isinstance(spec, str) and spec.strip().lower() in FULL_PRECISION_WORDS):
+        bits = parse_bits(spec, name=name)
+        if math.isinf(bits):
+            return None
+        fmt = QuantFormat("int", int(bits))
         if default_granularity != "tensor":
             fmt = fmt.with_(granularity=default_granularity)
         return fmt

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fmlab._precision import FULL_PRECISION_LABEL
 from fmlab._validation import check_bool, check_int, check_option, check_real
 from fmlab.quant._fake import _fake_quantize
 from fmlab.quant._formats import QuantFormat, resolve_format
@@ -111,11 +112,12 @@ class PrecisionConfig:
     @classmethod
     def from_bits(cls, w_bits: int | None = None, a_bits: int | None = None,
                   kv_bits: int | None = None, **kwargs: Any) -> PrecisionConfig:
-        """Integer formats from bit widths (``None`` or >= 16 → full precision)."""
+        """Integer formats from bit widths (``None``, ``"fp"`` or >= 16: full precision)."""
         return cls(weights=w_bits, activations=a_bits, kv_cache=kv_bits, **kwargs)  # type: ignore[arg-type]
 
     def describe(self) -> dict[str, str]:
-        return {k: (getattr(self, k).name if getattr(self, k) is not None else "fp32")
+        return {k: (getattr(self, k).name if getattr(self, k) is not None
+                    else FULL_PRECISION_LABEL)
                 for k in ("weights", "activations", "kv_cache")}
 
 

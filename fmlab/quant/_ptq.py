@@ -16,8 +16,9 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from fmlab._device import eval_mode
 from fmlab._validation import check_bool, check_int, check_option, check_real
-from fmlab.quant._fake import _cast_float_, compute_scale, fake_quantize
+from fmlab.quant._fake import _cast_float_, _check_finite, _compute_scale, _quantize_values
 from fmlab.quant._formats import QuantFormat, get_format, resolve_format
 
 __all__ = ["PTQResult", "gptq_quantize_weight", "quantize_model"]
@@ -64,7 +65,7 @@ def _quantize_cols(w: torch.Tensor, fmt: QuantFormat, scale: torch.Tensor,
 def _row_params(w: torch.Tensor, fmt: QuantFormat) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Per-row scale (and zero) of ``w`` (d_out, k) as (d_out, 1), using ``fmt``'s symmetry."""
     row_fmt = fmt.with_(granularity="channel", group_size=None)
-    scale, zero = compute_scale(w, row_fmt)
+    scale, zero = _compute_scale(w, row_fmt)
     return scale.reshape(-1, 1), (zero.reshape(-1, 1) if zero is not None else None)
 
 
@@ -108,9 +109,15 @@ def gptq_quantize_weight(
     References:
         Frantar et al. 2022, GPTQ, arXiv 2210.17323.
     """
-    fmt = get_format(fmt)
     block_size = check_int(block_size, "block_size", owner="gptq", low=1)
     damp = check_real(damp, "damp", owner="gptq", low=0.0, closed="left")
+    return _gptq(weight, hessian, get_format(fmt), block_size=block_size, damp=damp,
+                 act_order=act_order)
+
+
+def _gptq(weight: torch.Tensor, hessian: torch.Tensor, fmt: QuantFormat, *, block_size: int,
+          damp: float, act_order: bool) -> tuple[torch.Tensor, float]:
+    """:func:`gptq_quantize_weight` on a resolved format and checked settings."""
     W = weight.detach().to(torch.float32).clone()  # (d_out, d_in)
     H = hessian.detach().to(torch.float32).clone()  # (d_in, d_in)
     d_out, d_in = W.shape
@@ -321,6 +328,9 @@ def quantize_model(
     check_option(method, "method", ("rtn", "gptq"), owner="quantize_model")
     check_bool(inplace, "inplace", owner="quantize_model")
     check_bool(true_sequential, "true_sequential", owner="quantize_model")
+    block_size = check_int(block_size, "block_size", owner="quantize_model", low=1)
+    damp = check_real(damp, "damp", owner="quantize_model", low=0.0, closed="left")
+    # the format is resolved here, once; the inner functions take the QuantFormat
     wfmt = resolve_format(fmt, default_granularity="channel", name="fmt")
     if wfmt is None:
         raise ValueError("quantize_model needs a weight format below 16 bits, e.g. 'int4_channel'.")
@@ -335,7 +345,8 @@ def quantize_model(
         with torch.no_grad():
             for b, block in enumerate(blocks):
                 for name, lin in _linears(block).items():
-                    lin.weight.copy_(fake_quantize(lin.weight, wfmt))
+                    _check_finite(lin.weight, "quantize_model")
+                    lin.weight.copy_(_quantize_values(lin.weight, wfmt))
                     _drop_weight_format(lin)
                     names.append(f"blocks.{b}.{name}")
         return PTQResult(model, "rtn", wfmt, names, time.perf_counter() - start)
@@ -350,34 +361,31 @@ def quantize_model(
                          f"least as many tokens as the widest layer input ({widest}) for a "
                          f"well-conditioned Hessian. Pass more or longer sequences.")
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    # 1. Capture the inputs of the first block.
-    captured: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+    with eval_mode(model):  # gradients off; the caller's train/eval mode comes back after
+        # 1. Capture the inputs of the first block.
+        captured: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
 
-    def grab(_mod: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        captured.append((args, kwargs))
-        raise _Stop
+        def grab(_mod: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            captured.append((args, kwargs))
+            raise _Stop
 
-    handle = blocks[0].register_forward_pre_hook(grab, with_kwargs=True)
-    try:
-        with torch.no_grad():
+        handle = blocks[0].register_forward_pre_hook(grab, with_kwargs=True)
+        try:
             for ids in batches:
                 try:
                     model(ids.to(device))
                 except _Stop:
                     pass
-    finally:
-        handle.remove()
-    # A Hugging Face KV cache captured with the inputs would grow on every replay of a block
-    # (and every later pass would attend to stale keys): replay without caching.
-    for _args, kwargs in captured:
-        if "past_key_values" in kwargs:
-            kwargs["past_key_values"] = None
-        if "use_cache" in kwargs:
-            kwargs["use_cache"] = False
-    # 2. Quantize block by block, feeding each block the outputs of the quantized previous ones.
-    with torch.no_grad():
+        finally:
+            handle.remove()
+        # A Hugging Face KV cache captured with the inputs would grow on every replay of a block
+        # (and every later pass would attend to stale keys): replay without caching.
+        for _args, kwargs in captured:
+            if "past_key_values" in kwargs:
+                kwargs["past_key_values"] = None
+            if "use_cache" in kwargs:
+                kwargs["use_cache"] = False
+        # 2. Quantize block by block, feeding each block the quantized previous blocks' outputs.
         for b, block in enumerate(blocks):
             lins = _linears(block)
             stages = _stages(block, lins, captured[0]) if true_sequential else [list(lins)]
@@ -386,9 +394,8 @@ def quantize_model(
                                        stop_after=stage[-1] if stage is not stages[-1] else None)
                 for n in stage:
                     m = lins[n]
-                    q, err = gptq_quantize_weight(m.weight, hess[n], wfmt,
-                                                  block_size=block_size, damp=damp,
-                                                  act_order=act_order)
+                    q, err = _gptq(m.weight, hess[n], wfmt, block_size=block_size,
+                                   damp=damp, act_order=act_order)
                     m.weight.copy_(q)
                     _drop_weight_format(m)
                     names.append(f"blocks.{b}.{n}")
@@ -402,5 +409,4 @@ def quantize_model(
                 else:  # the block received hidden_states by keyword
                     new.append(((), {**kwargs, "hidden_states": hidden}))
             captured = new
-    model.train(was_training)
     return PTQResult(model, "gptq", wfmt, names, time.perf_counter() - start, errors)

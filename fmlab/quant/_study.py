@@ -393,7 +393,9 @@ def _legend(ax: Any) -> None:
 
 
 def _b(bits: float) -> str:
-    return "fp32" if math.isinf(bits) else f"{int(bits)}-bit"
+    from fmlab._precision import FULL_PRECISION_LABEL
+
+    return FULL_PRECISION_LABEL if math.isinf(bits) else f"{int(bits)}-bit"
 
 
 def _params(params: Any) -> Any:
@@ -412,8 +414,10 @@ def _params(params: Any) -> Any:
 
 
 def _records(frame: Any) -> list[dict[str, Any]]:
+    from fmlab._precision import FULL_PRECISION_LABEL
+
     out = []
     for r in frame.to_dict("records"):
-        out.append({k: ("fp" if isinstance(v, float) and math.isinf(v) else
+        out.append({k: (FULL_PRECISION_LABEL if isinstance(v, float) and math.isinf(v) else
                         (round(v, 4) if isinstance(v, float) else v)) for k, v in r.items()})
     return out

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from fmlab import _hpo as hpo
+from fmlab._precision import bits_label, parse_bits
 from fmlab._validation import check_int, check_option
 
 __all__ = ["SweepSpec", "create_sweep", "run_sweep", "run_sweep_worker", "sweep_table",
@@ -42,7 +43,7 @@ __all__ = ["SweepSpec", "create_sweep", "run_sweep", "run_sweep_worker", "sweep_
 
 
 def _bits_label(b: tuple[float, float, float]) -> str:
-    return "w{}-a{}-kv{}".format(*("fp" if math.isinf(x) else int(x) for x in b))
+    return "w{}-a{}-kv{}".format(*(bits_label(x) for x in b))
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,8 @@ class SweepSpec:
         models: Model sizes as :class:`~fmlab.quant.LMConfig` keyword dicts (the N axis).
         n_tokens: Training token counts (the D axis).
         train_bits: Training precisions as ``(w, a, kv)`` bit widths or a single width for all
-            three; ``None``/``inf``/>= 16 means full precision.
+            three; ``None`` / ``"fp"`` / ``inf`` / >= 16 means full precision
+            (:func:`fmlab._precision.parse_bits`).
         post_bits: Post-training weight bit widths P_post (evaluated after each run, GPTQ or RTN,
             only where below the training weight precision).
         seeds: Seeds (each is its own grid point).
@@ -110,18 +112,8 @@ class SweepSpec:
         vals = (b, b, b) if not isinstance(b, Sequence) or isinstance(b, str) else tuple(b)
         if len(vals) != 3:
             raise ValueError(f"A train_bits entry must be one bit width or (w, a, kv); got {b!r}.")
-        out = []
-        for v in vals:
-            if v is None or (isinstance(v, str) and v.lower() in ("none", "fp", "inf")):
-                out.append(math.inf)
-                continue
-            x = float(v)
-            if x >= 16:
-                out.append(math.inf)
-            else:
-                out.append(float(check_int(int(x), "train_bits", owner="SweepSpec", low=2,
-                                           high=15)))
-        return tuple(out)  # type: ignore[return-value]
+        return tuple(parse_bits(v, name="train_bits", owner="SweepSpec")  # type: ignore[return-value]
+                     for v in vals)
 
     def search_space(self) -> dict[str, list[Any]]:
         """The Optuna grid: categorical labels for each axis."""

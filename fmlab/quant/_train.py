@@ -9,11 +9,12 @@ from dataclasses import dataclass, field
 
 import torch
 
+from fmlab._device import eval_mode
 from fmlab._validation import check_int, check_real
 from fmlab.quant._data import TokenData, load_token_data
 from fmlab.quant._model import LMConfig, PrecisionConfig, TinyLM, set_precision
 
-__all__ = ["TrainConfig", "TrainResult", "evaluate_loss", "train_lm"]
+__all__ = ["TrainConfig", "LMTrainResult", "evaluate_loss", "train_lm"]
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class TrainConfig:
 
 
 @dataclass
-class TrainResult:
+class LMTrainResult:
     """What :func:`train_lm` returns.
 
     Attributes:
@@ -76,7 +77,6 @@ class TrainResult:
         return self.n_tokens / self.seconds if self.seconds > 0 else float("nan")
 
 
-@torch.no_grad()
 def evaluate_loss(model: torch.nn.Module, data: TokenData, *, seq_len: int = 128,
                   batch_size: int = 16, max_tokens: int | None = 65536) -> float:
     """Mean held-out cross-entropy (nats/token) of ``model`` on ``data.val``.
@@ -87,19 +87,17 @@ def evaluate_loss(model: torch.nn.Module, data: TokenData, *, seq_len: int = 128
     batch_size = check_int(batch_size, "batch_size", owner="evaluate_loss", low=1)
     if max_tokens is not None:
         check_int(max_tokens, "max_tokens", owner="evaluate_loss", low=seq_len)
-    was_training = model.training
-    model.eval()
     total, count = 0.0, 0
     device = next(model.parameters()).device
-    for x, y in data.val_batches(seq_len, batch_size, max_tokens):
-        xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
-        out = model(xt)
-        logits = out[0] if isinstance(out, tuple) else out.logits
-        loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), yt.flatten(),
-                                                 reduction="sum")
-        total += float(loss)
-        count += yt.numel()
-    model.train(was_training)
+    with eval_mode(model):
+        for x, y in data.val_batches(seq_len, batch_size, max_tokens):
+            xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+            out = model(xt)
+            logits = out[0] if isinstance(out, tuple) else out.logits
+            loss = torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), yt.flatten(),
+                                                     reduction="sum")
+            total += float(loss)
+            count += yt.numel()
     if count == 0:
         raise ValueError("The validation split is empty; lower seq_len or add text.")
     return total / count
@@ -115,7 +113,7 @@ def train_lm(
     seed: int = 0,
     device: str = "cpu",
     callback: Callable[[int, float], None] | None = None,
-) -> TrainResult:
+) -> LMTrainResult:
     """Train a :class:`TinyLM` from scratch on exactly ``n_tokens`` tokens, with the given
     training precision (fake quantization in the forward pass, STE in the backward pass).
 
@@ -193,7 +191,7 @@ def train_lm(
                             max_tokens=tc.eval_tokens)
         if not math.isfinite(val):
             diverged = True
-    return TrainResult(model=model, val_loss=val, train_losses=losses, n_params=model.n_params(),
+    return LMTrainResult(model=model, val_loss=val, train_losses=losses, n_params=model.n_params(),
                        n_tokens=seen, diverged=diverged, seconds=seconds)
 
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from fmlab.sam._models import SmallCNN, TinyTransformer, resnet18_cifar
     from fmlab.sam._optim import SAM, frozen_bn_stats
-    from fmlab.sam._train import TrainResult, train_classifier
+    from fmlab.sam._train import ClassifierTrainResult, train_classifier
     from fmlab.sam._variants import (
         VARIANTS,
         LastLayerPenalty,
@@ -51,7 +51,7 @@ _LAZY = {
     "SmallCNN": "fmlab.sam._models",
     "TinyTransformer": "fmlab.sam._models",
     "resnet18_cifar": "fmlab.sam._models",
-    "TrainResult": "fmlab.sam._train",
+    "ClassifierTrainResult": "fmlab.sam._train",
     "train_classifier": "fmlab.sam._train",
 }
 
@@ -61,7 +61,7 @@ __all__ = [
     "SAMVariant",
     "SmallCNN",
     "TinyTransformer",
-    "TrainResult",
+    "ClassifierTrainResult",
     "VARIANTS",
     "feature_norm_penalty",
     "frozen_bn_stats",

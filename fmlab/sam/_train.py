@@ -11,15 +11,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from fmlab._device import eval_mode
 from fmlab._validation import check_int, check_option, check_real
 from fmlab.sam._optim import SAM
 from fmlab.sam._variants import LastLayerPenalty, get_variant, list_variants, variant_step
 
-__all__ = ["TrainResult", "images_to_tensor", "train_classifier"]
+__all__ = ["ClassifierTrainResult", "images_to_tensor", "train_classifier"]
 
 
 @dataclass
-class TrainResult:
+class ClassifierTrainResult:
     """What :func:`train_classifier` returns.
 
     Attributes:
@@ -62,17 +63,14 @@ def images_to_tensor(images: np.ndarray) -> torch.Tensor:
     return x.permute(0, 3, 1, 2).contiguous()  # (N, C, H, W)
 
 
-@torch.no_grad()
 def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> float:
-    model.eval()
     correct = 0
-    for i in range(0, len(x), batch):
-        correct += int((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum())
-    model.train()
+    with eval_mode(model):
+        for i in range(0, len(x), batch):
+            correct += int((model(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum())
     return correct / max(len(x), 1)
 
 
-@torch.no_grad()
 def _noise_diagnostics(model: nn.Module, x: torch.Tensor, y_noisy: torch.Tensor,
                        y_true: torch.Tensor, flipped: torch.Tensor) -> dict[str, float]:
     """How the model treats clean vs flipped training examples.
@@ -81,9 +79,8 @@ def _noise_diagnostics(model: nn.Module, x: torch.Tensor, y_noisy: torch.Tensor,
     as their *noisy* label (memorisation); ``*_weight``: mean per-example logit-term weight
     ``||softmax(f) - e_y||`` (the factor that scales each example's gradient).
     """
-    model.eval()
-    logits = torch.cat([model(x[i:i + 1000]) for i in range(0, len(x), 1000)])
-    model.train()
+    with eval_mode(model):
+        logits = torch.cat([model(x[i:i + 1000]) for i in range(0, len(x), 1000)])
     pred = logits.argmax(1)
     weight = (logits.softmax(1) - nn.functional.one_hot(y_noisy, logits.shape[1])).norm(dim=1)
     clean = ~flipped
@@ -118,7 +115,7 @@ def train_classifier(
     progress: Callable[[Iterable[int]], Iterable[int]] | None = None,
     x_val: torch.Tensor | None = None,
     y_val: torch.Tensor | None = None,
-) -> TrainResult:
+) -> ClassifierTrainResult:
     """Train ``model`` with SGD (momentum) or a SAM variant; track test accuracy per epoch.
 
     Args:
@@ -141,7 +138,7 @@ def train_classifier(
             validation accuracy (``stopped_epoch``), never looking at the test set.
 
     Returns:
-        A :class:`TrainResult`.
+        A :class:`ClassifierTrainResult`.
     """
     check_option(method, "method", list_variants(), owner="train_classifier")
     check_option(scope, "scope", ("all", "last"), owner="train_classifier")
@@ -179,7 +176,7 @@ def train_classifier(
         flipped = y_true != y_train
         probe = torch.randperm(len(x_train), generator=gen)[:2000]
 
-    result = TrainResult(model=model)
+    result = ClassifierTrainResult(model=model)
     n_steps, t_steps = 0, 0.0
     epoch_iter: Iterable[int] = range(1, epochs + 1)
     if progress is not None:

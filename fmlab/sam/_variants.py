@@ -75,7 +75,7 @@ class SAMVariant:
         return "w+eps" in (self.logit_at, self.jacobian_at)
 
 
-VARIANTS: Registry[SAMVariant] = Registry("SAM variant", group="sam_variants")
+VARIANTS: Registry[SAMVariant] = Registry("SAM variant")
 for _v in (
     SAMVariant("sgd", "w", "w", "the base optimizer alone: J(w)^T r(w)"),
     SAMVariant("sam", "w+eps", "w+eps", "SAM: J(w+eps)^T r(w+eps)"),

@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.base import RegressorMixin
 
 from fmlab._validation import check_int, check_option, check_real
-from fmlab.exceptions import NotFittedError, ReliabilityWarning
+from fmlab.base import BaseEstimator
+from fmlab.exceptions import ReliabilityWarning
 from fmlab.scaling import _fitting as core
 
 __all__ = ["BaseLaw", "LawParams"]
@@ -71,6 +72,8 @@ class BaseLaw(RegressorMixin, BaseEstimator):
     name: ClassVar[str] = ""
     feature_names: ClassVar[tuple[str, ...]] = ()
     params_class: ClassVar[type[LawParams]] = LawParams
+    _fitted_attr = "theta_"
+    _fit_call = "fit() (or set_fitted_params())"
 
     # -- hooks ------------------------------------------------------------------------------
     def param_specs(self) -> list[core.ParamSpec]:
@@ -112,7 +115,7 @@ class BaseLaw(RegressorMixin, BaseEstimator):
                 )
 
     # -- validation -------------------------------------------------------------------------
-    def _check_hyperparameters(self) -> None:
+    def _check_params(self) -> None:
         owner = type(self).__name__
         check_option(self.loss, "loss", core.LOSSES, owner=owner)
         check_option(self.space, "space", core.SPACES, owner=owner)
@@ -162,7 +165,6 @@ class BaseLaw(RegressorMixin, BaseEstimator):
             except (TypeError, ValueError) as exc:
                 raise TypeError(
                     f"The feature columns of X for {owner} must be numeric: {exc}") from None
-            self._last_names = np.asarray(wanted, dtype=object)
         else:
             try:
                 arr = np.asarray(X, dtype=float)
@@ -175,7 +177,6 @@ class BaseLaw(RegressorMixin, BaseEstimator):
             if arr.ndim != 2 or arr.shape[1] != len(feats):
                 raise ValueError(f"X for {owner} must have {len(feats)} column(s) "
                                  f"{list(feats)}; got shape {arr.shape}.")
-            self._last_names = None
         bad = ~np.isfinite(arr)
         # +inf is meaningful in bit-width columns (no quantization); NaN never is
         allowed_inf = np.array([f.endswith("bits") for f in feats])
@@ -186,6 +187,14 @@ class BaseLaw(RegressorMixin, BaseEstimator):
                              f"column {feats[j]!r} row {i}: {arr[i, j]!r}. Drop or fix these runs.")
         self._check_domain(arr)
         return arr
+
+    def _input_feature_names(self, X: Any) -> np.ndarray | None:
+        """The column names :meth:`_select` reads from ``X`` (for ``feature_names_in_``), or
+        ``None`` when ``X`` has no column names."""
+        if isinstance(X, Mapping) or hasattr(X, "columns"):
+            mapping = dict(self.columns or {})
+            return np.asarray([mapping.get(f, f) for f in self.feature_names], dtype=object)
+        return None
 
     def _check_y(self, y: Any, n: int) -> np.ndarray:
         owner = type(self).__name__
@@ -227,18 +236,44 @@ class BaseLaw(RegressorMixin, BaseEstimator):
             asymmetry=self.asymmetry, space=self.space, weights=weights,
         )
 
-    def _split(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def _split(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Row indices ``(train, held_out)`` of the runs ``X (n, F)`` (``validation_fraction``)."""
+        n = X.shape[0]
         if not self.validation_fraction:
             return np.arange(n), np.arange(0)
         n_hold = max(1, int(round(self.validation_fraction * n)))
         if self.validation == "random":
             perm = np.random.default_rng(self.random_state).permutation(n)
             return np.sort(perm[n_hold:]), np.sort(perm[:n_hold])
-        order = np.argsort(self._extrapolation_key(self._X_fit), kind="stable")
+        order = np.argsort(self._extrapolation_key(X), kind="stable")
         return np.sort(order[:-n_hold]), np.sort(order[-n_hold:])
+
+    def _check_weights(self, sample_weight: Any, n: int) -> np.ndarray:
+        if sample_weight is None:
+            return np.ones(n)
+        w = np.asarray(sample_weight, float).reshape(-1)
+        if w.shape[0] != n or (w < 0).any() or not np.isfinite(w).all():
+            raise ValueError("sample_weight must hold one finite non-negative weight per run.")
+        return w
+
+    def _check_n_runs(self, n_runs: int, n_train: int, n_par: int) -> None:
+        owner = type(self).__name__
+        if n_runs <= n_par:
+            raise ValueError(
+                f"{owner} has {n_par} free parameters but got only {n_runs} "
+                f"run(s); fitting needs more runs than parameters."
+            )
+        if n_train <= n_par:
+            raise ValueError(f"After holding out {n_runs - n_train} run(s) only {n_train} remain "
+                             f"for {n_par} parameters; lower validation_fraction.")
 
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> BaseLaw:
         """Fit the law to runs ``X`` (features, see :attr:`feature_names`) and targets ``y``.
+
+        The steps, each a method that takes and returns its data: validate
+        (:meth:`_check_params`, :meth:`_select`, :meth:`_check_y`), split off held-out runs
+        (:meth:`_split`), optimise from many starts (:meth:`_optimize`), describe the fit
+        (:meth:`_diagnose`) and bootstrap the intervals (:meth:`_bootstrap`).
 
         Returns:
             self, with ``params_``, ``diagnostics_`` and (with ``n_bootstrap``) ``intervals_``.
@@ -248,88 +283,28 @@ class BaseLaw(RegressorMixin, BaseEstimator):
                 parameters, or inputs outside the law's domain.
         """
         clock = core.timer()
-        self._check_hyperparameters()
-        Xa = self._select(X)
-        names_in = self._last_names
-        ya = self._check_y(y, Xa.shape[0])
+        self._check_params()
+        Xa = self._select(X)  # (n, F)
+        ya = self._check_y(y, Xa.shape[0])  # (n,)
+        w = self._check_weights(sample_weight, Xa.shape[0])  # (n,)
         specs = self._specs_with_grid()
-        n_par = len(specs)
-        if Xa.shape[0] <= n_par:
-            raise ValueError(
-                f"{type(self).__name__} has {n_par} free parameters but got only {Xa.shape[0]} "
-                f"run(s); fitting needs more runs than parameters."
-            )
-        if sample_weight is None:
-            w = np.ones(Xa.shape[0])
-        else:
-            w = np.asarray(sample_weight, float).reshape(-1)
-            if w.shape[0] != Xa.shape[0] or (w < 0).any() or not np.isfinite(w).all():
-                raise ValueError("sample_weight must hold one finite non-negative weight per run.")
-        self._X_fit = Xa
-        train, hold = self._split(Xa.shape[0])
-        if train.size <= n_par:
-            raise ValueError(f"After holding out {hold.size} run(s) only {train.size} remain for "
-                             f"{n_par} parameters; lower validation_fraction.")
+        train, hold = self._split(Xa)
+        self._check_n_runs(Xa.shape[0], train.size, len(specs))
         Xt, yt, wt = Xa[train], ya[train], w[train]
-        starts = core.start_grid(specs, self.n_starts, self.random_state)
-        lower = np.array([s.lower for s in specs])
-        upper = np.array([s.upper for s in specs])
-        fun = self._objective_for(Xt, yt, wt[None, :])
-        res = core.multistart_minimize(
-            fun, starts, lower, upper, max_iter=self.max_iter, n_polish=self.n_polish,
-            prune=self.prune,
-        )
+        starts = core.start_grid(specs, self.n_starts, self.random_state)  # (S, P)
+        res = self._optimize(specs, starts, Xt, yt, wt)
         self.theta_ = res.x
         self.params_ = self._make_params(res.x)
         self.n_features_in_ = len(self.feature_names)
+        names_in = self._input_feature_names(X)
         if names_in is not None:
             self.feature_names_in_ = names_in
-        elif hasattr(self, "feature_names_in_"):
+        elif "feature_names_in_" in vars(self):
             del self.feature_names_in_
-        # diagnostics
-        pred = np.exp(self._log_predict(res.x[None, :], Xt)[0])
-        ss_res = float(np.sum((yt - pred) ** 2))
-        ss_tot = float(np.sum((yt - yt.mean()) ** 2))
-        rl = np.log(yt) - np.log(pred) if (yt > 0).all() else yt - pred
-        near = 0
-        for cx, cf in zip(res.candidates_x[1:], res.candidates_f[1:], strict=True):
-            close_f = cf <= res.fun * (1 + 1e-4) + 1e-300
-            far_x = np.max(np.abs(cx - res.x) / np.maximum(1.0, np.abs(res.x))) > 1e-2
-            near += int(close_f and far_x)
-        diag = core.FitDiagnostics(
-            objective=res.fun, r2=1 - ss_res / ss_tot if ss_tot > 0 else float("nan"),
-            rmse_log=float(np.sqrt(np.mean(rl**2))), n_train=int(train.size),
-            n_starts=res.n_starts, winning_start=res.winning_start,
-            winning_start_params=dict(zip([s.name for s in specs],
-                                          map(float, starts[res.winning_start]), strict=True)),
-            converged=res.converged, n_evals=res.n_evals, n_iter=res.n_iter, time_s=0.0,
-            n_near_optimal=near, candidates=[float(c) for c in res.candidates_f],
-        )
+        diag = self._diagnose(res, specs, starts, Xt, yt)
         if hold.size:
-            ph = np.exp(self._log_predict(res.x[None, :], Xa[hold])[0])
-            yh = ya[hold]
-            diag.heldout_rmse_log = float(np.sqrt(np.mean((np.log(yh) - np.log(ph)) ** 2)))
-            diag.heldout_mape = float(np.mean(np.abs(ph - yh) / np.abs(yh)))
-            diag.n_heldout = int(hold.size)
-        # bootstrap
-        self.intervals_, self.stderr_, self.bootstrap_params_ = {}, {}, {}
-        self._boot_theta = None
-        if self.n_bootstrap:
-            th, _, ok = core.bootstrap_refits(
-                lambda W: self._objective_for(Xt, yt, W), res.x, Xt.shape[0], self.n_bootstrap,
-                lower, upper, base_weights=wt, random_state=self.random_state,
-                max_iter=min(self.max_iter, 200),
-            )
-            self._boot_theta = th
-            boot = self._public(th)
-            q = (1 - self.confidence_level) / 2
-            for k, v in boot.items():
-                v = np.asarray(v, float)
-                self.bootstrap_params_[k] = v
-                self.intervals_[k] = (float(np.quantile(v, q)), float(np.quantile(v, 1 - q)))
-                self.stderr_[k] = float(np.std(v, ddof=1)) if v.size > 1 else float("nan")
-            diag.n_bootstrap = int(self.n_bootstrap)
-            diag.bootstrap_failed = int((~ok).sum())
+            self._score_heldout(diag, res.x, Xa[hold], ya[hold])
+        self._bootstrap(diag, res.x, specs, Xt, yt, wt)
         diag.time_s = clock()
         self.diagnostics_ = diag
         self._warn_identifiability(Xt, yt, diag, np.asarray(starts[res.winning_start]), res.x)
@@ -360,12 +335,75 @@ class BaseLaw(RegressorMixin, BaseEstimator):
             warnings.warn(f"{name}: the fit is not identifiable: " + "; ".join(problems) + ".",
                           ReliabilityWarning, stacklevel=3)
 
-    # -- prediction -------------------------------------------------------------------------
-    def _check_fitted(self, what: str = "predict") -> None:
-        if not hasattr(self, "theta_"):
-            raise NotFittedError(f"This {type(self).__name__} instance is not fitted yet; call "
-                                 f"fit() (or set_fitted_params()) before {what}().")
+    @staticmethod
+    def _bounds(specs: Sequence[core.ParamSpec]) -> tuple[np.ndarray, np.ndarray]:
+        return np.array([s.lower for s in specs]), np.array([s.upper for s in specs])
 
+    def _optimize(self, specs: Sequence[core.ParamSpec], starts: np.ndarray, X: np.ndarray,
+                  y: np.ndarray, w: np.ndarray) -> core.MultiStartResult:
+        """The robust multi-start minimisation of the objective on runs ``(X, y, w)``."""
+        lower, upper = self._bounds(specs)
+        fun = self._objective_for(X, y, w[None, :])
+        return core.multistart_minimize(
+            fun, starts, lower, upper, max_iter=self.max_iter, n_polish=self.n_polish,
+            prune=self.prune,
+        )
+
+    def _diagnose(self, res: core.MultiStartResult, specs: Sequence[core.ParamSpec],
+                  starts: np.ndarray, X: np.ndarray, y: np.ndarray) -> core.FitDiagnostics:
+        """Goodness of fit on the training runs and how well-determined the optimum is."""
+        pred = np.exp(self._log_predict(res.x[None, :], X)[0])  # (n,)
+        ss_res = float(np.sum((y - pred) ** 2))
+        ss_tot = float(np.sum((y - y.mean()) ** 2))
+        rl = np.log(y) - np.log(pred) if (y > 0).all() else y - pred
+        near = 0
+        for cx, cf in zip(res.candidates_x[1:], res.candidates_f[1:], strict=True):
+            close_f = cf <= res.fun * (1 + 1e-4) + 1e-300
+            far_x = np.max(np.abs(cx - res.x) / np.maximum(1.0, np.abs(res.x))) > 1e-2
+            near += int(close_f and far_x)
+        return core.FitDiagnostics(
+            objective=res.fun, r2=1 - ss_res / ss_tot if ss_tot > 0 else float("nan"),
+            rmse_log=float(np.sqrt(np.mean(rl**2))), n_train=int(X.shape[0]),
+            n_starts=res.n_starts, winning_start=res.winning_start,
+            winning_start_params=dict(zip([s.name for s in specs],
+                                          map(float, starts[res.winning_start]), strict=True)),
+            converged=res.converged, n_evals=res.n_evals, n_iter=res.n_iter, time_s=0.0,
+            n_near_optimal=near, candidates=[float(c) for c in res.candidates_f],
+        )
+
+    def _score_heldout(self, diag: core.FitDiagnostics, theta: np.ndarray, X: np.ndarray,
+                       y: np.ndarray) -> None:
+        """Fill ``diag``'s held-out scores from the runs ``(X, y)`` left out of the fit."""
+        pred = np.exp(self._log_predict(theta[None, :], X)[0])  # (n_hold,)
+        diag.heldout_rmse_log = float(np.sqrt(np.mean((np.log(y) - np.log(pred)) ** 2)))
+        diag.heldout_mape = float(np.mean(np.abs(pred - y) / np.abs(y)))
+        diag.n_heldout = int(X.shape[0])
+
+    def _bootstrap(self, diag: core.FitDiagnostics, theta: np.ndarray,
+                   specs: Sequence[core.ParamSpec], X: np.ndarray, y: np.ndarray,
+                   w: np.ndarray) -> None:
+        """Set ``intervals_``, ``stderr_``, ``bootstrap_params_`` from ``n_bootstrap`` refits."""
+        self.intervals_, self.stderr_, self.bootstrap_params_ = {}, {}, {}
+        self._boot_theta = None
+        if not self.n_bootstrap:
+            return
+        lower, upper = self._bounds(specs)
+        th, _, ok = core.bootstrap_refits(
+            lambda W: self._objective_for(X, y, W), theta, X.shape[0], self.n_bootstrap,
+            lower, upper, base_weights=w, random_state=self.random_state,
+            max_iter=min(self.max_iter, 200),
+        )
+        self._boot_theta = th
+        q = (1 - self.confidence_level) / 2
+        for k, v in self._public(th).items():
+            v = np.asarray(v, float)
+            self.bootstrap_params_[k] = v
+            self.intervals_[k] = (float(np.quantile(v, q)), float(np.quantile(v, 1 - q)))
+            self.stderr_[k] = float(np.std(v, ddof=1)) if v.size > 1 else float("nan")
+        diag.n_bootstrap = int(self.n_bootstrap)
+        diag.bootstrap_failed = int((~ok).sum())
+
+    # -- prediction -------------------------------------------------------------------------
     def predict(self, X: Any) -> np.ndarray:
         """Predicted loss for each row of ``X``: shape ``(n,)``."""
         self._check_fitted()
@@ -389,7 +427,7 @@ class BaseLaw(RegressorMixin, BaseEstimator):
     def objective(self, X: Any, y: Any, params: Mapping[str, float] | LawParams | None = None
                   ) -> float:
         """The fitting objective at ``params`` (default: the fitted ones) on runs ``(X, y)``."""
-        self._check_hyperparameters()
+        self._check_params()
         Xa = self._select(X)
         ya = self._check_y(y, Xa.shape[0])
         if params is None:

@@ -214,8 +214,8 @@ class DataFilteringLaw(BaseLaw):
         self.random_state = random_state
 
     # -- pools and columns --------------------------------------------------------------------
-    def _check_hyperparameters(self) -> None:
-        super()._check_hyperparameters()
+    def _check_params(self) -> None:
+        super()._check_params()
         owner = type(self).__name__
         check_option(self.variant, "variant", VARIANTS, owner=owner)
         check_option(self.d_placement, "d_placement", D_PLACEMENTS, owner=owner)
@@ -224,7 +224,8 @@ class DataFilteringLaw(BaseLaw):
         if self.a is not None:
             check_real(self.a, "a", owner=owner, low=0)
 
-    def _select(self, X: Any) -> np.ndarray:
+    def _columns(self, X: Any) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """``(pools, samples_seen (n,), pool_size (n,))`` read and checked from ``X``."""
         owner = type(self).__name__
         mapping = dict(self.columns or {})
         col = {f: mapping.get(f, f) for f in self.feature_names}
@@ -255,12 +256,23 @@ class DataFilteringLaw(BaseLaw):
             if not np.isfinite(v).all() or (v <= 0).any():
                 raise ValueError(f"Column {name!r} for {owner} must hold finite positive counts; "
                                  f"got {v[~(np.isfinite(v) & (v > 0))][0]!r}.")
-        self._row_pools = [str(p) for p in pools]
-        self._last_names = None
+        return [str(p) for p in pools], n, size
+
+    def pools_of(self, X: Any) -> list[str]:
+        """The pool of each run in ``X``, as strings."""
+        return self._columns(X)[0]
+
+    def _input_feature_names(self, X: Any) -> None:
+        return None  # the pool column is a label, not a numeric feature
+
+    def _select(self, X: Any) -> np.ndarray:
+        """``(codes, samples_seen, pool_size)`` per run, ``(n, 3)``; codes index ``pools_``."""
+        owner = type(self).__name__
+        pools, n, size = self._columns(X)
         codes = np.full(n.shape, -1.0)
         known = getattr(self, "_pool_index", None)
         if known is not None:
-            for i, p in enumerate(self._row_pools):
+            for i, p in enumerate(pools):
                 if p not in known:
                     raise ValueError(f"Unknown pool {p!r} for this {owner}; it was fitted on "
                                      f"{list(known)}.")
@@ -270,10 +282,9 @@ class DataFilteringLaw(BaseLaw):
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> DataFilteringLaw:
         """Fit per-pool ``b, tau`` (and the shared ``a``, ``d`` unless fixed) to runs."""
         self._pool_index = None
-        self._check_hyperparameters()
-        self._select(X)
+        self._check_params()
         order: dict[str, int] = {}
-        for p in self._row_pools:
+        for p in self.pools_of(X):
             order.setdefault(p, len(order))
         self._pool_index = order
         self.pools_ = list(order)
@@ -432,7 +443,7 @@ class DataFilteringLaw(BaseLaw):
         d = params.to_dict() if isinstance(params, LawParams) else dict(params)
         if self.a is None and "a" not in d:
             raise ValueError("Give 'a' in the parameters or fix it with DataFilteringLaw(a=...).")
-        self._check_hyperparameters()
+        self._check_params()
         self.pools_ = None
         super().set_fitted_params(d)
         return self

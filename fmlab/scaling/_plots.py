@@ -20,7 +20,7 @@ def plot_fit(law: Any, X: Any, y: Any, path: str | Path, *, title: str | None = 
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     if law.name == "data_filtering":
         xa = law._select(X)
-        pools = np.asarray(law._row_pools)
+        pools = np.asarray(law.pools_of(X))
         for p in dict.fromkeys(pools):
             m = pools == p
             order = np.argsort(xa[m, 1])

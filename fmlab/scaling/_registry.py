@@ -31,6 +31,13 @@ def get_law(name: str) -> type:
     return LAWS.get(name)
 
 
-def create_law(name: str, **kwargs: Any) -> Any:
-    """A new, unfitted law ``name`` built with ``kwargs``."""
-    return get_law(name)(**kwargs)
+def create_law(name: str, **params: Any) -> Any:
+    """A new, unfitted law ``name`` built with ``params``, validated up front.
+
+    Example: ``create_law("chinchilla", n_starts=64)``.
+
+    Raises:
+        UnknownNameError: For an unknown name (with suggestions).
+        ValueError: For a parameter the law does not take, or a value it rejects.
+    """
+    return LAWS.create(name, **params)

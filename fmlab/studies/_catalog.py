@@ -12,6 +12,7 @@ STUDIES: Registry[type[Study]] = Registry("study")
 _LAZY: dict[str, str] = {
     # "capability.short": "fmlab.capability._study:ClassName",
     "embeddings.echo": "fmlab.embeddings._study:EchoStudy",
+    "jailbreak.purple": "fmlab.jailbreak._study:PurpleStudy",
     "ood.agreement": "fmlab.ood._study:AgreementStudy",
     "quant.precision_sweep": "fmlab.quant._study:PrecisionSweepStudy",
     "sam.feature_balance": "fmlab.sam._study:FeatureBalanceStudy",

@@ -14,6 +14,7 @@ from typing import Any
 
 from fmlab._imports import require
 from fmlab._io import atomic_dir, clean_stale, file_lock, write_json
+from fmlab._progress import progress_bars
 from fmlab._validation import check_option
 from fmlab.studies._base import (
     METRICS_FILE,
@@ -101,7 +102,7 @@ def run_study(
     out = Path(out)
     started = time.time()
     machine = machine_info()
-    with _publishing(out / name) as tmp:
+    with _publishing(out / name) as tmp, progress_bars(show_progress):  # all bars, HF's too
         ctx = StudyContext(
             tmp, scale=scale, seed=seed, options=resolved, show_progress=show_progress
         )

@@ -1,15 +1,52 @@
-"""Test helpers shipped with fmlab: contract suites, tiny models and data, and pytest utilities.
+"""Contract suites users run on their own classes, plus small pytest helpers.
+
+Each suite is a function that takes your object, runs every check of its contract and raises
+``AssertionError`` naming the first broken clause (as scikit-learn's ``check_estimator`` does):
+
+==========================  ===================================================================
+:func:`check_law`           a scaling law (:class:`fmlab.scaling.BaseLaw` subclass)
+:func:`check_ood_estimator` an OOD accuracy estimator (:class:`fmlab.ood.BaseOODEstimator`)
+:func:`check_optimizer`     a SAM-style two-pass ``torch.optim.Optimizer``
+:func:`check_encoder`       a sentence encoder with the sentence-transformers ``encode`` contract
+:func:`check_attack`        an attack on :class:`fmlab.attacks.BaseAttack` (``testing.attacks``)
+==========================  ===================================================================
+
+fmlab runs the same suites on every registered entry in its default test run
+(``tests/test_common.py``), so a new entry is checked for free. A capability that adds a registry
+adds its suite here in the same shape: a private ``fmlab/testing/_<thing>.py`` with
+``check_<thing>(obj, ...)`` built from small ``_check_*`` functions, re-exported below, and one
+parametrised test over ``list_<things>()`` in ``tests/test_common.py``.
 
 ``require_or_skip(reason)`` skips a test when an optional file or package is missing on a user's
 machine, and fails it when ``FMLAB_CI=1`` (CI installs everything, so a skip there would hide a
 broken install step).
+
+Importing this module is cheap: the suites import numpy, scikit-learn and torch when called.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
+from typing import Any
 
-__all__ = ["in_ci", "require_or_skip"]
+__all__ = [
+    "check_attack",
+    "check_encoder",
+    "check_law",
+    "check_ood_estimator",
+    "check_optimizer",
+    "in_ci",
+    "require_or_skip",
+]
+
+_LAZY = {
+    "check_attack": "fmlab.testing.attacks",
+    "check_law": "fmlab.testing._estimators",
+    "check_ood_estimator": "fmlab.testing._estimators",
+    "check_optimizer": "fmlab.testing._optim",
+    "check_encoder": "fmlab.testing._encoders",
+}
 
 
 def in_ci() -> bool:
@@ -24,3 +61,16 @@ def require_or_skip(reason: str) -> None:
     if in_ci():
         pytest.fail(f"missing in CI (an install step is broken): {reason}")
     pytest.skip(reason)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fmlab.testing' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import importlib
+
 import pytest
 
-from fmlab._registry import Registry
+from fmlab._registry import Registry, plugin_group
 from fmlab.exceptions import UnknownNameError
 
 
@@ -61,3 +63,49 @@ def test_decorator_registration_and_description_from_docstring() -> None:
 
     assert reg.get("mine") is MyLaw
     assert reg.entry("mine").description == "A law of mine."
+
+
+# -- one validating factory and one plugin-group rule -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("create", "name", "params", "pattern"),
+    [
+        ("fmlab.scaling:create_law", "chinchilla", {"n_start": 8},
+         r"Invalid parameter\(s\) \['n_start'\] for scaling law 'chinchilla' \(ChinchillaLaw\)"),
+        ("fmlab.scaling:create_law", "chinchilla", {"n_starts": 0}, r"'n_starts' parameter"),
+        ("fmlab.scaling:create_law", "ptq", {"loss": "l1"}, r"loss"),
+        ("fmlab.ood:create_estimator", "atc", {"score": "entropy"}, r"score"),
+        ("fmlab.ood:create_estimator", "aline-d", {"epsilon": 0.1}, r"Valid parameters are"),
+    ],
+)
+def test_factories_validate_names_and_values(create, name, params, pattern):
+    module, _, attr = create.partition(":")
+    factory = getattr(importlib.import_module(module), attr)
+    with pytest.raises(ValueError, match=pattern):
+        factory(name, **params)
+
+
+def test_create_builds_and_refuses_data_entries():
+    reg = Registry("widget")
+    reg.register("dict", {"a": 1})
+    reg.register("pair", lambda *, a=1: ("pair", a))
+    assert reg.create("pair", a=2) == ("pair", 2)
+    with pytest.raises(TypeError, match="use get"):
+        reg.create("dict")
+    with pytest.raises(ValueError, match=r"Invalid parameter\(s\) \['b'\]"):
+        reg.create("pair", b=1)
+
+
+@pytest.mark.parametrize(("kind", "group"), [
+    ("scaling law", "scaling_laws"), ("OOD estimator", "ood_estimators"), ("study", "studies"),
+    ("model", "models"), ("quantization format", "quantization_formats"), ("attack", "attacks"),
+])
+def test_plugin_group_is_one_rule(kind, group):
+    assert Registry(kind).group == plugin_group(kind) == group
+
+
+def test_explicit_group_must_follow_the_rule():
+    assert Registry("autoft loss term", group="autoft_loss_terms").group == "autoft_loss_terms"
+    with pytest.raises(ValueError, match=r"one rule.*Registry\('autoft loss term'\)"):
+        Registry("loss term", group="autoft_loss_terms")

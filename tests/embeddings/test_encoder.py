@@ -58,7 +58,7 @@ def test_batch_size_invariance_and_determinism(echo):
 
 
 def test_unknown_kwargs_listed(echo):
-    with pytest.raises(TypeError, match=r"unexpected keyword.*'batchsize'.*Accepted: .*batch_size"):
+    with pytest.raises(TypeError, match=r"unexpected keyword argument 'batchsize'"):
         echo.encode(SENTS, batchsize=3)
 
 
@@ -89,7 +89,7 @@ def test_bad_input(echo, sentences, kwargs, error, match):
         ({"max_length": 10_000}, ValueError, "exceeds the model's context"),
         ({"max_length": 1}, ValueError, "'max_length'"),
         ({"batch_size": -1}, ValueError, "'batch_size'"),
-        ({"dtype": "fp8"}, ValueError, "Invalid dtype"),
+        ({"dtype": "fp8"}, ValueError, "'dtype' parameter of EchoEncoder"),
         ({"prompts": ["a"]}, TypeError, "'prompts'"),
     ],
 )

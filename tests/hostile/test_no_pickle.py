@@ -111,6 +111,12 @@ FILE_ARGS: dict[tuple[tuple[str, ...], str], tuple[list[str], tuple[str, ...]]] 
     (("report",), "--out"): (["report", "--out", "{dir}"], ()),
     (("agent", "tasks"), "--file"): (["agent", "tasks", "--file", "{file}"], (".json",)),
     (("agent", "run"), "--file"): (["agent", "run", "--file", "{file}"], (".json",)),
+    # zoo name, hf: id or a folder (the folder holds only a pickled pytorch_model.bin)
+    (("attack", "gcg"), "--model"): (["attack", "gcg", "--prompt", "hi", "--target", "x",
+                                      "--num-steps", "1", "--model", "{modeldir}"], ()),
+    # a built-in task name or a task YAML file
+    (("jailbreak", "eval"), "--task"): (["jailbreak", "eval", "--model", "tiny-llama", "--limit",
+                                         "1", "--task", "{file}"], (".yaml",)),
     (("sweep", "table"), "--storage"): (["sweep", "table", "--storage", "sqlite:///{file}"],
                                         (".db",)),
     (("sweep", "create"), "--storage"): (["sweep", "create", "--storage", "sqlite:///{file}"],

@@ -165,3 +165,32 @@ def test_gguf_file_path_loads_and_saves(tmp_path, zoo_or_skip):
     tokenizer.save_pretrained(tmp_path)
     again, _ = load_causal_lm(tmp_path)
     assert torch.equal(again.lm_head.weight, model.lm_head.weight)
+
+
+def test_gguf_path_is_converted_once_per_content(tmp_path, monkeypatch):
+    """A .gguf given by path is converted once into the cache, keyed by its SHA-256: a second
+    load, or the same bytes under another name, reuses the copy; changed bytes get a new one.
+    (The dequantization itself is replaced by the tiny model here; the slow test runs it.)"""
+    from fmlab.models import _causal, tiny_causal_lm
+
+    monkeypatch.setenv("FMLAB_CACHE", str(tmp_path / "cache"))
+    calls = []
+
+    def fake_load(folder, filename):
+        calls.append(filename)
+        return tiny_causal_lm(seed=0)
+
+    monkeypatch.setattr(_causal, "_load_gguf", fake_load)
+    a = tmp_path / "a.gguf"
+    a.write_bytes(b"GGUF" + bytes(range(200)))
+    first, _ = load_causal_lm(a)
+    again, _ = load_causal_lm(a)
+    (tmp_path / "b.gguf").write_bytes(a.read_bytes())
+    load_causal_lm(tmp_path / "b.gguf")
+    assert calls == ["a.gguf"]
+    assert torch.equal(first.lm_head.weight, again.lm_head.weight)
+    folders = sorted(p.name for p in (tmp_path / "cache" / "models").iterdir() if p.is_dir())
+    assert len(folders) == 1 and folders[0].startswith("gguf-")
+    a.write_bytes(b"GGUF" + bytes(range(201)))
+    load_causal_lm(a)
+    assert calls == ["a.gguf", "a.gguf"]

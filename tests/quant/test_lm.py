@@ -70,7 +70,7 @@ def test_precision_config_and_quantized_forward() -> None:
     assert p.weights == get_format("int4_channel")
     assert p.activations.granularity == "token" and p.kv_cache.bits == 3
     assert PrecisionConfig.from_bits(16, None, 32).describe() == {
-        "weights": "fp32", "activations": "fp32", "kv_cache": "fp32"}
+        "weights": "fp", "activations": "fp", "kv_cache": "fp"}
     torch.manual_seed(0)
     model = TinyLM(LMConfig(vocab_size=64, d_model=32, n_layers=1, n_heads=2, max_seq_len=16))
     idx = torch.randint(0, 64, (2, 16))

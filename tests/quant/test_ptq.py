@@ -164,3 +164,28 @@ def test_true_sequential_groups_hugging_face_projections() -> None:
     flat = [sorted(n.split(".")[-1] for n in st) for st in stages]
     assert flat == [["k_proj", "q_proj", "v_proj"], ["o_proj"], ["gate_proj", "up_proj"],
                     ["down_proj"]]
+
+
+def test_format_is_resolved_once_at_the_public_boundary(monkeypatch):
+    """quantize_model resolves its format name once; inner functions take the QuantFormat."""
+    import torch
+
+    from fmlab.quant import _fake, _formats, _ptq
+    from fmlab.quant._model import LMConfig, TinyLM
+
+    calls = []
+    original = _formats.get_format
+
+    def counting(name):
+        calls.append(name)
+        return original(name)
+
+    for module in (_formats, _fake, _ptq):
+        monkeypatch.setattr(module, "get_format", counting)
+    torch.manual_seed(0)
+    model = TinyLM(LMConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=2, max_seq_len=16))
+    calib = torch.randint(0, 64, (8, 16))
+    for method in ("rtn", "gptq"):
+        calls.clear()
+        _ptq.quantize_model(model, "int4_channel", method=method, calibration=calib)
+        assert calls == ["int4_channel"], (method, calls)

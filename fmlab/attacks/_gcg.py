@@ -1,0 +1,590 @@
+"""GCG: Greedy Coordinate Gradient search for an adversarial token suffix (Zou et al. 2023).
+
+:class:`TargetObjective` holds the model, the chat prompt(s) with an adversarial slot and the target
+string(s); :class:`GCG` is an attack on the shared loop of ``fmlab.attacks._core`` whose hooks are
+
+* ``propose``: the gradient of the target loss with respect to a one-hot encoding of the suffix,
+  the top-k tokens per position, and ``search_width`` candidates that each swap ``n_replace``
+  random positions for random top-k tokens (disallowed tokens masked out first);
+* ``project``: drop candidates whose decode → re-encode round trip changes the tokens;
+* ``select`` (the loop's default): every candidate scored in one batched forward through the
+  fixed prefix's KV cache, argmin kept.
+
+Hyperparameter names follow nanoGCG's ``GCGConfig`` so configs carry over.
+
+References:
+    Zou, Wang, Carlini, Nasr, Kolter, Fredrikson. Universal and Transferable Adversarial Attacks on
+    Aligned Language Models. arXiv 2307.15043.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from fmlab._validation import check_bool, check_int, check_real
+from fmlab.attacks._core import AttackResult, BaseAttack, Proposal, run_attack
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["GCG", "GCGResult", "TargetObjective"]
+
+SLOT = "{optim_str}"
+Messages = str | Sequence[dict[str, str]]
+
+
+def _check_causal_lm(model: Any) -> None:
+    config = getattr(model, "config", None)
+    head = getattr(model, "get_output_embeddings", lambda: None)()
+    if config is None or head is None or getattr(config, "is_encoder_decoder", False):
+        raise TypeError(
+            f"TargetObjective needs a causal language model with an LM head (e.g. "
+            f"load_causal_lm('smollm2-135m-instruct')). Got {type(model).__name__}, which is not "
+            f"a decoder-only causal LM."
+        )
+
+
+def _as_chat(messages: Messages) -> list[dict[str, str]]:
+    if isinstance(messages, str):
+        return [{"role": "user", "content": messages}]
+    chat = [dict(m) for m in messages]
+    if not chat or not all(isinstance(m, dict) and "content" in m for m in chat):
+        raise ValueError(
+            "The 'messages' parameter of TargetObjective must be a str or a non-empty list of chat "
+            f"messages {{'role': ..., 'content': ...}}. Got {messages!r} instead."
+        )
+    return chat
+
+
+@dataclass
+class _Prompt:
+    """One (prompt, target) pair, tokenised around the slot."""
+
+    before_ids: torch.Tensor  # (1, Lb)
+    after_ids: torch.Tensor  # (1, La)
+    target_ids: torch.Tensor  # (1, m)
+    kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # prefix cache, batch 1
+    last_logits: torch.Tensor | None = None  # (V,) logits after the prefix (for the ppl term)
+    after_embeds: torch.Tensor | None = None  # (1, La, d)
+    target_embeds: torch.Tensor | None = None  # (1, m, d)
+    before_embeds: torch.Tensor | None = None  # (1, Lb, d)
+
+
+class TargetObjective:
+    """Teacher-forced NLL of a target string after a chat prompt with an adversarial slot.
+
+    The prompt is rendered with the tokenizer's chat template; the adversarial suffix goes where
+    ``{optim_str}`` stands (appended to the last message when absent). In universal
+    (multi-prompt) mode, pass several prompts and targets: the loss is their mean.
+
+    .. math:: \\mathcal{L}(s) = \\frac{1}{J}\\sum_j -\\frac{1}{m_j}\\sum_{t=1}^{m_j}
+        \\log p_\\theta(y^j_t \\mid x^j_{<\\mathrm{slot}}, s, x^j_{>\\mathrm{slot}}, y^j_{<t})
+        \\; + \\; \\lambda\\,\\mathrm{NLL}(s)
+
+    where the optional perplexity term (weight ``ppl_weight`` on :class:`GCG`) is the mean NLL of
+    the suffix tokens themselves, so that a perplexity filter lets the suffix through.
+
+    Args:
+        model: A causal LM (or a zoo name / ``"hf:org/name"`` / folder, loaded offline).
+        tokenizer: Its tokenizer (``None`` when ``model`` is a name).
+        messages: A str, a chat (list of ``{"role", "content"}``), or a list of these (universal).
+        target: The target string, or one per prompt.
+        system_prompt: Put this system message first (e.g. for a system-prompt defense).
+
+    Raises:
+        TypeError: the model is not a causal LM.
+        ValueError: an empty target, or a prompt that does not fit in the model's context.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any = None,
+        messages: Messages | Sequence[Messages] = "",
+        target: str | Sequence[str] = "",
+        *,
+        system_prompt: str | None = None,
+    ) -> None:
+        if isinstance(model, str):
+            from fmlab.models import load_causal_lm
+
+            model, tokenizer = load_causal_lm(model)
+        _check_causal_lm(model)
+        if tokenizer is None:
+            raise TypeError("TargetObjective needs the model's tokenizer; pass tokenizer=...")
+        self.model, self.tokenizer = model, tokenizer
+        many = not isinstance(messages, str) and bool(messages) and not isinstance(
+            next(iter(messages)), dict  # type: ignore[arg-type]
+        )
+        prompts: list[Messages] = list(messages) if many else [messages]  # type: ignore[arg-type]
+        targets = [target] * len(prompts) if isinstance(target, str) else list(target)
+        if len(targets) != len(prompts):
+            raise ValueError(
+                f"TargetObjective got {len(prompts)} prompts but {len(targets)} targets; pass one "
+                f"target string, or one per prompt."
+            )
+        for t in targets:
+            if not isinstance(t, str) or not t:
+                raise ValueError(
+                    f"The 'target' parameter of TargetObjective must be a non-empty str (the text "
+                    f"the attack makes the model say, e.g. 'Purple'). Got {t!r} instead."
+                )
+        self.chats = [_as_chat(p) for p in prompts]
+        if system_prompt is not None:
+            self.chats = [[{"role": "system", "content": system_prompt}, *c] for c in self.chats]
+        self.targets = targets
+        pairs = zip(self.chats, self.targets, strict=True)
+        self._prompts = [self._tokenise(c, t) for c, t in pairs]
+        self._allowed: dict[bool, torch.Tensor] = {}
+        self._cached = False
+
+    # -- set-up -------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _render(self, chat: list[dict[str, str]]) -> str:
+        chat = [dict(m) for m in chat]
+        if not any(SLOT in m["content"] for m in chat):
+            chat[-1]["content"] = chat[-1]["content"] + SLOT
+        if getattr(self.tokenizer, "chat_template", None):
+            text = self.tokenizer.apply_chat_template(
+                chat, tokenize=False, add_generation_prompt=True
+            )
+        else:  # a base model: plain concatenation
+            text = "\n".join(m["content"] for m in chat) + "\n"
+        return str(text)
+
+    def _encode(self, text: str) -> torch.Tensor:
+        import torch
+
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return torch.tensor([ids], dtype=torch.long, device=self.device)
+
+    def _tokenise(self, chat: list[dict[str, str]], target: str) -> _Prompt:
+        text = self._render(chat)
+        before, _, after = text.partition(SLOT)
+        p = _Prompt(self._encode(before), self._encode(after), self._encode(target))
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        n = p.before_ids.shape[1] + p.after_ids.shape[1] + p.target_ids.shape[1]
+        if limit is not None and n >= int(limit):
+            raise ValueError(
+                f"The prompt and target take {n} tokens, more than the model's context of {limit} "
+                f"tokens (max_position_embeddings), before any suffix. Shorten the prompt."
+            )
+        self._limit = limit
+        return p
+
+    def _prepare(self) -> None:
+        """Embed the fixed parts and run each prefix once to cache its keys and values."""
+        if self._cached:
+            return
+        import inspect
+
+        import torch
+
+        # transformers >= 5.2x names the cache argument ``cache``; older ``past_key_values``
+        params = inspect.signature(self.model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        embed = self.model.get_input_embeddings()
+        with torch.no_grad():
+            for p in self._prompts:
+                p.before_embeds = embed(p.before_ids)
+                p.after_embeds = embed(p.after_ids)
+                p.target_embeds = embed(p.target_ids)
+                if p.before_ids.shape[1]:
+                    out = self.model(input_ids=p.before_ids, use_cache=True)
+                    cache = getattr(out, "cache", None) or out.past_key_values
+                    p.kv = [(layer.keys, layer.values) for layer in cache.layers]
+                    p.last_logits = out.logits[0, -1].float()
+        self._cached = True
+
+    def allowed_tokens(self, allow_non_ascii: bool = False) -> torch.Tensor:
+        """Bool mask ``(V,)`` of tokens a suffix may use: no special tokens, no ids beyond the
+        tokenizer, and (unless ``allow_non_ascii``) only printable ASCII text."""
+        if allow_non_ascii in self._allowed:
+            return self._allowed[allow_non_ascii]
+        import torch
+
+        n_embed = self.model.get_input_embeddings().weight.shape[0]
+        n_tok = min(len(self.tokenizer), n_embed)
+        mask = torch.zeros(n_embed, dtype=torch.bool)
+        texts = self.tokenizer.batch_decode([[i] for i in range(n_tok)])
+        ok = [bool(t) and (allow_non_ascii or (t.isascii() and t.isprintable())) for t in texts]
+        mask[:n_tok] = torch.tensor(ok)
+        special = [i for i in self.tokenizer.all_special_ids if i is not None and i < n_embed]
+        mask[special] = False
+        self._allowed[allow_non_ascii] = mask.to(self.device)
+        return self._allowed[allow_non_ascii]
+
+    def encode_suffix(self, suffix: str) -> torch.Tensor:
+        """Token ids ``(L,)`` of a suffix string."""
+        return self._encode(suffix)[0]
+
+    def decode(self, ids: torch.Tensor) -> str:
+        return str(self.tokenizer.decode(ids.tolist()))
+
+    # -- losses -------------------------------------------------------------------------------
+    def _cache(self, p: _Prompt, batch: int, kv: Any = None) -> Any:
+        from transformers.cache_utils import DynamicCache
+
+        kv = p.kv if kv is None else kv
+        assert kv is not None
+        return DynamicCache(
+            ddp_cache_data=[(k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1))
+                            for k, v in kv],
+            config=self.model.config,
+        )
+
+    def _shared_prefix_losses(
+        self, p: _Prompt, suffixes: torch.Tensor, batch_size: int | None, n_groups: int = 4
+    ) -> torch.Tensor:
+        """Target loss ``(B,)`` of candidates that mostly agree with one reference suffix.
+
+        GCG's candidates copy the current suffix and change one (or ``n_replace``) positions, so
+        a candidate whose first change is at position ``s`` shares the keys and values of the
+        prompt prefix plus the first ``s`` suffix tokens with the reference. One forward of the
+        reference caches them; each group of candidates then runs only its tokens from ``s`` on
+        (plus the template tail and the target): on average about half the suffix is skipped.
+        Exact: the reference is the column-wise mode, and a candidate only reuses positions
+        where it equals the reference.
+        """
+        import numpy as np
+        import torch
+        import torch.nn.functional as F
+
+        embed = self.model.get_input_embeddings()
+        B, L = suffixes.shape
+        Lb, La, m = p.before_ids.shape[1], p.after_ids.shape[1], p.target_ids.shape[1]
+        ref = suffixes.mode(dim=0).values  # (L,)
+        diff = suffixes != ref  # (B, L)
+        first = torch.where(diff.any(dim=1), diff.int().argmax(dim=1), L)  # (B,)
+        cache = self._cache(p, 1)
+        self.model(inputs_embeds=embed(ref[None]), logits_to_keep=1, **{self._cache_kw: cache})
+        full = [(layer.keys, layer.values) for layer in cache.layers]  # (1, h, Lb + L, d)
+        out = torch.empty(B, device=suffixes.device)
+        starts = sorted(set(first.tolist()))
+        for group in np.array_split(np.array(starts), min(n_groups, len(starts))):
+            s = int(group.min())
+            rows = torch.nonzero(torch.isin(first, torch.as_tensor(group, device=first.device)))
+            rows = rows.flatten()
+            kv = [(k[:, :, : Lb + s], v[:, :, : Lb + s]) for k, v in full]
+            step = batch_size or len(rows)
+            for i in range(0, len(rows), step):
+                idx = rows[i : i + step]
+                b = len(idx)
+                parts = [embed(suffixes[idx, s:]), p.after_embeds.expand(b, -1, -1),
+                         p.target_embeds.expand(b, -1, -1)]
+                embeds = torch.cat(parts, dim=1)  # (b, L - s + La + m, d)
+                pos = torch.arange(m, device=embeds.device) + (L - s) + La - 1
+                logits = self.model(inputs_embeds=embeds, logits_to_keep=pos,
+                                    **{self._cache_kw: self._cache(p, b, kv)}).logits.float()
+                out[idx] = F.cross_entropy(
+                    logits.reshape(-1, logits.shape[-1]),
+                    p.target_ids.expand(b, -1).reshape(-1), reduction="none",
+                ).view(b, m).mean(dim=1)
+        return out
+
+    def _forward_loss(
+        self, p: _Prompt, suffix_embeds: torch.Tensor, suffix_ids: torch.Tensor,
+        *, use_prefix_cache: bool, ppl_weight: float,
+    ) -> torch.Tensor:
+        """Per-row loss ``(B,)`` of suffix embeddings ``(B, L, d)`` for one prompt."""
+        import torch
+        import torch.nn.functional as F
+
+        B, L = suffix_ids.shape
+        m, La = p.target_ids.shape[1], p.after_ids.shape[1]
+        parts = [suffix_embeds, p.after_embeds.expand(B, -1, -1), p.target_embeds.expand(B, -1, -1)]
+        kwargs: dict[str, Any] = {}
+        offset = 0
+        if use_prefix_cache and p.kv is not None:
+            kwargs[self._cache_kw] = self._cache(p, B)
+        else:
+            parts.insert(0, p.before_embeds.expand(B, -1, -1))
+            offset = p.before_ids.shape[1]
+        total = p.before_ids.shape[1] + L + La + m
+        if self._limit is not None and total > int(self._limit):
+            raise ValueError(
+                f"Prompt, suffix ({L} tokens) and target take {total} tokens, more than the "
+                f"model's context of {self._limit}. Use a shorter suffix or prompt."
+            )
+        embeds = torch.cat(parts, dim=1)  # (B, [Lb +] L + La + m, d)
+        # positions (in this forward) whose logits predict the target tokens, and the suffix's
+        tgt_pos = torch.arange(m, device=embeds.device) + offset + L + La - 1
+        keep = tgt_pos
+        if ppl_weight:
+            keep = torch.cat([torch.arange(L - 1, device=embeds.device) + offset, tgt_pos])
+        try:
+            logits = self.model(inputs_embeds=embeds, logits_to_keep=keep, **kwargs).logits
+        except TypeError:  # a model without logits_to_keep
+            logits = self.model(inputs_embeds=embeds, **kwargs).logits[:, keep]
+        logits = logits.float()
+        target = p.target_ids.expand(B, -1)
+        loss = F.cross_entropy(
+            logits[:, -m:].reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="none"
+        ).view(B, m).mean(dim=1)
+        if ppl_weight:
+            nll = F.cross_entropy(
+                logits[:, : L - 1].reshape(-1, logits.shape[-1]),
+                suffix_ids[:, 1:].reshape(-1),
+                reduction="none",
+            ).view(B, L - 1)
+            if p.last_logits is not None:
+                first = F.cross_entropy(
+                    p.last_logits.expand(B, -1), suffix_ids[:, 0], reduction="none"
+                )
+                nll = torch.cat([first[:, None], nll], dim=1)
+            loss = loss + ppl_weight * nll.mean(dim=1)
+        return loss
+
+    def losses(
+        self,
+        suffixes: torch.Tensor,
+        *,
+        use_prefix_cache: bool = True,
+        ppl_weight: float = 0.0,
+        batch_size: int | None = None,
+    ) -> torch.Tensor:
+        """Loss ``(B,)`` of each suffix in ``suffixes`` ``(B, L)``, scored in batched forwards."""
+        import torch
+
+        self._prepare()
+        embed = self.model.get_input_embeddings()
+        out = torch.zeros(suffixes.shape[0], device=suffixes.device)
+        step = batch_size or suffixes.shape[0]
+        with torch.no_grad():
+            for i in range(0, suffixes.shape[0], step):
+                chunk = suffixes[i : i + step]
+                e = embed(chunk)
+                for p in self._prompts:
+                    if use_prefix_cache and p.kv is not None and not ppl_weight and len(chunk) > 4:
+                        out[i : i + step] += self._shared_prefix_losses(p, chunk, batch_size)
+                        continue
+                    out[i : i + step] += self._forward_loss(
+                        p, e, chunk, use_prefix_cache=use_prefix_cache, ppl_weight=ppl_weight
+                    )
+        return out / len(self._prompts)
+
+    def token_gradients(
+        self, suffix: torch.Tensor, *, use_prefix_cache: bool = True, ppl_weight: float = 0.0
+    ) -> tuple[torch.Tensor, float]:
+        """Gradient ``(L, V)`` of the loss w.r.t. the one-hot suffix, and the loss itself."""
+        import torch
+
+        self._prepare()
+        embed = self.model.get_input_embeddings()
+        weight = embed.weight  # (V, d)
+        scale = getattr(embed, "embed_scale", None)  # Gemma multiplies embeddings by sqrt(d)
+        one_hot = torch.zeros(suffix.shape[0], weight.shape[0], device=weight.device,
+                              dtype=weight.dtype)
+        one_hot[torch.arange(suffix.shape[0]), suffix] = 1.0
+        one_hot.requires_grad_(True)
+        embeds = (one_hot @ weight)[None]  # (1, L, d)
+        if scale is not None:
+            embeds = embeds * scale
+        total, grad = 0.0, torch.zeros_like(one_hot)
+        for j, p in enumerate(self._prompts):
+            loss = self._forward_loss(
+                p, embeds, suffix[None], use_prefix_cache=use_prefix_cache, ppl_weight=ppl_weight
+            )[0] / len(self._prompts)
+            # gradients for the one-hot only: the model's parameters accumulate nothing
+            (g,) = torch.autograd.grad(loss, one_hot, retain_graph=j < len(self._prompts) - 1)
+            grad += g
+            total += float(loss.detach())
+        return grad, total
+
+    def is_success(self, suffix: torch.Tensor) -> bool:
+        """Whether greedy decoding emits every target exactly (checked on the teacher-forced
+        logits: the argmax at each target position is the target token)."""
+        import torch
+
+        self._prepare()
+        embed = self.model.get_input_embeddings()
+        with torch.no_grad():
+            e = embed(suffix[None])
+            for p in self._prompts:
+                B, L = 1, suffix.shape[0]
+                m, La = p.target_ids.shape[1], p.after_ids.shape[1]
+                kwargs: dict[str, Any] = {}
+                parts = [e, p.after_embeds, p.target_embeds]
+                offset = 0
+                if p.kv is not None:
+                    kwargs[self._cache_kw] = self._cache(p, B)
+                else:
+                    parts.insert(0, p.before_embeds)
+                    offset = p.before_ids.shape[1]
+                logits = self.model(inputs_embeds=torch.cat(parts, dim=1), **kwargs).logits
+                pred = logits[0, offset + L + La - 1 : offset + L + La - 1 + m].argmax(-1)
+                if not torch.equal(pred, p.target_ids[0]):
+                    return False
+        return True
+
+    def retokenizes(self, candidates: torch.Tensor) -> torch.Tensor:
+        """Bool ``(B,)``: whether decoding then re-encoding each candidate gives it back."""
+        import torch
+
+        texts = self.tokenizer.batch_decode(candidates.tolist())
+        again = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        L = candidates.shape[1]
+        rows = [a if len(a) == L else [-1] * L for a in again]
+        return (torch.tensor(rows, device=candidates.device) == candidates).all(dim=1)
+
+
+@dataclass
+class GCGResult(AttackResult):
+    """An :class:`AttackResult` plus nanoGCG's fields: the best suffix as text."""
+
+    best_string: str = ""
+    final_string: str = ""
+    strings: list[str] = field(default_factory=list)
+
+
+class GCG(BaseAttack):
+    """Greedy Coordinate Gradient suffix search on any causal LM.
+
+    Args:
+        num_steps: Optimisation steps.
+        optim_str_init: The initial suffix (text), e.g. 20 ``"x"`` tokens.
+        search_width: Candidates per step, scored in one batched forward (chunks of
+            ``batch_size`` when given).
+        batch_size: Candidates per forward (``None``: all at once).
+        topk: Tokens considered per position (from the negative gradient).
+        n_replace: Positions swapped per candidate.
+        early_stop: Stop when greedy decoding would emit the target(s) exactly.
+        use_prefix_cache: Reuse the KV cache of the prompt before the suffix.
+        allow_non_ascii: Allow non-ASCII tokens (special tokens are always excluded).
+        filter_ids: Drop candidates whose decode → re-encode round trip changes the tokens.
+        ppl_weight: Weight of the suffix-perplexity term (an adaptive attack on perplexity
+            filters; 0 disables it).
+        max_queries: Stop after this many single-input objective evaluations.
+        max_time_s: Stop after this many seconds.
+        random_state: Seed of the candidate sampling.
+
+    Example:
+        >>> obj = TargetObjective(model, tok, "What colour is a plum?", "Purple")  # doctest: +SKIP
+        >>> res = GCG(num_steps=100, search_width=64, topk=64)(obj)  # doctest: +SKIP
+        >>> res.best_string, res.best_loss  # doctest: +SKIP
+
+    References:
+        Zou et al., arXiv 2307.15043. Field names as in nanoGCG's ``GCGConfig``.
+    """
+
+    name = "gcg"
+    steps_param = "num_steps"
+
+    def __init__(
+        self,
+        num_steps: int = 250,
+        optim_str_init: str = "x x x x x x x x x x x x x x x x x x x x",
+        search_width: int = 512,
+        batch_size: int | None = None,
+        topk: int = 256,
+        n_replace: int = 1,
+        early_stop: bool = False,
+        use_prefix_cache: bool = True,
+        allow_non_ascii: bool = False,
+        filter_ids: bool = True,
+        ppl_weight: float = 0.0,
+        max_queries: int | None = None,
+        max_time_s: float | None = None,
+        random_state: int | None = 0,
+    ) -> None:
+        owner = "GCG"
+        self.num_steps = check_int(num_steps, "num_steps", owner=owner, low=0)
+        if not isinstance(optim_str_init, str) or not optim_str_init.strip():
+            raise ValueError(
+                f"The 'optim_str_init' parameter of GCG must be a non-empty str (the initial "
+                f"suffix, e.g. 'x x x x x'); a suffix of length 0 has nothing to optimise. Got "
+                f"{optim_str_init!r} instead."
+            )
+        self.optim_str_init = optim_str_init
+        self.search_width = check_int(search_width, "search_width", owner=owner, low=1)
+        self.batch_size = (
+            None if batch_size is None else check_int(batch_size, "batch_size", owner=owner, low=1)
+        )
+        self.topk = check_int(topk, "topk", owner=owner, low=1)
+        self.n_replace = check_int(n_replace, "n_replace", owner=owner, low=1)
+        self.early_stop = check_bool(early_stop, "early_stop", owner=owner)
+        self.use_prefix_cache = check_bool(use_prefix_cache, "use_prefix_cache", owner=owner)
+        self.allow_non_ascii = check_bool(allow_non_ascii, "allow_non_ascii", owner=owner)
+        self.filter_ids = check_bool(filter_ids, "filter_ids", owner=owner)
+        self.ppl_weight = check_real(ppl_weight, "ppl_weight", owner=owner, low=0, closed="left")
+        self.max_queries = max_queries
+        self.max_time_s = max_time_s
+        self.random_state = random_state
+
+    # -- hooks --------------------------------------------------------------------------------
+    def _check_objective(self, objective: Any) -> TargetObjective:
+        if not isinstance(objective, TargetObjective):
+            raise TypeError(
+                f"GCG attacks a TargetObjective(model, tokenizer, messages, target). Got "
+                f"{type(objective).__name__} instead."
+            )
+        return objective
+
+    def losses(self, objective: TargetObjective, xs: torch.Tensor) -> torch.Tensor:
+        return objective.losses(
+            xs, use_prefix_cache=self.use_prefix_cache, ppl_weight=self.ppl_weight,
+            batch_size=self.batch_size,
+        )
+
+    def propose(
+        self,
+        objective: TargetObjective,
+        x: torch.Tensor,
+        buffers: dict[str, torch.Tensor],
+        rng: torch.Generator,
+    ) -> Proposal:
+        import torch
+
+        grad, loss = objective.token_gradients(
+            x, use_prefix_cache=self.use_prefix_cache, ppl_weight=self.ppl_weight
+        )  # (L, V)
+        grad = grad.masked_fill(~objective.allowed_tokens(self.allow_non_ascii), float("inf"))
+        L = x.shape[0]
+        k = min(self.topk, int(objective.allowed_tokens(self.allow_non_ascii).sum()))
+        top = (-grad).topk(k, dim=1).indices  # (L, k)
+        B = self.search_width
+        gen_device = rng.device
+        # n_replace distinct positions per candidate, and one top-k token for each
+        pos = torch.rand(B, L, generator=rng, device=gen_device).argsort(dim=1)[:, : self.n_replace]
+        pick = torch.randint(0, k, (B, self.n_replace), generator=rng, device=gen_device)
+        pos, pick = pos.to(x.device), pick.to(x.device)
+        candidates = x.repeat(B, 1)  # (B, L)
+        candidates.scatter_(1, pos, top[pos, pick])
+        return Proposal(candidates, loss, 1)
+
+    def project(
+        self, candidates: torch.Tensor, x0: torch.Tensor, objective: Any = None
+    ) -> torch.Tensor:
+        if objective is None or not self.filter_ids:
+            return candidates
+        return candidates[objective.retokenizes(candidates)]
+
+    def is_success(self, objective: Any, x: torch.Tensor, loss: float) -> bool:
+        return bool(self.early_stop and objective.is_success(x))
+
+    def finalize(self, objective: Any, result: AttackResult) -> GCGResult:
+        return GCGResult(
+            **result.__dict__,
+            best_string=objective.decode(result.x_adv),
+            final_string=objective.decode(result.x_final),
+        )
+
+    def __call__(  # type: ignore[override]
+        self, objective: TargetObjective, x: torch.Tensor | str | None = None, **kwargs: Any
+    ) -> GCGResult:
+        """Search a suffix for ``objective`` from ``x`` (ids or text; default
+        ``optim_str_init``). Keywords as in :func:`fmlab.attacks.run_attack`."""
+        obj = self._check_objective(objective)
+        if x is None or isinstance(x, str):
+            x = obj.encode_suffix(self.optim_str_init if x is None else x)
+        if x.numel() == 0:
+            raise ValueError(
+                "The initial suffix has length 0 (it tokenised to no tokens); GCG needs at least "
+                "one suffix token. Pass a non-empty optim_str_init."
+            )
+        return run_attack(self, obj, x, **kwargs)  # type: ignore[return-value]

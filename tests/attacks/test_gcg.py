@@ -1,0 +1,167 @@
+"""GCG on a tiny random Llama (fast) and, marked slow, on SmolLM2-135M-Instruct."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fmlab.attacks import GCG, TargetObjective, create_attack
+from fmlab.models import tiny_causal_lm
+from fmlab.testing.attacks import check_attack
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return tiny_causal_lm(seed=0)
+
+
+@pytest.fixture
+def objective(lm):
+    return TargetObjective(*lm, "What colour is a plum?", "Purple")
+
+
+def test_gcg_passes_attack_contract(lm, objective):
+    x0 = objective.encode_suffix("x x x x x")
+    allowed = objective.allowed_tokens()
+    check_attack(GCG(num_steps=5, search_width=16, topk=8), objective, x0,
+                 constraint=lambda xa, x: bool(allowed[xa].all()) and xa.shape == x.shape)
+
+
+def test_prefix_cache_gives_the_same_losses(objective):
+    xs = torch.stack([objective.encode_suffix("x x x x x"), objective.encode_suffix("a b c d e")])
+    for w in (0.0, 0.5):
+        a = objective.losses(xs, use_prefix_cache=True, ppl_weight=w)
+        b = objective.losses(xs, use_prefix_cache=False, ppl_weight=w)
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    # chunked scoring equals one batch
+    torch.testing.assert_close(objective.losses(xs, batch_size=1), objective.losses(xs))
+
+
+def test_shared_prefix_scoring_is_exact(objective):
+    """GCG-shaped candidates (one swap each) scored through the shared suffix prefix give the
+    same losses as full scoring, chunked or not."""
+    x = objective.encode_suffix("x x x x x x x x")
+    g = torch.Generator().manual_seed(0)
+    cands = x.repeat(24, 1)
+    cands[torch.arange(24), torch.randint(0, x.numel(), (24,), generator=g)] = torch.randint(
+        32, 120, (24,), generator=g)
+    cands[5] = x
+    full = objective.losses(cands, use_prefix_cache=False)
+    torch.testing.assert_close(objective.losses(cands), full, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(objective.losses(cands, batch_size=5), full, rtol=1e-4, atol=1e-5)
+
+
+def test_token_gradient_matches_finite_difference_direction(objective):
+    """The one-hot gradient at a swap predicts the loss change to first order: its ranking of
+    single-token swaps correlates with the true loss changes."""
+    x = objective.encode_suffix("x x x x x")
+    grad, loss = objective.token_gradients(x)
+    assert grad.shape == (x.shape[0], objective.model.get_input_embeddings().weight.shape[0])
+    assert loss == pytest.approx(float(objective.losses(x[None])[0]), rel=1e-5)
+    pos = 2
+    toks = torch.arange(32, 120)
+    cands = x.repeat(len(toks), 1)
+    cands[:, pos] = toks
+    true = objective.losses(cands) - loss
+    pred = grad[pos, toks] - grad[pos, x[pos]]
+    corr = torch.corrcoef(torch.stack([true, pred]))[0, 1]
+    assert corr > 0.3, corr
+
+
+def test_allowed_tokens_are_printable_ascii_without_specials(objective):
+    allowed = objective.allowed_tokens()
+    tok = objective.tokenizer
+    for i in tok.all_special_ids:
+        assert not allowed[i]
+    for i in torch.nonzero(allowed).flatten().tolist():
+        s = tok.decode([i])
+        assert s.isascii() and s.isprintable()
+    assert objective.allowed_tokens(allow_non_ascii=True).sum() >= allowed.sum()
+
+
+def test_gcg_lowers_loss_and_respects_filters(objective):
+    res = GCG(num_steps=8, search_width=32, topk=16, random_state=1)(objective, progress=False)
+    assert res.best_loss < res.losses[0] or res.best_loss < objective.losses(
+        objective.encode_suffix(GCG().optim_str_init)[None])[0]
+    assert objective.retokenizes(res.x_adv[None]).all()
+    assert objective.encode_suffix(res.best_string).tolist() == res.x_adv.tolist()
+    # one gradient pass per step plus the candidates that survived the round-trip filter
+    assert len(res.losses) < res.n_queries <= len(res.losses) * (1 + 32)
+
+
+def test_universal_mode_is_the_mean_of_prompt_losses(lm):
+    both = TargetObjective(*lm, ["Name a fruit.", "Name a colour."], ["Plum", "Purple"])
+    one = TargetObjective(*lm, "Name a fruit.", "Plum")
+    two = TargetObjective(*lm, "Name a colour.", "Purple")
+    x = both.encode_suffix("x x x")[None]
+    torch.testing.assert_close(both.losses(x), (one.losses(x) + two.losses(x)) / 2)
+    res = GCG(num_steps=3, search_width=16, topk=8)(both, progress=False)
+    assert len(res.losses) == 3
+
+
+def test_early_stop_when_greedy_output_is_the_target(lm):
+    model, tok = lm
+    probe = TargetObjective(model, tok, "Name a fruit.", "x")
+    ids = torch.cat([probe._prompts[0].before_ids, probe.encode_suffix("x x")[None],
+                     probe._prompts[0].after_ids], dim=1)
+    greedy = tok.decode([int(model(ids).logits[0, -1].argmax())])
+    obj = TargetObjective(model, tok, "Name a fruit.", greedy)
+    assert obj.is_success(obj.encode_suffix("x x"))
+    res = GCG(num_steps=20, search_width=8, topk=8, early_stop=True)(obj, "x x", progress=False)
+    assert res.stop_reason == "success" and res.n_steps < 20 and obj.is_success(res.x_adv)
+    assert not GCG(num_steps=2, search_width=8, topk=8)(obj, "x x", progress=False).success
+
+
+def test_ppl_weight_trades_target_loss_for_suffix_perplexity(objective):
+    x = objective.encode_suffix("x x x x x")
+    plain = objective.losses(x[None])
+    with_ppl = objective.losses(x[None], ppl_weight=1.0)
+    assert with_ppl > plain
+
+
+def test_registry_and_params():
+    g = create_attack("gcg", num_steps=3, topk=4)
+    assert isinstance(g, GCG) and g.get_params()["topk"] == 4
+    for field in ("num_steps", "search_width", "topk", "n_replace", "optim_str_init",
+                  "early_stop", "use_prefix_cache", "allow_non_ascii", "filter_ids", "batch_size"):
+        assert field in g.get_params()  # nanoGCG's GCGConfig names
+
+
+@pytest.mark.parametrize(("kwargs", "err", "msg"), [
+    ({"optim_str_init": ""}, ValueError, "suffix of length 0"),
+    ({"search_width": 0}, ValueError, "'search_width' parameter of GCG"),
+    ({"topk": 1.5}, TypeError, "'topk' parameter of GCG"),
+    ({"ppl_weight": -1.0}, ValueError, "'ppl_weight'"),
+    ({"early_stop": "yes"}, TypeError, "'early_stop'"),
+])
+def test_gcg_parameter_errors(kwargs, err, msg):
+    with pytest.raises(err, match=msg):
+        GCG(**kwargs)
+
+
+def test_objective_errors(lm):
+    model, tok = lm
+    with pytest.raises(ValueError, match="'target' parameter of TargetObjective must be a non-empty"):
+        TargetObjective(model, tok, "hi", "")
+    with pytest.raises(ValueError, match="more than the model's context"):
+        TargetObjective(model, tok, "word " * 400, "Purple")
+    with pytest.raises(TypeError, match="not a decoder-only causal LM"):
+        TargetObjective(model.model, tok, "hi", "Purple")
+    with pytest.raises(ValueError, match="2 prompts but 3 targets"):
+        TargetObjective(model, tok, ["a", "b"], ["x", "y", "z"])
+    obj = TargetObjective(model, tok, "hi", "Purple")
+    with pytest.raises(TypeError, match="GCG attacks a TargetObjective"):
+        GCG(num_steps=1)(lambda xs: xs.sum(), torch.zeros(3))
+    with pytest.raises(ValueError, match="length 0"):
+        GCG(num_steps=1)(obj, torch.zeros(0, dtype=torch.long))
+
+
+@pytest.mark.slow
+def test_gcg_on_smollm2_lowers_purple_loss():
+    from fmlab.models import load_causal_lm
+
+    obj = TargetObjective(*load_causal_lm("smollm2-135m-instruct"),
+                          "What is the colour of a plum?", "Purple")
+    res = GCG(num_steps=5, search_width=32, topk=32)(obj, progress=False)
+    start = float(obj.losses(obj.encode_suffix(GCG().optim_str_init)[None])[0])
+    assert res.best_loss < start

@@ -1,0 +1,127 @@
+"""Defenses and evaluation end to end on a tiny random Llama (fast)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from fmlab.jailbreak import (
+    Compose,
+    JailbreakAttack,
+    PerplexityFilter,
+    create_defense,
+    evaluate,
+    generate,
+    load_task,
+    train_dpo,
+)
+from fmlab.models import tiny_causal_lm
+
+PROMPTS = ["What colour is a plum?", "Name a colour.", "What colour are grapes?", "Say hi."]
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return tiny_causal_lm(seed=0)
+
+
+@pytest.fixture
+def task(tmp_path):
+    # a definition the random model's outputs violate: any whitespace (it emits newlines)
+    path = tmp_path / "task.yaml"
+    path.write_text(
+        "name: blank\njudge: {kind: regex, pattern: '\\s'}\ntarget: ' '\nrefusal: Refused.\n"
+        f"prompts: {{train: {json.dumps(PROMPTS)}, test: {json.dumps(PROMPTS)}}}\n"
+        "pairs:\n  train:\n"
+        + "".join(f"    - {{prompt: '{p}', chosen: 'No.', rejected: 'eee'}}\n" for p in PROMPTS)
+    )
+    return load_task(path)
+
+
+def test_output_filter_is_always_safe_and_records_resume(lm, task, tmp_path):
+    model, tok = lm
+    base = evaluate(model, tok, task=task, max_new_tokens=8, out_dir=tmp_path / "a").rows[0]
+    enforced = evaluate(model, tok, task=task, defense="output_filter", max_new_tokens=8,
+                        out_dir=tmp_path / "a").rows[0]
+    assert enforced["dsr"] == 1.0 and enforced["n"] == len(PROMPTS)
+    assert base["n"] == len(PROMPTS) and base["dsr"] < 1.0  # the random model emits newlines
+    recs = [json.loads(x) for x in (tmp_path / "a" / "records.jsonl").read_text().splitlines()]
+    assert {r["defense"] for r in recs} == {"none", "output_filter"}
+    assert set(recs[0]) >= {"prompt", "suffix", "input", "output", "unsafe", "blocked"}
+    # a kill mid-write leaves a cut line: the rerun redoes that example only
+    path = tmp_path / "a" / "records.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:10])
+    again = evaluate(model, tok, task=task, defense="output_filter", max_new_tokens=8,
+                     out_dir=tmp_path / "a").rows[0]
+    assert again["n"] == len(PROMPTS) and again["dsr"] == 1.0
+
+
+def test_perplexity_filter_blocks_and_calibrates(lm, task):
+    model, tok = lm
+    row = evaluate(model, tok, task=task, defense=PerplexityFilter(threshold=0.0),
+                   max_new_tokens=4).rows[0]
+    assert row["n_blocked"] == len(PROMPTS) and row["dsr"] == 1.0
+    f = PerplexityFilter(quantile=1.0).fit(model, tok, task)
+    assert f.threshold_ == pytest.approx(max(f.calibration_))
+
+
+def test_composed_defenses_and_costs(lm, task):
+    model, tok = lm
+    d = create_defense("system_prompt+output_filter")
+    assert isinstance(d, Compose) and len(d.defenses) == 2
+    row = evaluate(model, tok, task=task, defense=d, defense_name="combo",
+                   max_new_tokens=4).rows[0]
+    assert row["dsr"] == 1.0 and row["defense_extra_tokens_per_prompt"] > 0
+    # the tiny model's 256-token context cannot hold the demonstrations: check the transform
+    d = create_defense("system_prompt+icl").fit(model, tok, task)
+    rec_input = d.transform([[{"role": "user", "content": "hi"}]], model, tok)[0]
+    assert rec_input[0]["role"] == "system" and len(rec_input) == 1 + 8 + 1
+
+
+def test_adaptive_gcg_and_static_suffix_attacks(lm, task):
+    model, tok = lm
+    a = JailbreakAttack("gcg", gcg={"num_steps": 2, "search_width": 8, "topk": 8},
+                        n_train_prompts=2)
+    row = evaluate(model, tok, task=task, attack=a, max_new_tokens=4).rows[0]
+    assert a.suffix_ and row["suffix"] == a.suffix_ and row["gcg_steps"] == 2
+    s = JailbreakAttack("suffix", suffix="!!")
+    assert s.apply("q") == "q !!"
+    r = JailbreakAttack("repeat", suffix="zz")
+    r.fit(model, tok, create_defense("none"), task)
+    assert r.apply("q").count("zz") == 2
+    p = JailbreakAttack("ppl_prefix", suffix="zz")
+    p.fit(model, tok, create_defense("none"), task)
+    assert p.apply("q").startswith("Yesterday") and p.apply("q").endswith("q zz")
+
+
+def test_dpo_with_lora_lowers_its_loss_and_merges(lm, task):
+    model, tok = tiny_causal_lm(seed=1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    merged, info = train_dpo(model, tok, task.pairs("train"), max_steps=6, batch_size=2, lr=1e-2)
+    assert len(info["losses"]) == 6 and info["losses"][-1] < info["losses"][0]
+    assert not any("lora" in k for k in merged.state_dict())
+    changed = [k for k, v in merged.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed and all("q_proj" in k or "v_proj" in k for k in changed)
+
+
+def test_bad_inputs(lm, task):
+    model, tok = lm
+    with pytest.raises(ValueError, match="Invalid jailbreak attack 'gcgg'"):
+        JailbreakAttack("gcgg")
+    with pytest.raises(ValueError, match="needs a non-empty suffix"):
+        JailbreakAttack("suffix")
+
+    def broken(output):
+        raise RuntimeError("judge down")
+
+    from fmlab.jailbreak import ClassifierJudge
+
+    with pytest.raises(RuntimeError, match="judge .* raised RuntimeError: judge down on the output"):
+        evaluate(model, tok, task=task, judge=ClassifierJudge(broken), max_new_tokens=2)
+    with pytest.raises(ValueError, match="exceeds the model's context"):
+        generate(model, tok, [[{"role": "user", "content": "word " * 300}]], max_new_tokens=4)
+    with pytest.raises(KeyError, match="Unknown defense 'paraphrse'"):
+        create_defense("paraphrse")
