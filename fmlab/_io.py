@@ -229,7 +229,8 @@ def read_table(path: str | os.PathLike[str], *, what: str = "table") -> Any:
             import csv
             import io
 
-            header = next(csv.reader(io.StringIO(text), delimiter=sep))
+            first = next(line for line in text.splitlines() if line.strip())  # pandas skips blanks
+            header = next(csv.reader(io.StringIO(first), delimiter=sep))
             header = [h.strip() for h in header]
             dup = sorted({h for h in header if header.count(h) > 1})
             if dup:

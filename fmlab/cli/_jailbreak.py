@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from fmlab._validation import Int, OutputFile, Real
+from fmlab.cli import _image_attack
 from fmlab.cli._base import Command, UsageError, emit
 
 
@@ -21,13 +22,15 @@ def _check_model(name: str) -> None:
 
 class AttackCommand(Command):
     name = "attack"
-    help = "Adversarial attacks on the shared attack loop: GCG suffix search on a causal LM."
+    help = ("Adversarial attacks on the shared attack loop: GCG suffix search on a causal LM, "
+            "PGD/BIM on images.")
     epilog = (
         "Examples:\n"
         "  fmlab attack list\n"
         "  fmlab attack gcg --prompt 'What colour is a plum?' --target Purple --num-steps 50 \\\n"
         "      --search-width 64 --topk 64 --snapshot-dir runs/gcg --json\n"
-        "A killed run given the same --snapshot-dir resumes from its last snapshot."
+        "A killed run given the same --snapshot-dir resumes from its last snapshot.\n"
+        + _image_attack.EPILOG
     )
 
     def configure(self, parser: argparse.ArgumentParser) -> None:
@@ -57,9 +60,12 @@ class AttackCommand(Command):
                        help="folder for resumable snapshots (safetensors + JSON)")
         g.add_argument("--no-progress", action="store_true")
         g.add_argument("--json", action="store_true", help="print JSON")
+        _image_attack.configure(sub)  # fmlab attack image (PGD/BIM on pictures)
 
     def run(self, args: argparse.Namespace) -> int:
         action = getattr(args, "action", None)
+        if action == "image":
+            return _image_attack.run(args)
         if action == "list":
             from fmlab.attacks import ATTACKS
 

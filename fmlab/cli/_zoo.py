@@ -14,7 +14,9 @@ class ModelsCommand(Command):
         "Examples:\n  fmlab models list                     # installed or missing, cached or not\n"
         "  fmlab models list 'tiny-*' --json\n"
         "  fmlab models info smollm2-135m-instruct\n"
-        "  fmlab models prepare smollm2-135m-instruct   # one-off GGUF -> safetensors conversion"
+        "  fmlab models prepare smollm2-135m-instruct   # one-off GGUF -> safetensors conversion\n"
+        "  fmlab models prepare clip-emoji-0            # train fmlab's own model once (cached)\n"
+        "  fmlab models info clip-emoji-0               # its model card once prepared"
     )
 
     def configure(self, parser: argparse.ArgumentParser) -> None:
@@ -23,8 +25,9 @@ class ModelsCommand(Command):
         p.add_argument("pattern", nargs="?", default=None, help="fnmatch pattern, e.g. 'tiny-*'")
         p = add_action(sub, "info", "describe one model")
         p.add_argument("name", help="zoo name")
-        p = add_action(sub, "prepare", "convert a GGUF model into the verified cache")
-        p.add_argument("name", help="zoo name of a causal LM")
+        p = add_action(sub, "prepare", "convert a GGUF model, or train a model fmlab trains "
+                       "itself (clip-emoji-*, captioner-emoji), into the verified cache")
+        p.add_argument("name", help="zoo name of a causal LM or a trainable model")
         parser.set_defaults(action="list", pattern=None, json=False)
 
     def run(self, args: argparse.Namespace) -> int:
@@ -38,16 +41,27 @@ class ModelsCommand(Command):
                  text=f"{args.name}: ready in {path}")
             return 0
         if args.action == "info":
-            info = model_info(args.name).to_dict()
+            minfo = model_info(args.name)
+            info = minfo.to_dict()
             text = "\n".join(
                 f"{k:12s} {v if v not in ((), None) else '-'}" for k, v in info.items()
+                if k != "card"
             )
+            if minfo.trainable:
+                from pathlib import Path
+
+                card = Path(str(minfo.cache_path)) / "MODEL_CARD.md"
+                text += ("\n\n" + card.read_text() if minfo.cached and card.is_file() else
+                         f"\n\nNot prepared yet; train it once with: fmlab models prepare "
+                         f"{args.name}")
             emit(info, as_json=args.json, text=text)
             return 0
         infos = [model_info(n) for n in list_models(args.pattern)]
         lines = [f"{'NAME':23s} {'KIND':17s} {'CACHED':7s} STATUS"]
         for i in infos:
             status = "available" if i.available else f"missing; install: {i.install}"
+            if i.trainable and i.available:
+                status = "prepared" if i.cached else "trainable offline, not prepared"
             cached = ("yes" if i.cached else "no") if i.cache_path else "-"
             lines.append(f"{i.name:23s} {i.kind:17s} {cached:7s} {status}")
         emit([i.to_dict() for i in infos], as_json=args.json, text="\n".join(lines))

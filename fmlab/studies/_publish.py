@@ -15,7 +15,7 @@ from fmlab._io import atomic_write
 from fmlab.studies._base import METRICS_FILE, load_results
 from fmlab.studies._report import count_claims, render_report
 
-__all__ = ["machine_info", "publish_results"]
+__all__ = ["machine_info", "publish_results", "short_table", "summary_markdown"]
 
 
 def machine_info() -> dict[str, Any]:
@@ -79,6 +79,21 @@ def summary_markdown(records: list[dict[str, Any]], *, link: str = "report.html"
             lines.append(f"| {c.get('kind', 'empirical')} | {_cell(c['claim'])} | "
                          f"{_cell(c['measured'])} | {_verdict(c)} |")
         lines.append("")
+    return "\n".join(lines)
+
+
+def short_table(records: list[dict[str, Any]], *, width: int = 110) -> str:
+    """A compact markdown table of every claim (study, kind, claim, measured, verdict, scale)
+    for the project README."""
+    lines = ["| study | kind | claim | measured | verdict | scale |", "|---|---|---|---|---|---|"]
+    for r in records:
+        for c in sorted(r.get("claims", []), key=lambda c: c.get("kind") == "consistency"):
+            measured = str(c["measured"])
+            if len(measured) > width:
+                measured = measured[: width - 1].rstrip() + "…"
+            lines.append(f"| `{r['study']}` | {c.get('kind', 'empirical')} | "
+                         f"{_cell(c['claim'])} | {_cell(measured)} | {_verdict(c)} | "
+                         f"{r.get('scale')} |")
     return "\n".join(lines)
 
 

@@ -259,7 +259,12 @@ def _split_options(selected: Sequence[str], options: dict[str, Any], scale: Scal
     out = {}
     for name in selected:
         given = {k: v for k, v in options.items() if k in declared[name]}
-        out[name] = (given, get_study(name).resolve_options(given, scale))
+        try:
+            out[name] = (given, get_study(name).resolve_options(given, scale))
+        except UsageError:
+            raise
+        except (TypeError, ValueError) as exc:  # a bad value: the caller's to fix (exit 2)
+            raise UsageError(str(exc)) from None
     return out
 
 

@@ -243,3 +243,15 @@ def test_cwa_passes_the_contract_on_an_ensemble_and_refuses_a_single_objective(o
     assert attack.within_budget(result.x_final, image[None])
     with pytest.raises(TypeError, match="member_losses"):
         CWA(steps=2)(objective, image, progress=False)
+
+
+def test_attack_image_cli_checks_its_flags(tmp_path, capsys):
+    from fmlab.cli import main
+
+    assert main(["attack", "image", "--image", str(tmp_path / "missing.png"),
+                 "--target", "x"]) == 2
+    png = tmp_path / "x.png"
+    png.write_bytes(b"not a png")
+    assert main(["attack", "image", "--image", str(png), "--target", "x", "--eps", "0"]) == 2
+    assert "--eps" in capsys.readouterr().err
+    assert main(["attack", "image", "--image", str(png), "--target", "x", "--eps", "1.5"]) == 2

@@ -138,7 +138,7 @@ def test_unknown_or_bad_option_is_rejected_before_running(tmp_path: Path, line_s
         reproduce([line_study], out=tmp_path, options={"nosie": 0.1}, show_progress=False)
     with pytest.raises(ValueError, match=r"'noise' parameter of study test.line.*-1"):
         reproduce([line_study], out=tmp_path, options={"noise": -1}, show_progress=False)
-    with pytest.raises(TypeError, match=r"'n' option of study test.line must be an int"):
+    with pytest.raises(UsageError, match=r"'n' option of study test.line must be an int"):
         reproduce([line_study], out=tmp_path, options={"n": 2.5}, show_progress=False)
     assert not (tmp_path / line_study).exists()  # nothing ran
 
@@ -146,7 +146,7 @@ def test_unknown_or_bad_option_is_rejected_before_running(tmp_path: Path, line_s
 def test_option_schema_converts_and_describes() -> None:
     o = Option("n", int, 10, 100, low=1, help="count")
     assert o.check("1e3") == 1000 and o.check(7.0) == 7 and o.default("full") == 100
-    assert o.to_dict()["constraint"] == "in [1, inf]"
+    assert o.to_dict()["constraint"] == "in [1, inf)"
     lst = Option("rates", list, [0.1], item=float, low=0.0, high=1.0)
     assert lst.check(0.5) == [0.5] and lst.check((0, 1)) == [0.0, 1.0]
     with pytest.raises(ValueError, match="rates"):
@@ -180,7 +180,7 @@ def test_cli_list_describe_and_unknown_option_exit_code(
     assert "noise" in capsys.readouterr().out
     assert main(["reproduce", "--describe", line_study]) == 0
     out = capsys.readouterr().out
-    assert "noise (float; in [0, inf]; default 0.05)" in out and "quick 50, full 500" in out
+    assert "noise (float; in [0, inf); default 0.05)" in out and "quick 50, full 500" in out
     code = main(["reproduce", line_study, "--out", str(tmp_path), "--option", "nosie=1"])
     assert code == 2 and "Did you mean: noise" in capsys.readouterr().err
 

@@ -221,7 +221,8 @@ def test_W11_eval_tokens_below_seq_len(capsys, tmp_path) -> None:
 
 
 def test_W11_evaluate_loss_refuses_max_tokens_below_seq_len() -> None:
-    torch = pytest.importorskip("torch")
+    import torch
+
     from fmlab.quant import TinyLM, evaluate_loss
 
     with pytest.raises(ValueError, match="'max_tokens'.*range \\[64, inf\\]"):

@@ -14,10 +14,11 @@ from fmlab.models import ModelInfo, list_models, model_info
 
 ZOO = ["smollm2-135m-instruct", "gemma-3-270m", "all-minilm-l6-v2", "efficientnet-lite0",
        "tiny-llama", "tiny-clip"]
+TRAINED = ["clip-emoji", "clip-emoji-0", "clip-emoji-1", "clip-emoji-2", "captioner-emoji"]
 
 
 def test_list_models_has_the_zoo():
-    assert sorted(ZOO) == list_models()
+    assert sorted(ZOO + TRAINED) == list_models()
     assert list_models("tiny-*") == ["tiny-clip", "tiny-llama"]
     assert list_models("no-such-*") == []
 

@@ -6,13 +6,12 @@ import json
 
 import numpy as np
 import pytest
+import torch  # noqa: E402 - a required dependency
 
 from fmlab.cli import main
 from fmlab.ood import build_ensemble, extract_features, list_backbones, train_heads
 from fmlab.ood._ensemble import corrupt_text
 from fmlab.ood._files import load_array, load_outputs, save_outputs
-
-torch = pytest.importorskip("torch")
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +162,8 @@ def test_cli_ensemble_dry_run_and_predict_errors(tmp_path, capsys):
 
 
 def test_files_npz_keys_and_parquet(tmp_path):
-    pd = pytest.importorskip("pandas")
+    import pandas as pd
+
     probs = np.random.default_rng(0).dirichlet(np.ones(3), size=(2, 4))
     save_outputs(tmp_path / "a.npz", p=probs, y=np.arange(4))
     np.testing.assert_array_equal(load_array(f"{tmp_path / 'a.npz'}:p"), probs)

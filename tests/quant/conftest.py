@@ -7,7 +7,8 @@ import pytest
 
 @pytest.fixture(scope="session")
 def token_data():
-    torch = pytest.importorskip("torch")
+    import torch
+
     torch.set_num_threads(1)
     from fmlab.quant._data import load_token_data
 

@@ -110,7 +110,8 @@ def test_errors(trained_lm, kwargs, error, match) -> None:
 def test_hugging_face_model_gptq_beats_rtn() -> None:
     """GPTQ on a (tiny, random) Hugging Face Llama: blocks are found, the captured KV cache is
     not replayed, and GPTQ's logits stay closer to the original than RTN's."""
-    models = pytest.importorskip("fmlab.models")
+    from fmlab import models
+
     model, _tok = models.tiny_causal_lm(seed=0)
     model.eval()
     gen = torch.Generator().manual_seed(0)
@@ -150,7 +151,7 @@ def test_true_sequential_stages(trained_lm, token_data) -> None:
 
 
 def test_true_sequential_groups_hugging_face_projections() -> None:
-    models = pytest.importorskip("fmlab.models")
+    from fmlab import models
     from fmlab.quant._ptq import _linears, _stages
 
     model, _tok = models.tiny_causal_lm(seed=0)

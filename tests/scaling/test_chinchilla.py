@@ -72,7 +72,7 @@ def test_estimator_contract():
 
 
 def test_sklearn_grid_search_and_pandas_input():
-    pd = pytest.importorskip("pandas")
+    import pandas as pd
     from sklearn.model_selection import GridSearchCV
 
     X, y = _synthetic(noise=0.005)
@@ -124,7 +124,8 @@ def test_bad_hyperparameters(kwargs, error, match):
 
 
 def test_bad_data():
-    pd = pytest.importorskip("pandas")
+    import pandas as pd
+
     X, y = _synthetic()
     law = ChinchillaLaw(n_starts=20)
     with pytest.raises(ValueError, match=r"needs the column\(s\) 'n_tokens'.*did you mean"):

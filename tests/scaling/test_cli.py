@@ -15,7 +15,8 @@ from fmlab.testing import require_or_skip
 
 @pytest.fixture()
 def runs_csv(tmp_path):
-    pd = pytest.importorskip("pandas")
+    import pandas as pd
+
     n = np.repeat(np.geomspace(5e7, 1e10, 5), 5)
     d = np.tile(np.geomspace(1e9, 5e11, 5), 5)
     truth = ChinchillaLaw().set_fitted_params(

@@ -1,0 +1,62 @@
+"""The claims of study ``attacks.agents`` hold on a clear effect and fail on noise (no model)."""
+
+from __future__ import annotations
+
+import random
+
+from fmlab.agents._study import (
+    claim_benign,
+    claim_caption_vs_pixel,
+    claim_captioner_attack,
+    claim_eps,
+    claim_transfer,
+)
+from fmlab.studies import assert_claim_can_fail
+
+
+def _rows(n, p_benign, p_cap, p_pix, p_wb_small, p_wb_large, seed=0):
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        row = {"task": f"t{i}", "text_benign": rng.random() < p_benign,
+               "cap_attacked": rng.random() < p_cap}
+        if i % 3 != 2:  # listing tasks carry the pixel agents
+            row.update({"pixel_benign": rng.random() < p_benign,
+                        "wb_benign": rng.random() < p_benign,
+                        "pixel_attacked@16/256": rng.random() < p_pix,
+                        "wb_attacked@2/256": rng.random() < p_wb_small,
+                        "wb_attacked@16/256": rng.random() < p_wb_large})
+        rows.append(row)
+    return rows
+
+
+CLEAR = _rows(60, 0.95, 0.9, 0.4, 0.05, 0.9)
+NOISE = _rows(60, 0.3, 0.25, 0.25, 0.05, 0.05, seed=1)
+
+
+def test_benign_precondition_can_fail():
+    assert_claim_can_fail(claim_benign, CLEAR, NOISE)
+
+
+def test_captioner_attack_claim_can_fail():
+    assert_claim_can_fail(claim_captioner_attack, CLEAR, NOISE)
+
+
+def test_caption_vs_pixel_claim_can_fail():
+    same_rates = _rows(90, 0.9, 0.3, 0.3, 0.05, 0.05, seed=2)  # both agents hijacked at 30%
+    assert_claim_can_fail(claim_caption_vs_pixel, CLEAR, same_rates, eps_key="16/256")
+
+
+def test_transfer_claim_can_fail():
+    assert_claim_can_fail(claim_transfer, CLEAR, _rows(60, 0.95, 0.9, 0.0, 0.0, 0.0),
+                          eps_key="16/256")
+
+
+def test_eps_claim_can_fail():
+    assert_claim_can_fail(claim_eps, CLEAR, NOISE, small="2/256", large="16/256")
+
+
+def test_no_benign_success_is_not_computed_rather_than_held():
+    rows = _rows(12, 0.0, 1.0, 1.0, 1.0, 1.0)
+    claim = claim_captioner_attack(rows)
+    assert not claim.holds and "solved no task benignly" in claim.error
