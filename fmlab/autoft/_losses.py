@@ -34,7 +34,7 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from fmlab._registry import Registry
@@ -68,6 +68,48 @@ class LossBatch:
     params: Any = ()
     init_params: Any = ()
     dcm_sign: DcmSign = "maximize_entropy"
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def log_probs(self) -> Any:
+        """``log_softmax(z)`` ``(B, C)``, computed once per batch (ce, entropy, dcm share it)."""
+        if "logp" not in self._cache:
+            import torch
+
+            self._cache["logp"] = torch.log_softmax(self.logits, dim=-1)
+        return self._cache["logp"]
+
+    def entropies(self) -> Any:
+        """``H(softmax z_i)`` ``(B,)``, computed once per batch."""
+        if "H" not in self._cache:
+            logp = self.log_probs()
+            self._cache["H"] = -(logp.exp() * logp).sum(-1)
+        return self._cache["H"]
+
+    def norms(self, init: bool) -> tuple[Any, Any]:
+        """``(Σ|d|, Σd²)`` over all parameters, ``d = θ − θ₀`` (``init``) or ``θ``; one fused
+        pass (``torch._foreach_*``, as ``clip_grad_norm_`` does) shared by l1 and l2."""
+        key = "init" if init else "zero"
+        if key not in self._cache:
+            import torch
+
+            params = list(self.params)
+            if not params:
+                zero = self.logits.new_zeros(())
+                self._cache[key] = (zero, zero)
+            else:
+                if init:
+                    if len(self.init_params) != len(params):
+                        raise ValueError("l1init/l2init need the pretrained parameters "
+                                         "(init_params) aligned with params.")
+                    params = torch._foreach_sub(params, list(self.init_params))
+                l1 = torch.stack(torch._foreach_norm(params, 1)).sum()
+                l2 = torch.stack(torch._foreach_norm(params, 2)).square().sum()
+                self._cache[key] = (l1, l2)
+        return self._cache[key]  # type: ignore[no-any-return]
+
+    @property
+    def n_params(self) -> int:
+        return max(1, sum(p.numel() for p in self.params))
 
 
 @dataclass(frozen=True)
@@ -80,17 +122,10 @@ class LossTerm:
     needs_text: bool = False
 
 
-def _entropy(z: Any) -> Any:
-    import torch
-
-    logp = torch.log_softmax(z, dim=-1)  # (B, C)
-    return -(logp.exp() * logp).sum(-1)  # (B,)
-
-
 def _ce(b: LossBatch) -> Any:
     import torch.nn.functional as F
 
-    return F.cross_entropy(b.logits, b.labels)
+    return F.nll_loss(b.log_probs(), b.labels)  # = cross_entropy(z, y), sharing log_softmax
 
 
 def _hinge(b: LossBatch) -> Any:
@@ -104,13 +139,13 @@ def _hinge(b: LossBatch) -> Any:
 
 
 def _entropy_term(b: LossBatch) -> Any:
-    return _entropy(b.logits).mean()
+    return b.entropies().mean()
 
 
 def _dcm(b: LossBatch) -> Any:
     wrong = (b.logits.argmax(-1) != b.labels).to(b.logits.dtype)  # (B,)
     sign = -1.0 if b.dcm_sign == "maximize_entropy" else 1.0
-    return sign * (wrong * _entropy(b.logits)).mean()
+    return sign * (wrong * b.entropies()).mean()
 
 
 def _flyp(b: LossBatch) -> Any:
@@ -130,18 +165,8 @@ def _flyp(b: LossBatch) -> Any:
 
 def _norm_term(kind: str, init: bool) -> Callable[[LossBatch], Any]:
     def fn(b: LossBatch) -> Any:
-        import torch
-
-        if init and len(b.init_params) != len(b.params):
-            raise ValueError("l1init/l2init need the pretrained parameters (init_params) "
-                             "aligned with params.")
-        total = b.logits.new_zeros(())
-        n = 0
-        for i, p in enumerate(b.params):
-            d = p - b.init_params[i] if init else p
-            total = total + (d.abs().sum() if kind == "l1" else torch.square(d).sum())
-            n += p.numel()
-        return total / max(n, 1)
+        l1, l2 = b.norms(init)
+        return (l1 if kind == "l1" else l2) / b.n_params
 
     return fn
 

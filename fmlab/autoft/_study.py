@@ -8,25 +8,66 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from fmlab._validation import check_int, check_real
-from fmlab.studies._base import Claim, Study, StudyContext, StudyResult
+from fmlab.studies._base import Study, StudyContext, StudyResult
+from fmlab.studies._claims import NotComputed, Verdict, claim_check, mean_interval
+from fmlab.studies._options import Option
 
-__all__ = ["ShiftStudy"]
+__all__ = ["ShiftStudy", "autoft_beats_baselines", "id_within_margin", "wise_not_worse"]
 
 _LABELS = {"zero_shot": "zero-shot", "erm": "ERM", "lp_ft": "LP-FT", "flyp": "FLYP",
            "autoft": "AutoFT", "erm_wise": "WiSE-FT(ERM)", "autoft_wise": "WiSE-FT(AutoFT)"}
 
 
-def _interval(values: list[float]) -> tuple[float, float]:
-    """Mean and the half-width of its 95% t interval (0 for one value)."""
-    import numpy as np
-    from scipy import stats
+_REF = ("AutoFT abstract and Table 1 (WILDS iWildCam +6.0, FMoW +1.5 OOD over the best prior "
+        "method), arXiv 2401.10220")
 
-    v = np.asarray(values, float)
-    if len(v) < 2:
-        return float(v.mean()), 0.0
-    return float(v.mean()), float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1)
-                                  / math.sqrt(len(v)))
+
+def _paired(rows: list[dict[str, Any]], a: str, b: str, key: str) -> list[float]:
+    """Per seed: method ``a``'s ``key`` minus method ``b``'s (seeds where both ran)."""
+    by = {(r["seed"], r["method"]): r[key] for r in rows}
+    seeds = sorted({r["seed"] for r in rows})
+    out = [by[s, a] - by[s, b] for s in seeds if (s, a) in by and (s, b) in by]
+    if len(out) < 2:
+        raise NotComputed(f"{len(out)} seed(s) with both {a} and {b}; an interval needs 2 or "
+                          f"more")
+    return out
+
+
+def _pts(iv: Any) -> str:
+    return (f"{100 * iv.mean:+.1f} points [{100 * iv.low:+.1f}, {100 * iv.high:+.1f}] "
+            f"(95% CI, n={iv.n})")
+
+
+@claim_check("AutoFT's OOD-test accuracy beats ERM and FLYP at the same fine-tuning budget "
+             "(OpenMoji style + corruptions; the search saw only the Twitter style).",
+             criterion="per seed AutoFT - ERM and AutoFT - FLYP on OOD test: both 95% intervals "
+                       "above 0", reference=_REF)
+def autoft_beats_baselines(rows: list[dict[str, Any]]) -> Verdict:
+    erm = mean_interval(_paired(rows, "autoft", "erm", "ood"))
+    flyp = mean_interval(_paired(rows, "autoft", "flyp", "ood"))
+    return Verdict(f"AutoFT - ERM {_pts(erm)}; AutoFT - FLYP {_pts(flyp)}",
+                   erm.low > 0 and flyp.low > 0, value=min(erm.mean, flyp.mean),
+                   interval=erm.bounds)
+
+
+@claim_check("AutoFT keeps ID accuracy within a margin of ERM.",
+             criterion="per seed AutoFT - ERM on ID test: 95% interval above -margin",
+             reference=_REF)
+def id_within_margin(rows: list[dict[str, Any]], margin: float = 0.02) -> Verdict:
+    iv = mean_interval(_paired(rows, "autoft", "erm", "id"))
+    return Verdict(f"AutoFT - ERM on ID test {_pts(iv)}; margin {100 * margin:.0f} points",
+                   iv.low > -margin, value=iv.mean, interval=iv.bounds,
+                   criterion=f"per seed AutoFT - ERM on ID test: 95% interval above "
+                             f"-{100 * margin:g} points")
+
+
+@claim_check("WiSE-FT of AutoFT is at least as robust as WiSE-FT of ERM.",
+             criterion="per seed WiSE-FT(AutoFT) - WiSE-FT(ERM) on OOD test: mean >= 0 and 95% "
+                       "interval above -1 point (non-inferiority)", reference=_REF)
+def wise_not_worse(rows: list[dict[str, Any]]) -> Verdict:
+    iv = mean_interval(_paired(rows, "autoft_wise", "erm_wise", "ood"))
+    return Verdict(f"WiSE-FT(AutoFT) - WiSE-FT(ERM) {_pts(iv)}", iv.mean >= 0 and iv.low > -0.01,
+                   value=iv.mean, interval=iv.bounds)
 
 
 class ShiftStudy(Study):
@@ -40,50 +81,42 @@ class ShiftStudy(Study):
     summary = (
         "clip-emoji (EfficientNet-Lite0 image tower + MiniLM text tower, contrastively trained "
         "on Google and Twitter emoji) with a zero-shot head from class captions (9 emoji "
-        "categories). Fine-tuned: the top of the image tower (last MBConv block, head conv) and "
-        "the image projection; the trunk is frozen and its outputs cached. ID = Google-style "
-        "emoji, OOD-validation = 300 Twitter-style images (scores the search), OOD-test = "
-        "OpenMoji style and three data-zoo corruptions of held-out Google images, on concepts "
-        "no training or validation image shows. AutoFT searches the nine loss weights, lr, wd "
-        "and seed with seeded TPE; every method then gets the same fine-tuning budget. Quick: 3 "
-        "seeds, 10 trials x 10 inner steps, 80 final steps; full: 5 seeds, 40 x 25, 300.")
+        "categories). Fine-tuned at quick scale: the image projection (a linear map over the "
+        "frozen tower's pooled features, cached); at full scale also the top of the image tower "
+        "(last MBConv block and head conv; the trunk frozen, its outputs cached). ID = "
+        "Google-style emoji, OOD-validation = 300 Twitter-style images (scores the search), "
+        "OOD-test = OpenMoji style and three data-zoo corruptions of held-out Google images, on "
+        "concepts no training or validation image shows. AutoFT searches the nine loss weights, "
+        "lr, wd and seed with seeded TPE; every method then gets the same fine-tuning budget. "
+        "Quick: 3 seeds, 10 trials x 10 inner steps, 80 final steps; full: 5 seeds, 40 x 25, "
+        "300."
+    )
     requires = ("torch", "optuna")
-    options_help = {
-        "seeds": "number of seeds (each: its own concept split, search and runs)",
-        "n_trials": "AutoFT trials per seed",
-        "inner_steps": "fine-tuning steps per trial",
-        "steps": "fine-tuning steps of every final run (the shared budget)",
-        "batch_size": "ID batch size",
-        "lr": "the baselines' lr (and the centre lr_base of AutoFT's lr range)",
-        "weight_decay": "the baselines' weight decay",
-        "wise_alpha": "WiSE-FT mixing weight",
-        "tune": "top (tower top + projection) or projection",
-        "margin": "ID-accuracy margin of the second claim",
-    }
+    options = (
+        Option("seeds", int, 3, 5, low=2, help="seeds (each: its own concept split, search and "
+                                               "runs); intervals need 2 or more"),
+        Option("n_trials", int, 10, 40, low=1, help="AutoFT trials per seed"),
+        Option("inner_steps", int, 10, 25, low=1, help="fine-tuning steps per trial"),
+        Option("steps", int, 80, 300, low=1,
+               help="fine-tuning steps of every final run (the shared budget)"),
+        Option("batch_size", int, 64, low=1, help="ID batch size"),
+        Option("lr", float, 1e-3, low=0.0,
+               help="the baselines' lr; AutoFT's lr range is [1e-3, 1e1] x lr/10"),
+        Option("weight_decay", float, 0.1, low=0.0, help="the baselines' weight decay"),
+        Option("wise_alpha", float, 0.5, low=0.0, high=1.0, help="WiSE-FT mixing weight"),
+        Option("tune", str, "projection", "top", choices=("projection", "top"),
+               help="what is fine-tuned: the image projection, or the tower top + projection"),
+        Option("margin", float, 0.02, low=0.0, help="ID-accuracy margin of the second claim"),
+    )
 
     def run(self, ctx: StudyContext) -> StudyResult:
         import torch
 
-        from fmlab.autoft import AutoFT, SearchSpace, evaluate, make_task, run_method
+        from fmlab.autoft import AutoFT, SearchSpace, evaluate, make_task, run_method, wise_ft
 
-        unknown = sorted(set(ctx.options) - set(self.options_help))
-        if unknown:
-            raise ValueError(f"Unknown option(s) {unknown} for study {self.name!r}. Valid "
-                             f"options are: {tuple(sorted(self.options_help))}.")
-        o, opt = self.name, ctx.options
-        seeds = check_int(opt.get("seeds", ctx.pick(3, 5)), "seeds", owner=o, low=1)
-        n_trials = check_int(opt.get("n_trials", ctx.pick(10, 40)), "n_trials", owner=o, low=1)
-        inner = check_int(opt.get("inner_steps", ctx.pick(10, 25)), "inner_steps", owner=o,
-                          low=1)
-        steps = check_int(opt.get("steps", ctx.pick(80, 300)), "steps", owner=o, low=1)
-        batch = check_int(opt.get("batch_size", 64), "batch_size", owner=o, low=1)
-        lr = check_real(opt.get("lr", 1e-3), "lr", owner=o, low=0.0)
-        wd = check_real(opt.get("weight_decay", 0.1), "weight_decay", owner=o, low=0.0,
-                        closed="left")
-        alpha = check_real(opt.get("wise_alpha", 0.5), "wise_alpha", owner=o, low=0.0, high=1.0,
-                           closed="both")
-        margin = check_real(opt.get("margin", 0.02), "margin", owner=o, low=0.0, closed="left")
-        tune = opt.get("tune", "top")
+        seeds, n_trials, inner, steps, batch, lr, wd, alpha, tune, margin = (
+            ctx.option(k) for k in ("seeds", "n_trials", "inner_steps", "steps", "batch_size",
+                                    "lr", "weight_decay", "wise_alpha", "tune", "margin"))
         torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
         rows: list[dict[str, Any]] = []
@@ -107,8 +140,6 @@ class ShiftStudy(Study):
                                   batch_size=batch, lr=lr, weight_decay=wd, seed=seed,
                                   params=search.best_params_ if m == "autoft" else None)
                     for m in ("zero_shot", "erm", "lp_ft", "flyp", "autoft")}
-            from fmlab.autoft import wise_ft
-
             models = {m: r.model for m, r in runs.items()}
             models["erm_wise"] = wise_ft(models["zero_shot"], models["erm"], alpha)
             models["autoft_wise"] = wise_ft(models["zero_shot"], models["autoft"], alpha)
@@ -127,62 +158,30 @@ class ShiftStudy(Study):
                 best_params: list[dict[str, Any]], description: str, margin: float,
                 alpha: float, settings: dict[str, Any]) -> StudyResult:
         methods = list(dict.fromkeys(r["method"] for r in rows))
-        seeds = sorted({r["seed"] for r in rows})
-        get = {(r["seed"], r["method"]): r for r in rows}
         summary = {}
         for m in methods:
-            ood = _interval([get[s, m]["ood"] for s in seeds])
-            idm = _interval([get[s, m]["id"] for s in seeds])
-            summary[m] = {"ood_mean": ood[0], "ood_ci95": ood[1], "id_mean": idm[0],
-                          "id_ci95": idm[1]}
-
-        def diff(a: str, b: str, key: str) -> tuple[float, float]:
-            return _interval([get[s, a][key] - get[s, b][key] for s in seeds])
-
-        def fmt(d: tuple[float, float]) -> str:
-            return f"{100 * d[0]:+.1f} ± {100 * d[1]:.1f} points"
-
-        d_erm, d_flyp = diff("autoft", "erm", "ood"), diff("autoft", "flyp", "ood")
-        d_id = diff("autoft", "erm", "id")
-        d_wise = diff("autoft_wise", "erm_wise", "ood")
-        n = len(seeds)
-        ref = "AutoFT abstract and Table 1 (WILDS iWildCam +6.0, FMoW +1.5 OOD), arXiv 2401.10220"
-        claims = [
-            Claim(claim="AutoFT's OOD-test accuracy beats ERM and FLYP at the same fine-tuning "
-                        "budget (OpenMoji style + corruptions; the search saw only Twitter).",
-                  measured=f"AutoFT - ERM {fmt(d_erm)}, AutoFT - FLYP {fmt(d_flyp)} "
-                           f"(mean ± 95% t-interval over {n} seeds)",
-                  holds=bool(d_erm[0] > 0 and d_flyp[0] > 0),
-                  criterion="both mean paired differences > 0 (the intervals show whether the "
-                            "sign is resolved)", value=min(d_erm[0], d_flyp[0]), reference=ref),
-            Claim(claim=f"AutoFT keeps ID accuracy within {100 * margin:.0f} points of ERM.",
-                  measured=f"AutoFT - ERM on ID test {fmt(d_id)}",
-                  holds=bool(d_id[0] >= -margin), criterion=f"mean difference >= -{margin:g}",
-                  value=d_id[0], reference=ref),
-            Claim(claim=f"WiSE-FT (alpha {alpha:g}) of AutoFT is at least as robust as WiSE-FT "
-                        "of ERM.",
-                  measured=f"WiSE-FT(AutoFT) - WiSE-FT(ERM) on OOD test {fmt(d_wise)}",
-                  holds=bool(d_wise[0] >= 0), criterion="mean paired difference >= 0",
-                  value=d_wise[0], reference=ref),
-        ]
+            ood = mean_interval([r["ood"] for r in rows if r["method"] == m])
+            idm = mean_interval([r["id"] for r in rows if r["method"] == m])
+            summary[m] = {"ood_mean": ood.mean, "ood_ci95": ood.high - ood.mean,
+                          "id_mean": idm.mean, "id_ci95": idm.high - idm.mean}
+        claims = [autoft_beats_baselines(rows), id_within_margin(rows, margin=margin),
+                  wise_not_worse(rows)]
         figures = {}
         fig = self._plot_scatter(ctx, summary, methods)
-        if fig:
-            figures[fig] = ("OOD-test vs ID-test accuracy per method (mean over seeds, 95% "
-                            "intervals): the effective-robustness view.")
+        figures[fig] = ("OOD-test vs ID-test accuracy per method (mean over seeds, 95% "
+                        f"intervals; WiSE-FT alpha {alpha:g}).")
         fig = self._plot_curves(ctx, curves)
-        if fig:
-            figures[fig] = "Best OOD-validation accuracy so far over the search's trials."
-        table = [{"method": _LABELS.get(m, m), "ID": round(100 * v["id_mean"], 1),
-                  "ID ±": round(100 * v["id_ci95"], 1), "OOD": round(100 * v["ood_mean"], 1),
-                  "OOD ±": round(100 * v["ood_ci95"], 1)} for m, v in summary.items()]
+        figures[fig] = "Best OOD-validation accuracy so far over each seed's search trials."
+        table = [{"method": _LABELS.get(m, m), "ID %": round(100 * v["id_mean"], 1),
+                  "ID ± %": round(100 * v["id_ci95"], 1), "OOD %": round(100 * v["ood_mean"], 1),
+                  "OOD ± %": round(100 * v["ood_ci95"], 1)} for m, v in summary.items()]
         return StudyResult(
             metrics={"settings": settings, "model": description, "summary": summary,
                      "runs": rows, "best_so_far": curves, "best_params": best_params,
                      "caveat": "clip-emoji was contrastively trained on Google and Twitter "
                                "emoji, so the OOD-validation style was in its pretraining "
                                "data; OpenMoji and the corruptions were not."},
-            claims=claims, figures=figures, tables={"accuracy (%), mean over seeds": table})
+            claims=claims, figures=figures, tables={"accuracy, mean over seeds": table})
 
     @staticmethod
     def _plot_scatter(ctx: StudyContext, summary: dict[str, Any], methods: list[str]) -> str:
