@@ -22,10 +22,14 @@ def test_import_is_cheap_and_imports_no_heavy_library() -> None:
         "dt = time.perf_counter() - t; heavy = [m for m in ('torch', 'transformers', 'optuna', "
         "'pandas', 'matplotlib', 'sklearn', 'scipy') if m in sys.modules]; print(dt, heavy)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
-    seconds, heavy = out.split(" ", 1)
-    assert heavy.strip() == "[]", heavy
-    assert float(seconds) < 0.5
+    # best of three: one run's wall time also measures whatever else the machine is doing
+    times = []
+    for _ in range(3):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
+        seconds, heavy = out.split(" ", 1)
+        assert heavy.strip() == "[]", heavy
+        times.append(float(seconds))
+    assert min(times) < 0.5, times
 
 
 def test_help_works_for_every_command_without_heavy_imports() -> None:
