@@ -7,9 +7,7 @@ import json
 import socket
 
 import pytest
-
-torch = pytest.importorskip("torch")
-optuna = pytest.importorskip("optuna")
+import torch
 
 from fmlab.autoft import (  # noqa: E402
     AutoFT,
@@ -116,7 +114,7 @@ def test_bad_input(task, tmp_path) -> None:
     with pytest.raises(ValueError, match=r"overlaps the shift set in 3"):  # content hashes
         AutoFT(n_trials=1).fit(task.model, task.train, task.ood_val, test_data={
             "shift": TensorData(task.ood_val.x[:3].clone(), task.ood_val.y[:3])})
-    pytest.importorskip("psycopg")
+    import psycopg  # noqa: F401  (fmlab[hpo]; a missing install must fail, not skip)
     with pytest.raises(ConnectionError, match="cannot be reached"):
         _search(task, storage=f"postgresql+psycopg://u@127.0.0.1:{_closed_port()}/db")
     url = f"sqlite:///{tmp_path / 'a.db'}"
