@@ -309,7 +309,11 @@ def _train(config: ClipEmojiConfig, model: ClipEmoji, feats: dict[str, Any]) -> 
     # rows[c, s]: index of concept c's image in training style s
     rows = np.stack([np.flatnonzero(style == s)[np.argsort(concept[style == s])]
                      for s in config.train_styles], axis=1)
-    assert train_mask.sum() == rows.size
+    if train_mask.sum() != rows.size:
+        raise ValueError(
+            f"every concept needs one image in each training style {config.train_styles}; "
+            f"got {int(train_mask.sum())} images for {rows.size} concept-style pairs."
+        )
     source = torch.from_numpy(feats["trunk"] if config.train_top else feats["pooled"])
     text = torch.from_numpy(feats["text_train"])  # (C, K, 384)
     tower = model.vision_model
