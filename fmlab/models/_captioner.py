@@ -43,6 +43,7 @@ from fmlab.models._towers import (
     EfficientNetTower,
     ImageProcessor,
     emoji_features,
+    hub_source,
     load_efficientnet_tower,
 )
 
@@ -437,23 +438,13 @@ def load_captioner(name_or_path: str | os.PathLike[str] = "captioner-emoji", *,
     if overrides:
         raise TypeError(f"Settings {sorted(overrides)} apply only to captioner-emoji.")
     transformers = require("transformers", feature="fmlab.models.load_captioner")
-    from fmlab._paths import hf_offline
-
-    if text.startswith("hf:"):
-        source, local_only = text[3:], hf_offline()
-    elif Path(text).expanduser().is_dir():
-        source, local_only = str(Path(text).expanduser()), True
-    else:
-        from fmlab.models._zoo import MODELS
-
-        if os.sep not in text and text not in MODELS:
-            MODELS.entry(text)  # UnknownNameError, with close matches
-        if text in MODELS:
-            raise ValueError(f"The zoo model {text!r} is not a captioner; the zoo's captioner "
-                             "is captioner-emoji.")
-        raise ModelUnavailableError(
-            f"No captioner at {text!r}. Pass 'captioner-emoji', 'hf:org/name' or a folder saved "
-            f"with save_pretrained() of a vision-to-text model.")
+    source, local_only = hub_source(
+        text,
+        wrong_zoo_kind=f"The zoo model {text!r} is not a captioner; the zoo's captioner "
+        "is captioner-emoji.",
+        missing=f"No captioner at {text!r}. Pass 'captioner-emoji', 'hf:org/name' or a folder "
+        "saved with save_pretrained() of a vision-to-text model.",
+    )
     try:
         auto = getattr(transformers, "AutoModelForImageTextToText", None) or \
             transformers.AutoModelForVision2Seq

@@ -44,6 +44,7 @@ from fmlab.models._towers import (
     ImageProcessor,
     MiniLMTower,
     emoji_features,
+    hub_source,
     load_efficientnet_tower,
     load_minilm_tower,
 )
@@ -559,23 +560,13 @@ def load_clip(name_or_path: str | os.PathLike[str] = "clip-emoji", *, prepare: b
     if overrides:
         raise TypeError(f"Settings {sorted(overrides)} apply only to clip-emoji members.")
     transformers = require("transformers", feature="fmlab.models.load_clip")
-    from fmlab._paths import hf_offline
-
-    if text.startswith("hf:"):
-        source, local_only = text[3:], hf_offline()
-    elif Path(text).expanduser().is_dir():
-        source, local_only = str(Path(text).expanduser()), True
-    else:
-        from fmlab.models._zoo import MODELS
-
-        if os.sep not in text and text not in MODELS:
-            MODELS.entry(text)  # UnknownNameError, with close matches
-        if text in MODELS:
-            raise ValueError(f"The zoo model {text!r} is not a CLIP-like model; those are: "
-                             "clip-emoji, clip-emoji-0, clip-emoji-1, clip-emoji-2, tiny-clip.")
-        raise ModelUnavailableError(
-            f"No CLIP model at {text!r}. Pass a zoo name (clip-emoji, clip-emoji-0..2, "
-            f"tiny-clip), 'hf:org/name' or a folder saved with CLIPModel.save_pretrained().")
+    source, local_only = hub_source(
+        text,
+        wrong_zoo_kind=f"The zoo model {text!r} is not a CLIP-like model; those are: "
+        "clip-emoji, clip-emoji-0, clip-emoji-1, clip-emoji-2, tiny-clip.",
+        missing=f"No CLIP model at {text!r}. Pass a zoo name (clip-emoji, clip-emoji-0..2, "
+        "tiny-clip), 'hf:org/name' or a folder saved with CLIPModel.save_pretrained().",
+    )
     try:
         model = transformers.CLIPModel.from_pretrained(source, local_files_only=local_only)
         tok = transformers.AutoTokenizer.from_pretrained(source, local_files_only=local_only)
