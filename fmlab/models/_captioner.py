@@ -15,6 +15,7 @@ Both captioners offer:
 
 from __future__ import annotations
 
+import abc
 import json
 import os
 import re
@@ -67,19 +68,21 @@ def _check_texts(texts: Any, n: int) -> list[str]:
     return texts
 
 
-class Captioner(nn.Module):
+class Captioner(nn.Module, metaclass=abc.ABCMeta):
     """Base of fmlab's captioners: ``generate`` and ``caption_loss`` over raw images."""
 
     name: str = ""
 
+    @abc.abstractmethod
     def generate(self, images: Any, *, max_new_tokens: int = 16, do_sample: bool = False,
                  temperature: float = 1.0, top_k: int | None = None, seed: int | None = None,
                  batch_size: int = 64) -> list[str]:
-        raise NotImplementedError
+        """Captions of ``images`` (uint8 or float in [0, 1]), greedy unless ``do_sample``."""
 
+    @abc.abstractmethod
     def caption_loss(self, images: Any, texts: list[str] | str, *,
                      reduction: str = "mean") -> torch.Tensor:
-        raise NotImplementedError
+        """Teacher-forced loss of ``texts`` given ``images``, differentiable w.r.t. the pixels."""
 
 
 class EmojiCaptioner(Captioner):
