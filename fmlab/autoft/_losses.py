@@ -27,6 +27,14 @@ l2init     ``Σ(θ − θ₀)² / P``
 =========  ====================================================================================
 
 The objective is ``Σ_j λ_j · L_j`` over the terms with a non-zero weight.
+
+:func:`objective_loss` evaluates each term on its own (the reference, and what returns each
+term's value). The fine-tuning loop uses the fused form, which must match it (tested):
+:func:`batch_loss` sums the terms of the logits in one per-example vector ``(B,)`` that shares
+one ``log_softmax`` and one entropy, and :func:`add_penalty_grads_` adds the *analytic*
+gradients of the four weight penalties to ``.grad`` with a few fused ``torch._foreach_*`` ops
+(``∇Σ|θ|/P = sign θ / P``, ``∇Σθ²/P = 2θ / P``, the same around ``θ₀``), as AdamW applies weight
+decay without building an autograd graph for it.
 """
 
 from __future__ import annotations
@@ -39,8 +47,11 @@ from typing import Any, Literal
 
 from fmlab._registry import Registry
 
-__all__ = ["LOSS_TERMS", "LossBatch", "LossTerm", "check_loss_weights", "list_loss_terms",
-           "objective_loss"]
+__all__ = ["LOSS_TERMS", "PENALTY_TERMS", "LossBatch", "LossTerm", "add_penalty_grads_",
+           "batch_loss", "check_loss_weights", "list_loss_terms", "objective_loss"]
+
+#: The terms that depend on the weights only (their gradient is added analytically in training).
+PENALTY_TERMS: tuple[str, ...] = ("l1init", "l1zero", "l2init", "l2zero")
 
 DcmSign = Literal["maximize_entropy", "released"]
 
@@ -222,3 +233,73 @@ def objective_loss(weights: Mapping[str, float], batch: LossBatch) -> tuple[Any,
     parts = {n: LOSS_TERMS.get(n).fn(batch) for n, w in weights.items() if w != 0.0}
     total = sum((weights[n] * v for n, v in parts.items()), batch.logits.new_zeros(()))
     return total, parts
+
+
+def batch_loss(weights: Mapping[str, float], batch: LossBatch) -> Any:
+    """``Σ_j λ_j · L_j`` over the terms of the batch (ce, hinge, entropy, dcm, flyp), fused.
+
+    ce, entropy, dcm and hinge become one per-example vector ``(B,)`` built from one
+    ``log_softmax`` (``λ_ce·(−log p_y) + (λ_entropy + sign·λ_dcm·1[wrong])·H + λ_hinge·hinge``)
+    and one mean; flyp is added as is. The weight penalties (:data:`PENALTY_TERMS`) are left
+    out: see :func:`add_penalty_grads_`. Equals :func:`objective_loss` without the penalties.
+    """
+
+    w = {n: float(v) for n, v in weights.items() if v != 0.0}
+    z, y = batch.logits, batch.labels  # (B, C), (B,)
+    per = z.new_zeros(len(z))  # (B,)
+    if "ce" in w:
+        per = per - w["ce"] * batch.log_probs().gather(1, y[:, None]).squeeze(1)
+    if "entropy" in w or "dcm" in w:
+        coef: Any = w.get("entropy", 0.0)
+        if "dcm" in w:
+            sign = -1.0 if batch.dcm_sign == "maximize_entropy" else 1.0
+            wrong = (z.argmax(-1) != y).to(z.dtype)  # (B,)
+            coef = coef + (sign * w["dcm"]) * wrong
+        per = per + coef * batch.entropies()
+    if "hinge" in w:
+        zy = z.gather(1, y[:, None])  # (B, 1)
+        # the j = y entry of the margins is exactly max(0, 1) = 1: subtract it, no mask needed
+        per = per + w["hinge"] * ((z - zy + 1.0).clamp_min(0.0).sum(1) - 1.0)
+    total = per.mean()
+    if "flyp" in w:
+        total = total + w["flyp"] * _flyp(batch)
+    return total
+
+
+def add_penalty_grads_(weights: Mapping[str, float], params: Any, init_params: Any = ()) -> Any:
+    """Add the gradients of the weighted penalties (l1/l2 of ``θ`` and of ``θ − θ₀``, each
+    divided by ``P``) to each parameter's ``.grad`` in place; return their weighted value.
+
+    Call it after ``loss.backward()`` and before gradient clipping and ``optimizer.step()``: the
+    result is the gradient of ``batch_loss + Σ λ_j·L_j`` over the penalties, with no autograd
+    graph for them (a handful of ``torch._foreach_*`` kernels over all tensors at once).
+    """
+    import torch
+
+    lam = {t: float(weights.get(t, 0.0)) for t in PENALTY_TERMS}
+    params = [p for p in params]
+    if not params or not any(lam.values()):
+        return 0.0
+    n = max(1, sum(p.numel() for p in params))
+    with torch.no_grad():
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        grads = [p.grad for p in params]
+        value: Any = 0.0
+        for diff, l1, l2 in ((params, lam["l1zero"], lam["l2zero"]),
+                             (None, lam["l1init"], lam["l2init"])):
+            if not (l1 or l2):
+                continue
+            if diff is None:
+                if len(init_params) != len(params):
+                    raise ValueError("l1init/l2init need the pretrained parameters "
+                                     "(init_params) aligned with params.")
+                diff = torch._foreach_sub(params, list(init_params))
+            if l1:
+                value = value + l1 / n * torch.stack(torch._foreach_norm(diff, 1)).sum()
+                torch._foreach_add_(grads, torch._foreach_sign(diff), alpha=l1 / n)
+            if l2:
+                value = value + l2 / n * torch.stack(torch._foreach_norm(diff, 2)).square().sum()
+                torch._foreach_add_(grads, diff, alpha=2 * l2 / n)
+    return value

@@ -16,6 +16,8 @@ from fmlab.autoft import (  # noqa: E402
     AutoFTParams,
     LossBatch,
     SearchSpace,
+    add_penalty_grads_,
+    batch_loss,
     check_loss_weights,
     finetune,
     load_params,
@@ -188,3 +190,37 @@ def test_bad_objective_files(tmp_path) -> None:
     f.write_text("{")
     with pytest.raises(ValueError, match="not valid JSON"):
         load_params(f)
+
+
+@pytest.mark.parametrize("sign", ["maximize_entropy", "released"])
+def test_fused_training_loss_matches_the_terms(sign) -> None:
+    """The training loop's fused form (batch terms in one graph, the weight penalties'
+    gradients added analytically) gives the loss and gradient of objective_loss."""
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(4, 5, generator=g, dtype=torch.float64)
+    w0 = w + 0.3 * torch.randn(4, 5, generator=g, dtype=torch.float64)
+    x = torch.randn(7, 4, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 5, (7,), generator=g)
+    text = torch.randn(5, 5, generator=g, dtype=torch.float64)
+    weights = {"ce": 1.0, "dcm": 0.7, "entropy": 0.3, "flyp": 0.4, "hinge": 0.2, "l1init": 2.0,
+               "l1zero": 0.5, "l2init": 3.0, "l2zero": 0.25}
+
+    def run(fused: bool):
+        p = w.clone().requires_grad_(True)
+        f = x @ p  # (7, 5)
+        b = LossBatch(logits=3 * f, labels=y, features=f, text_features=text, logit_scale=2.0,
+                      params=[p], init_params=[w0], dcm_sign=sign)
+        if fused:
+            loss = batch_loss(weights, b)
+            loss.backward()
+            loss = loss.detach() + add_penalty_grads_(weights, [p], [w0])
+        else:
+            loss, _ = objective_loss(weights, b)
+            loss.backward()
+        return float(loss.detach()), p.grad
+
+    (ref, g_ref), (got, g_got) = run(False), run(True)
+    assert got == pytest.approx(ref, rel=1e-10)
+    torch.testing.assert_close(g_got, g_ref, rtol=1e-9, atol=1e-12)
+    assert float(batch_loss({"l2zero": 1.0}, LossBatch(logits=torch.zeros(2, 3),
+                                                       labels=torch.tensor([0, 1])))) == 0.0
