@@ -122,7 +122,7 @@ class AgentCommand(Command):
 
     def _run(self, args: argparse.Namespace) -> int:
         from fmlab.agents import default_catalog, load_tasks, run_tasks
-        from fmlab.agents._stats import rate
+        from fmlab._stats import rate
 
         tasks = load_tasks(args.file, attack_type=args.attack_type)
         if args.limit is not None:
