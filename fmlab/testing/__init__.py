@@ -26,9 +26,9 @@ Importing this module is cheap: the suites import numpy, scikit-learn and torch 
 
 from __future__ import annotations
 
-import importlib
 import os
-from typing import Any
+
+from fmlab._imports import lazy_module
 
 __all__ = [
     "check_attack",
@@ -62,15 +62,4 @@ def require_or_skip(reason: str) -> None:
         pytest.fail(f"missing in CI (an install step is broken): {reason}")
     pytest.skip(reason)
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'fmlab.testing' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_module(__name__, _LAZY, __all__)
