@@ -9,6 +9,8 @@ Each suite is a function that takes your object, runs every check of its contrac
 :func:`check_optimizer`     a SAM-style two-pass ``torch.optim.Optimizer``
 :func:`check_encoder`       a sentence encoder with the sentence-transformers ``encode`` contract
 :func:`check_attack`        an attack on :class:`fmlab.attacks.BaseAttack` (``testing.attacks``)
+:func:`check_judge`         a jailbreak judge (:class:`fmlab.jailbreak.BaseJudge`)
+:func:`check_defense`       a jailbreak defense's hooks (:class:`fmlab.jailbreak.BaseDefense`)
 ==========================  ===================================================================
 
 fmlab runs the same suites on every registered entry in its default test run
@@ -32,7 +34,9 @@ from fmlab._imports import lazy_module
 
 __all__ = [
     "check_attack",
+    "check_defense",
     "check_encoder",
+    "check_judge",
     "check_law",
     "check_ood_estimator",
     "check_optimizer",
@@ -46,6 +50,8 @@ _LAZY = {
     "check_ood_estimator": "fmlab.testing._estimators",
     "check_optimizer": "fmlab.testing._optim",
     "check_encoder": "fmlab.testing._encoders",
+    "check_judge": "fmlab.testing._jailbreak",
+    "check_defense": "fmlab.testing._jailbreak",
 }
 
 
