@@ -166,6 +166,7 @@ class FineTuneResult:
         model: The fine-tuned model (a copy; the input model is untouched).
         history: ``[(step, value)]`` of the evaluations.
         optimizer: ``{"lr", "weight_decay"}`` of AdamW's param group at the first step.
+        lrs: The lr AdamW applied at each step (the objective's lr times the schedule).
         losses: Total loss per step.
         diverged: Whether the loss became non-finite (training stopped there).
         best_step: The step whose evaluation was best (its weights are the model's, when
@@ -176,6 +177,7 @@ class FineTuneResult:
     model: Any
     history: list[tuple[int, float]] = field(default_factory=list)
     optimizer: dict[str, float] = field(default_factory=dict)
+    lrs: list[float] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
     diverged: bool = False
     best_step: int | None = None
@@ -216,7 +218,9 @@ def finetune(
         keep_best: Return the weights of the best evaluation (the final run's epoch selection).
         trainable: ``"all"`` or ``"head"`` (linear probing).
         schedule: ``"constant"`` or ``"cosine"`` (scales ``params.lr``; never replaces it).
-        warmup_steps: Linear warmup, in this run's steps.
+        warmup_steps: Linear warmup, in this run's steps (at most ``steps``: the released code's
+            trials of 10-100 steps never left a 500-step warmup, so they never ran at the
+            searched lr).
         clip_grad: Gradient-norm clipping (``None``: off).
         dcm_sign: The sign of the dcm term (see :mod:`fmlab.autoft._losses`).
     """
@@ -227,6 +231,10 @@ def finetune(
     check_option(trainable, "trainable", ("all", "head"), owner=o)
     check_option(schedule, "schedule", ("constant", "cosine"), owner=o)
     check_int(warmup_steps, "warmup_steps", owner=o, low=0)
+    if warmup_steps > steps:
+        raise ValueError(f"`warmup_steps <= steps` must hold, but got (warmup_steps="
+                         f"{warmup_steps}, steps={steps}): the run would end before reaching "
+                         f"its lr. Use a warmup shorter than the run.")
     if clip_grad is not None:
         check_real(clip_grad, "clip_grad", owner=o, low=0.0)
     if params.weights.get("flyp", 0.0) > 0 and getattr(model, "class_text_features",
@@ -301,6 +309,7 @@ def finetune(
             break
         if clip_grad is not None:
             torch.nn.utils.clip_grad_norm_(named, clip_grad)
+        res.lrs.append(float(opt.param_groups[0]["lr"]))
         opt.step()
         sched.step()
         res.losses.append(float(loss))

@@ -79,6 +79,8 @@ class _Objective:
                        metric=self.cfg["metric"], eval_every=self.cfg["eval_every"],
                        on_eval=on_eval, dcm_sign=self.cfg["dcm_sign"])
         trial.set_user_attr("optimizer", res.optimizer)
+        if res.lrs:  # the lr every step really ran at (no warmup the trial cannot leave)
+            trial.set_user_attr("lr_range", [min(res.lrs), max(res.lrs)])
         trial.set_user_attr("diverged", res.diverged)
         trial.set_user_attr("seconds", res.seconds)
         import os
