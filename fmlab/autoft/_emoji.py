@@ -32,10 +32,11 @@ from fmlab._validation import check_int, check_option, check_real
 from fmlab.autoft._finetune import FineTunable, TensorData
 from fmlab.autoft._tasks import FineTuneTask
 
-__all__ = ["emoji_shift_task"]
+__all__ = ["draw_subset", "emoji_shift_task"]
 
 TEMPLATES = ("an emoji of a {}", "a {} icon", "a picture of a {}")
 CORRUPTIONS = ("gaussian_noise", "fog", "pixelate")
+STYLES = ("google", "twitter", "openmoji")
 _TUNED = {"top": "image tower top (last block, head conv) + image projection",
           "projection": "image projection"}
 
@@ -71,78 +72,171 @@ def _class_name(category: str) -> str:
     return category.lower().replace("&", "and")
 
 
-def emoji_shift_task(seed: int = 0, model: str = "clip-emoji", tune: str = "top",
-                     n_ood_val: int = 300, test_fraction: float = 0.2,
+def draw_subset(labels: Any, n: int, seed: int, *, class_balanced: bool = True) -> np.ndarray:
+    """A seeded draw of ``n`` positions out of ``labels`` (sorted), equal per class when
+    ``class_balanced`` (classes with too few examples give all they have; the rest is filled
+    at random from the others).
+
+    The released code parsed ``--use_class_balanced_ood`` and never read it, drawing its OOD
+    subset with an unseeded ``np.random.choice`` (defect 5): here both the seed and the balance
+    take effect.
+    """
+    labels = np.asarray(labels)
+    check_int(n, "n", owner="draw_subset", low=1)
+    rng = np.random.default_rng(seed)
+    if n >= len(labels):
+        return np.arange(len(labels))
+    if not class_balanced:
+        return np.sort(rng.choice(len(labels), n, replace=False))
+    classes = np.unique(labels)
+    per = n // len(classes)
+    picked = [rng.permutation(np.flatnonzero(labels == c))[:per] for c in classes]
+    chosen = np.concatenate(picked)
+    rest = np.setdiff1d(np.arange(len(labels)), chosen)
+    fill = rng.choice(rest, n - len(chosen), replace=False)
+    return np.sort(np.concatenate([chosen, fill]))
+
+
+_MEMO: dict[tuple[Any, ...], torch.Tensor] = {}
+
+
+def _corrupted_features(clip: Any, images: np.ndarray, idx: np.ndarray, name: str,
+                        severity: int, seed: int, tune: str, key: tuple[Any, ...]
+                        ) -> torch.Tensor:
+    """The frozen tower's output on corrupted images, memoised in this process (the study's
+    seeds share the held-out split, so each corruption goes through the tower once)."""
+    from fmlab.data import corrupt
+
+    full = (*key, name, severity, seed, tune, len(idx), hash(idx.tobytes()))
+    if full not in _MEMO:
+        step = clip.vision_model.trunk if tune == "top" else clip.vision_model
+        imgs = corrupt(images[idx], name, severity=severity, seed=seed)
+        with torch.inference_mode():
+            h = torch.cat([step(clip.preprocess(imgs[i:i + 256]))
+                           for i in range(0, len(imgs), 256)])
+        _MEMO[full] = h.clone()
+    return _MEMO[full]
+
+
+def emoji_shift_task(seed: int = 0, model: str = "clip-emoji", tune: str = "projection",
+                     id_style: str = "google", ood_val: str = "twitter",
+                     n_ood_val: int = 300, class_balanced: bool = True,
+                     test_fraction: float = 0.2, split_seed: int = 0,
                      corruptions: tuple[str, ...] | list[str] = CORRUPTIONS,
                      severity: int = 3, prepare: bool = True) -> FineTuneTask:
     """Build the ``emoji-shift`` task (see the module docstring).
 
     Args:
-        seed: Seed of the concept split and of the OOD-validation draw.
+        seed: Seed of the ID-validation split and of the OOD-validation draw.
         model: A ``clip-emoji`` member (``clip-emoji``, ``clip-emoji-1``, ...).
-        tune: ``"top"`` (tower top + projection) or ``"projection"``.
-        n_ood_val: Size of the OOD-validation set (Twitter style).
+        tune: ``"projection"`` (the image projection) or ``"top"`` (tower top + projection).
+        id_style: The emoji style fine-tuned on (ID).
+        ood_val: What scores the search: another style (``"twitter"``), or corruptions of
+            ID-style images joined by ``+`` (``"contrast+gaussian_blur"``; each corruption
+            gets an equal share). Always on training concepts; never a test shift.
+        n_ood_val: Size of the OOD-validation set.
+        class_balanced: Draw the OOD-validation set with equal counts per class.
         test_fraction: Fraction of concepts held out for the tests.
-        corruptions: Data-zoo corruptions applied to the ID-test images (OOD tests).
+        split_seed: Seed of the held-out concepts (fixed across a study's seeds).
+        corruptions: Data-zoo corruptions of the held-out ID-style images (OOD tests); must not
+            overlap the OOD-validation corruptions.
         severity: Corruption severity (1-5).
         prepare: Train the ``clip-emoji`` member once if it is not cached yet.
+
+    The tests (held-out concepts only) are: ``id`` (ID style), every style that is neither ID
+    nor OOD-validation, and each of ``corruptions``.
     """
-    from fmlab.data import corrupt, load_dataset
+    from fmlab.data import load_dataset
+    from fmlab.data._corruptions import CORRUPTIONS as ALL_CORRUPTIONS
     from fmlab.models import load_clip
     from fmlab.models._towers import emoji_features
 
     o = "emoji_shift_task"
     check_int(seed, "seed", owner=o, low=0)
+    check_int(split_seed, "split_seed", owner=o, low=0)
     check_option(tune, "tune", ("top", "projection"), owner=o)
+    check_option(id_style, "id_style", STYLES, owner=o)
     check_int(n_ood_val, "n_ood_val", owner=o, low=10)
     check_real(test_fraction, "test_fraction", owner=o, low=0.0, high=1.0)
     check_int(severity, "severity", owner=o, low=1, high=5)
     corruptions = tuple([corruptions] if isinstance(corruptions, str) else corruptions)
+    for c in corruptions:
+        check_option(c, "corruptions", tuple(ALL_CORRUPTIONS), owner=o)
+    if ood_val in STYLES:
+        if ood_val == id_style:
+            raise ValueError(f"The 'ood_val' style of {o} must differ from id_style "
+                             f"({id_style!r}); choose one of "
+                             f"{[s for s in STYLES if s != id_style]} or corruptions.")
+        val_corruptions: tuple[str, ...] = ()
+    else:
+        val_corruptions = tuple(ood_val.split("+"))
+        for c in val_corruptions:
+            check_option(c, "ood_val", (*STYLES, *ALL_CORRUPTIONS), owner=o)
+        both = sorted(set(val_corruptions) & set(corruptions))
+        if both:
+            raise ValueError(f"The OOD-validation corruptions of {o} overlap its test "
+                             f"corruptions in {both}: the search would see a test shift. Drop "
+                             f"them from 'corruptions' or from 'ood_val'.")
     clip = load_clip(model, prepare=prepare)
     feats = emoji_features(clip.config.image_size)
     ds = load_dataset("emoji", "all")
     style, concept = ds.attributes["style"], ds.attributes["concept"]
-    rng = np.random.default_rng(seed)
     concepts = np.unique(concept)
-    test_c = rng.choice(concepts, int(round(test_fraction * len(concepts))), replace=False)
+    test_c = np.random.default_rng(split_seed).choice(
+        concepts, int(round(test_fraction * len(concepts))), replace=False)
+    rng = np.random.default_rng(seed)
     rest = np.setdiff1d(concepts, test_c)
     idval_c = rng.choice(rest, int(round(0.15 * len(rest))), replace=False)
     is_test, is_idval = np.isin(concept, test_c), np.isin(concept, idval_c)
-    google, twitter, openmoji = (style == s for s in ("google", "twitter", "openmoji"))
     cached = feats["trunk"] if tune == "top" else feats["pooled"]  # (N, 192, h, w) | (N, 1280)
     labels = torch.as_tensor(ds.labels)
+    key = (model, split_seed, test_fraction)
 
-    def part(mask: np.ndarray, limit: int | None = None) -> TensorData:
-        idx = np.flatnonzero(mask)
-        if limit is not None and limit < len(idx):
-            idx = np.sort(rng.choice(idx, limit, replace=False))
-        ids = [f"{s}:{c}" for s, c in zip(style[idx], concept[idx], strict=True)]
-        return TensorData(torch.from_numpy(cached[idx]), labels[idx], groups=labels[idx].clone(),
-                          ids=ids)
+    def part(idx: np.ndarray, x: Any = None, tag: str | None = None) -> TensorData:
+        ids = [f"{tag or s}:{c}" for s, c in zip(style[idx], concept[idx], strict=True)]
+        x = torch.from_numpy(cached[idx]) if x is None else x
+        return TensorData(x, labels[idx], groups=labels[idx].clone(), ids=ids)
 
-    tests = {"id": part(google & is_test), "openmoji": part(openmoji & is_test)}
-    tower = clip.vision_model
-    idx = np.flatnonzero(google & is_test)
-    with torch.inference_mode():
-        for name in corruptions:
-            imgs = corrupt(ds.images[idx], name, severity=severity, seed=seed)
-            step = tower.trunk if tune == "top" else tower
-            h = torch.cat([step(clip.preprocess(imgs[i:i + 256]))
-                           for i in range(0, len(imgs), 256)])
-            tests[name] = TensorData(h.clone(), labels[idx], groups=labels[idx].clone(),
-                                     ids=[f"{name}:{c}" for c in concept[idx]])
+    in_id = style == id_style
+    test_idx = np.flatnonzero(in_id & is_test)
+    tests = {"id": part(test_idx)}
+    for s in STYLES:
+        if s not in (id_style, ood_val):
+            tests[s] = part(np.flatnonzero((style == s) & is_test))
+    for name in corruptions:
+        x = _corrupted_features(clip, ds.images, test_idx, name, severity, split_seed, tune,
+                                key)
+        tests[name] = part(test_idx, x, tag=name)
+    if not val_corruptions:
+        pool = np.flatnonzero((style == ood_val) & ~is_test)
+        ood = part(pool[draw_subset(ds.labels[pool], n_ood_val, seed,
+                                    class_balanced=class_balanced)])
+    else:  # an equal share of the draw per corruption, each image corrupted once
+        pool = np.flatnonzero(in_id & ~is_test & ~is_idval)
+        idx = pool[draw_subset(ds.labels[pool], n_ood_val, seed, class_balanced=class_balanced)]
+        shares = np.array_split(np.random.default_rng(seed).permutation(idx),
+                                len(val_corruptions))
+        xs, ys, ids = [], [], []
+        for name, sub in zip(val_corruptions, shares, strict=True):
+            sub = np.sort(sub)
+            d = part(sub, _corrupted_features(clip, ds.images, sub, name, severity, seed, tune,
+                                              key), tag=name)
+            xs.append(d.x), ys.append(d.y), ids.extend(d.ids)
+        y = torch.cat(ys)
+        ood = TensorData(torch.cat(xs), y, groups=y.clone(), ids=ids)
     class_names = [_class_name(c) for c in ds.classes]
     head = clip.zero_shot_classifier(class_names, TEMPLATES)
     scale = float(clip.logit_scale.detach().exp())
     text = head.weight.detach() / scale  # (C, D) normalised class-caption features
+    tower = clip.vision_model
     encoder = (_TowerTop(tower, clip.visual_projection) if tune == "top"
                else copy.deepcopy(clip.visual_projection))
     net = FineTunable(encoder, class_text_features=text, logit_scale=scale).eval()
+    test_shifts = [k for k in tests if k != "id"]
     return FineTuneTask(
-        model=net, train=part(google & ~is_test & ~is_idval),
-        ood_val=part(twitter & ~is_test, n_ood_val), id_val=part(google & is_idval),
-        tests=tests,
+        model=net, train=part(np.flatnonzero(in_id & ~is_test & ~is_idval)), ood_val=ood,
+        id_val=part(np.flatnonzero(in_id & is_idval)), tests=tests,
         description=f"{model} (EfficientNet-Lite0 + MiniLM), zero-shot head from class captions; "
-                    f"fine-tuned: {_TUNED[tune]}; ID google, OOD-val twitter, OOD-test openmoji "
-                    f"+ {', '.join(corruptions)}")
-
+                    f"fine-tuned: {_TUNED[tune]}; ID {id_style}, OOD-val {ood_val} "
+                    f"({len(ood)} images), OOD-test {', '.join(test_shifts)} (held-out "
+                    f"concepts)")

@@ -42,9 +42,9 @@ def test_claims_can_fail() -> None:
 
 
 def test_study_declares_its_options() -> None:
-    # registered in fmlab/studies/_catalog.py once clip-emoji (issue #11) is on main
     from fmlab.autoft._study import ShiftStudy
 
     assert ShiftStudy.capability == "autoft" and ShiftStudy.name == "autoft.shift"
-    assert {o.name for o in ShiftStudy.options} >= {"seeds", "n_trials", "steps", "tune"}
-    assert "autoft.shift" not in STUDIES or STUDIES.get("autoft.shift") is ShiftStudy
+    assert {o.name for o in ShiftStudy.options} >= {"seeds", "n_trials", "steps", "tune",
+                                                    "ood_val"}
+    assert STUDIES.get("autoft.shift") is ShiftStudy
