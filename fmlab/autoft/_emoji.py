@@ -98,6 +98,7 @@ def draw_subset(labels: Any, n: int, seed: int, *, class_balanced: bool = True) 
 
 
 _MEMO: dict[tuple[Any, ...], torch.Tensor] = {}
+_CLIPS: dict[str, Any] = {}
 
 
 def _corrupted_features(clip: Any, images: np.ndarray, idx: np.ndarray, name: str,
@@ -177,7 +178,9 @@ def emoji_shift_task(seed: int = 0, model: str = "clip-emoji", tune: str = "proj
             raise ValueError(f"The OOD-validation corruptions of {o} overlap its test "
                              f"corruptions in {both}: the search would see a test shift. Drop "
                              f"them from 'corruptions' or from 'ood_val'.")
-    clip = load_clip(model, prepare=prepare)
+    if model not in _CLIPS:  # loaded once per process (only copies of its parts are tuned)
+        _CLIPS[model] = load_clip(model, prepare=prepare)
+    clip = _CLIPS[model]
     feats = emoji_features(clip.config.image_size)
     ds = load_dataset("emoji", "all")
     style, concept = ds.attributes["style"], ds.attributes["concept"]
