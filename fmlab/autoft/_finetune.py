@@ -167,7 +167,8 @@ class FineTuneResult:
         history: ``[(step, value)]`` of the evaluations.
         optimizer: ``{"lr", "weight_decay"}`` of AdamW's param group at the first step.
         lrs: The lr AdamW applied at each step (the objective's lr times the schedule).
-        losses: Total loss per step.
+        losses: The batch terms' loss per step (the weight penalties, functions of the weights
+            alone, act through their gradients and are not re-evaluated each step).
         diverged: Whether the loss became non-finite (training stopped there).
         best_step: The step whose evaluation was best (its weights are the model's, when
             ``keep_best``).
@@ -303,7 +304,8 @@ def finetune(
         opt.zero_grad(set_to_none=True)
         if loss.requires_grad:
             loss.backward()
-        loss = loss.detach() + add_penalty_grads_(params.weights, named, init)
+        add_penalty_grads_(params.weights, named, init, value=False)
+        loss = loss.detach()
         if not torch.isfinite(loss):
             res.diverged = True
             break

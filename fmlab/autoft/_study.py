@@ -89,14 +89,14 @@ class ShiftStudy(Study):
         "(20%, fixed across seeds) that no training or validation image shows. AutoFT searches "
         "the nine loss weights, lr, wd and seed with seeded TPE and a median pruner; every "
         "method then gets the same fine-tuning budget (200 AdamW steps of 64, cosine schedule, "
-        "step picked on ID validation). Quick: 3 seeds x 12 trials; full: 8 seeds x 40 trials."
+        "step picked on ID validation). Quick: 3 seeds x 20 trials; full: 8 seeds x 40 trials."
     )
     requires = ("torch", "optuna")
     options = (
         Option("seeds", int, 3, 8, low=2, help="seeds (each: its own ID-validation split, "
                                                "OOD-validation draw, search and runs); "
                                                "intervals need 2 or more"),
-        Option("n_trials", int, 12, 40, low=1, help="AutoFT trials per seed"),
+        Option("n_trials", int, 20, 40, low=1, help="AutoFT trials per seed"),
         Option("inner_steps", int, 20, low=1, help="fine-tuning steps per trial"),
         Option("steps", int, 200, low=1,
                help="fine-tuning steps of every final run (the shared budget)"),

@@ -222,5 +222,16 @@ def test_fused_training_loss_matches_the_terms(sign) -> None:
     (ref, g_ref), (got, g_got) = run(False), run(True)
     assert got == pytest.approx(ref, rel=1e-10)
     torch.testing.assert_close(g_got, g_ref, rtol=1e-9, atol=1e-12)
+    for drop in ("l1zero", "l1init", "l2init"):  # each subset of penalties, value skipped
+        sub = {k: v for k, v in weights.items() if k != drop}
+        p = w.clone().requires_grad_(True)
+        batch = lambda p=p: LossBatch(logits=3 * (x @ p), labels=y, features=x @ p,  # noqa: E731
+                                      text_features=text, logit_scale=2.0, params=[p],
+                                      init_params=[w0], dcm_sign=sign)
+        objective_loss(sub, batch())[0].backward()
+        want, p.grad = p.grad, None
+        batch_loss(sub, batch()).backward()
+        assert add_penalty_grads_(sub, [p], [w0], value=False) == 0.0
+        torch.testing.assert_close(p.grad, want, rtol=1e-9, atol=1e-12)
     assert float(batch_loss({"l2zero": 1.0}, LossBatch(logits=torch.zeros(2, 3),
                                                        labels=torch.tensor([0, 1])))) == 0.0
