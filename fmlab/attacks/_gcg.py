@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["GCG", "GCGResult", "TargetObjective"]
 
 SLOT = "{optim_str}"
+_PACK_TOKENS = 2048  # tokens per packed scoring forward (bounds the (Q, Q) block mask)
 Messages = str | Sequence[dict[str, str]]
 
 
@@ -139,6 +140,7 @@ class TargetObjective:
         self._prompts = [self._tokenise(c, t) for c, t in pairs]
         self._allowed: dict[bool, torch.Tensor] = {}
         self._cached = False
+        self._packed_ok: bool | None = None  # packed candidate scoring verified for this model
 
     # -- set-up -------------------------------------------------------------------------------
     @property
@@ -238,54 +240,93 @@ class TargetObjective:
             config=self.model.config,
         )
 
-    def _shared_prefix_losses(
-        self, p: _Prompt, suffixes: torch.Tensor, batch_size: int | None, n_groups: int = 4
-    ) -> torch.Tensor:
-        """Target loss ``(B,)`` of candidates that mostly agree with one reference suffix.
+    def _packed_losses(self, p: _Prompt, suffixes: torch.Tensor, batch_size: int | None
+                       ) -> torch.Tensor:
+        """Target loss ``(B,)`` of candidates that mostly agree with one reference suffix,
+        scored in packed forwards with no padding and no repeated work.
 
         GCG's candidates copy the current suffix and change one (or ``n_replace``) positions, so
-        a candidate whose first change is at position ``s`` shares the keys and values of the
-        prompt prefix plus the first ``s`` suffix tokens with the reference. One forward of the
-        reference caches them; each group of candidates then runs only its tokens from ``s`` on
-        (plus the template tail and the target): on average about half the suffix is skipped.
-        Exact: the reference is the column-wise mode, and a candidate only reuses positions
-        where it equals the reference.
+        a candidate whose first change is at suffix position ``s`` shares the keys and values of
+        the prompt prefix and the first ``s`` suffix tokens with the reference (the column-wise
+        mode). One forward of the reference caches them once, at batch 1. Every candidate then
+        contributes only its tokens from ``s`` on (plus the template tail and the target), and
+        all candidates are laid end to end in ONE sequence: a block mask lets each token see the
+        reference's first ``Lb + s`` positions and the earlier tokens of its own candidate, and
+        explicit position ids keep RoPE exact. Compared with a padded batch through an expanded
+        prefix cache (nanoGCG), this skips half the suffix on average, every pad token, the
+        ``B``-fold copy of the cache, and the LM head at every position but the target's.
+        Exact up to float rounding (checked against the plain forward on first use).
         """
-        import numpy as np
         import torch
         import torch.nn.functional as F
 
         embed = self.model.get_input_embeddings()
+        dev = suffixes.device
         B, L = suffixes.shape
         Lb, La, m = p.before_ids.shape[1], p.after_ids.shape[1], p.target_ids.shape[1]
+        T = L + La + m  # tokens of suffix + template tail + target
         ref = suffixes.mode(dim=0).values  # (L,)
         diff = suffixes != ref  # (B, L)
         first = torch.where(diff.any(dim=1), diff.int().argmax(dim=1), L)  # (B,)
         cache = self._cache(p, 1)
         self.model(inputs_embeds=embed(ref[None]), logits_to_keep=1, **{self._cache_kw: cache})
-        full = [(layer.keys, layer.values) for layer in cache.layers]  # (1, h, Lb + L, d)
-        out = torch.empty(B, device=suffixes.device)
-        starts = sorted(set(first.tolist()))
-        for group in np.array_split(np.array(starts), min(n_groups, len(starts))):
-            s = int(group.min())
-            rows = torch.nonzero(torch.isin(first, torch.as_tensor(group, device=first.device)))
-            rows = rows.flatten()
-            kv = [(k[:, :, : Lb + s], v[:, :, : Lb + s]) for k, v in full]
-            step = batch_size or len(rows)
-            for i in range(0, len(rows), step):
-                idx = rows[i : i + step]
-                b = len(idx)
-                parts = [embed(suffixes[idx, s:]), p.after_embeds.expand(b, -1, -1),
-                         p.target_embeds.expand(b, -1, -1)]
-                embeds = torch.cat(parts, dim=1)  # (b, L - s + La + m, d)
-                pos = torch.arange(m, device=embeds.device) + (L - s) + La - 1
-                logits = self.model(inputs_embeds=embeds, logits_to_keep=pos,
-                                    **{self._cache_kw: self._cache(p, b, kv)}).logits.float()
-                out[idx] = F.cross_entropy(
-                    logits.reshape(-1, logits.shape[-1]),
-                    p.target_ids.expand(b, -1).reshape(-1), reduction="none",
-                ).view(b, m).mean(dim=1)
+        past = [(layer.keys, layer.values) for layer in cache.layers]  # (1, h, Lb + L, d)
+        P = Lb + L
+        rows = torch.cat([suffixes, p.after_ids.expand(B, -1), p.target_ids.expand(B, -1)], 1)
+        col = torch.arange(T, device=dev)
+        n_tok = T - first  # (B,) tokens each candidate runs
+        # chunks of whole candidates: at most ``batch_size`` candidates and _PACK_TOKENS tokens
+        cum = torch.cumsum(n_tok, 0)
+        bounds, lo = [], 0
+        while lo < B:
+            budget = (cum[lo - 1] if lo else 0) + _PACK_TOKENS
+            hi = max(lo + 1, int(torch.searchsorted(cum, budget, right=True)))
+            hi = min(hi, B, lo + (batch_size or B))
+            bounds.append((lo, hi))
+            lo = hi
+        out = torch.empty(B, device=dev)
+        dtype = embed.weight.dtype
+        for lo, hi in bounds:
+            s, b = first[lo:hi], hi - lo
+            keep = col[None] >= s[:, None]  # (b, T) the positions each candidate recomputes
+            ids = rows[lo:hi][keep]  # (Q,) candidates end to end
+            pos = col.expand(b, -1)[keep]  # (Q,) column within suffix + tail + target
+            seg = torch.repeat_interleave(torch.arange(b, device=dev), n_tok[lo:hi])  # (Q,)
+            Q = ids.shape[0]
+            q = torch.arange(Q, device=dev)
+            see_past = torch.arange(P, device=dev)[None] < (Lb + s[seg])[:, None]  # (Q, P)
+            see_new = (seg[:, None] == seg[None]) & (q[None] <= q[:, None])  # (Q, Q)
+            allowed = torch.cat([see_past, see_new], dim=1)
+            mask = torch.zeros(1, 1, Q, P + Q, dtype=dtype, device=dev)
+            mask.masked_fill_(~allowed[None, None], torch.finfo(dtype).min)
+            # the logit at column L + La - 1 + t predicts target token t
+            start = torch.cumsum(n_tok[lo:hi], 0) - n_tok[lo:hi]  # (b,) segment offsets
+            tgt = (start - s)[:, None] + (L + La - 1) + torch.arange(m, device=dev)  # (b, m)
+            logits = self.model(
+                inputs_embeds=embed(ids)[None], attention_mask=mask, position_ids=(Lb + pos)[None],
+                logits_to_keep=tgt.flatten(), **{self._cache_kw: self._cache(p, 1, past)},
+            ).logits[0].float()  # (b * m, V)
+            out[lo:hi] = F.cross_entropy(
+                logits, p.target_ids.expand(b, -1).reshape(-1), reduction="none"
+            ).view(b, m).mean(dim=1)
         return out
+
+    def _packing_works(self, p: _Prompt, suffixes: torch.Tensor) -> bool:
+        """Whether packed scoring agrees with the plain forward for this model (checked once on
+        a few candidates; a model whose attention ignores custom masks falls back)."""
+        if self._packed_ok is None:
+            import torch
+
+            few = suffixes[: min(4, suffixes.shape[0])]
+            try:
+                a = self._packed_losses(p, few, None)
+            except (TypeError, ValueError, RuntimeError):
+                self._packed_ok = False
+                return False
+            embed = self.model.get_input_embeddings()
+            b = self._forward_loss(p, embed(few), few, use_prefix_cache=True, ppl_weight=0.0)
+            self._packed_ok = bool(torch.allclose(a, b, rtol=1e-3, atol=1e-4))
+        return self._packed_ok
 
     def _forward_loss(
         self, p: _Prompt, suffix_embeds: torch.Tensor, suffix_ids: torch.Tensor,
@@ -360,8 +401,9 @@ class TargetObjective:
                 chunk = suffixes[i : i + step]
                 e = embed(chunk)
                 for p in self._prompts:
-                    if use_prefix_cache and p.kv is not None and not ppl_weight and len(chunk) > 4:
-                        out[i : i + step] += self._shared_prefix_losses(p, chunk, batch_size)
+                    if (use_prefix_cache and p.kv is not None and not ppl_weight
+                            and len(chunk) > 4 and self._packing_works(p, chunk)):
+                        out[i : i + step] += self._packed_losses(p, chunk, batch_size)
                         continue
                     out[i : i + step] += self._forward_loss(
                         p, e, chunk, use_prefix_cache=use_prefix_cache, ppl_weight=ppl_weight

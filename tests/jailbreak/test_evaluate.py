@@ -107,6 +107,20 @@ def test_dpo_with_lora_lowers_its_loss_and_merges(lm, task):
     assert changed and all("q_proj" in k or "v_proj" in k for k in changed)
 
 
+def test_dpo_adapter_cache_reuses_the_same_weights(task, tmp_path, monkeypatch):
+    monkeypatch.setenv("FMLAB_CACHE", str(tmp_path / "cache"))
+    kw = {"max_steps": 3, "batch_size": 2, "lr": 1e-2, "cache": True}
+    first, info1 = train_dpo(*tiny_causal_lm(seed=1), task.pairs("train"), **kw)
+    again, info2 = train_dpo(*tiny_causal_lm(seed=1), task.pairs("train"), **kw)
+    assert not info1["cached"] and info2["cached"] and info2["losses"] == info1["losses"]
+    for (k, a), b in zip(first.state_dict().items(), again.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, msg=k)
+    # another setting or another model is another adapter, trained afresh
+    _, info3 = train_dpo(*tiny_causal_lm(seed=1), task.pairs("train"), **{**kw, "lr": 2e-2})
+    _, info4 = train_dpo(*tiny_causal_lm(seed=2), task.pairs("train"), **kw)
+    assert not info3["cached"] and not info4["cached"]
+
+
 def test_bad_inputs(lm, task):
     model, tok = lm
     with pytest.raises(ValueError, match="Invalid jailbreak attack 'gcgg'"):
