@@ -19,7 +19,8 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +33,8 @@ if TYPE_CHECKING:
 __all__ = ["GCG", "GCGResult", "TargetObjective"]
 
 SLOT = "{optim_str}"
-_PACK_TOKENS = 2048  # tokens per packed scoring forward (bounds the (Q, Q) block mask)
+_PACK_TOKENS = 512  # tokens per block-mask packed forward: its attention costs Q x (prefix + Q)
+_SEGMENT_TOKENS = 8192  # tokens per packed forward with the segment attention (linear in Q)
 Messages = str | Sequence[dict[str, str]]
 
 
@@ -57,6 +59,77 @@ def _as_chat(messages: Messages) -> list[dict[str, str]]:
             f"messages {{'role': ..., 'content': ...}}. Got {messages!r} instead."
         )
     return chat
+
+
+@dataclass
+class _Segments:
+    """Where each candidate sits in a packed scoring sequence (see ``_segment_attention``)."""
+
+    idx: torch.Tensor  # (b, n) packed position of each candidate's j-th token; -1 past its end
+    past: torch.Tensor  # (b,) cached positions the candidate may see (prefix + shared suffix)
+    n_past: int  # cached positions in the cache before this forward
+
+
+_SEGMENT_ATTENTION = "fmlab_gcg_segments"
+
+
+def _segment_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                       attention_mask: Any, dropout: float = 0.0, scaling: float | None = None,
+                       fmlab_segments: _Segments | None = None, **kwargs: Any
+                       ) -> tuple[torch.Tensor, None]:
+    """Attention for GCG's packed candidates: each token sees the first ``past[i]`` cached
+    positions and the earlier tokens of its own candidate, and nothing else is computed.
+
+    A block mask over one long packed sequence would cost ``Q x (P + Q)`` per head; here the
+    cached part costs ``Q x P`` and each candidate's own part ``n x n``, so a pack of any size
+    costs what its candidates need. Shapes: query ``(1, H, Q, d)``, key/value
+    ``(1, Hkv, P + Q, d)``; returns ``(1, Q, H, d)`` as transformers' attention functions do.
+    """
+    import torch
+
+    seg = fmlab_segments
+    if seg is None:  # not a packed GCG forward: the model's usual attention
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(module, query, key, value, attention_mask,
+                                      dropout=dropout, scaling=scaling, **kwargs)
+    H, Q, d = query.shape[1], query.shape[2], query.shape[3]
+    Hkv = key.shape[1]
+    g = H // Hkv
+    P = seg.n_past
+    scale = scaling if scaling is not None else d ** -0.5
+    q = query[0].reshape(Hkv, g, Q, d)  # heads grouped by their shared key/value head
+    k_past, v_past = key[0, :, :P], value[0, :, :P]  # (Hkv, P, d)
+    k_new, v_new = key[0, :, P:], value[0, :, P:]  # (Hkv, Q, d)
+    valid = seg.idx >= 0  # (b, n)
+    idx = seg.idx.clamp(min=0)
+    b, n = idx.shape
+    qp = q[:, :, idx]  # (Hkv, g, b, n, d)
+    s_past = torch.einsum("hgbnd,hpd->hgbnp", qp, k_past) * scale  # (Hkv, g, b, n, P)
+    kn, vn = k_new[:, idx], v_new[:, idx]  # (Hkv, b, n, d)
+    s_own = torch.einsum("hgbnd,hbmd->hgbnm", qp, kn) * scale  # (Hkv, g, b, n, n)
+    see_past = torch.arange(P, device=idx.device)[None] < seg.past[:, None]  # (b, P)
+    causal = torch.ones(n, n, dtype=torch.bool, device=idx.device).tril()
+    see_own = causal[None] & valid[:, None, :]  # (b, n, n)
+    neg = torch.finfo(s_past.dtype).min
+    s_past = s_past.masked_fill(~see_past[None, None, :, None, :], neg)
+    s_own = s_own.masked_fill(~see_own[None, None], neg)
+    w = torch.softmax(torch.cat([s_past, s_own], dim=-1), dim=-1)
+    out = (torch.einsum("hgbnp,hpd->hgbnd", w[..., :P], v_past)
+           + torch.einsum("hgbnm,hbmd->hgbnd", w[..., P:], vn))  # (Hkv, g, b, n, d)
+    packed = out.new_empty(Hkv, g, Q, d)
+    packed[:, :, seg.idx[valid]] = out[:, :, valid]
+    return packed.reshape(1, H, Q, d).transpose(1, 2).contiguous(), None
+
+
+def _register_segment_attention() -> bool:
+    """Register :func:`_segment_attention` with transformers once; False if it cannot be."""
+    try:
+        from transformers import AttentionInterface
+    except ImportError:  # an old transformers: the block-mask path is used
+        return False
+    AttentionInterface.register(_SEGMENT_ATTENTION, _segment_attention)
+    return True
 
 
 @dataclass
@@ -141,6 +214,7 @@ class TargetObjective:
         self._allowed: dict[bool, torch.Tensor] = {}
         self._cached = False
         self._packed_ok: bool | None = None  # packed candidate scoring verified for this model
+        self._segments: bool | None = None  # the segment attention is registered
 
     # -- set-up -------------------------------------------------------------------------------
     @property
@@ -278,54 +352,88 @@ class TargetObjective:
         # chunks of whole candidates: at most ``batch_size`` candidates and _PACK_TOKENS tokens
         cum = torch.cumsum(n_tok, 0)
         bounds, lo = [], 0
+        cap = _PACK_TOKENS if not self._segments_ok() else _SEGMENT_TOKENS
         while lo < B:
-            budget = (cum[lo - 1] if lo else 0) + _PACK_TOKENS
+            budget = (cum[lo - 1] if lo else 0) + cap
             hi = max(lo + 1, int(torch.searchsorted(cum, budget, right=True)))
             hi = min(hi, B, lo + (batch_size or B))
             bounds.append((lo, hi))
             lo = hi
         out = torch.empty(B, device=dev)
         dtype = embed.weight.dtype
+        segments = self._segments_ok()
         for lo, hi in bounds:
             s, b = first[lo:hi], hi - lo
+            n_seg = n_tok[lo:hi]
             keep = col[None] >= s[:, None]  # (b, T) the positions each candidate recomputes
             ids = rows[lo:hi][keep]  # (Q,) candidates end to end
             pos = col.expand(b, -1)[keep]  # (Q,) column within suffix + tail + target
-            seg = torch.repeat_interleave(torch.arange(b, device=dev), n_tok[lo:hi])  # (Q,)
-            Q = ids.shape[0]
-            q = torch.arange(Q, device=dev)
-            see_past = torch.arange(P, device=dev)[None] < (Lb + s[seg])[:, None]  # (Q, P)
-            see_new = (seg[:, None] == seg[None]) & (q[None] <= q[:, None])  # (Q, Q)
-            allowed = torch.cat([see_past, see_new], dim=1)
-            mask = torch.zeros(1, 1, Q, P + Q, dtype=dtype, device=dev)
-            mask.masked_fill_(~allowed[None, None], torch.finfo(dtype).min)
+            start = torch.cumsum(n_seg, 0) - n_seg  # (b,) segment offsets
             # the logit at column L + La - 1 + t predicts target token t
-            start = torch.cumsum(n_tok[lo:hi], 0) - n_tok[lo:hi]  # (b,) segment offsets
             tgt = (start - s)[:, None] + (L + La - 1) + torch.arange(m, device=dev)  # (b, m)
-            logits = self.model(
-                inputs_embeds=embed(ids)[None], attention_mask=mask, position_ids=(Lb + pos)[None],
-                logits_to_keep=tgt.flatten(), **{self._cache_kw: self._cache(p, 1, past)},
-            ).logits[0].float()  # (b * m, V)
+            kwargs: dict[str, Any] = {self._cache_kw: self._cache(p, 1, past)}
+            if segments:
+                n = int(n_seg.max())
+                j = torch.arange(n, device=dev)
+                idx = torch.where(j[None] < n_seg[:, None], start[:, None] + j[None], -1)
+                kwargs["fmlab_segments"] = _Segments(idx, Lb + s, P)
+            else:  # a block mask over the pack: each token sees its prefix and its candidate
+                Q = ids.shape[0]
+                seg = torch.repeat_interleave(torch.arange(b, device=dev), n_seg)  # (Q,)
+                q = torch.arange(Q, device=dev)
+                see_past = torch.arange(P, device=dev)[None] < (Lb + s[seg])[:, None]
+                see_new = (seg[:, None] == seg[None]) & (q[None] <= q[:, None])  # (Q, Q)
+                allowed = torch.cat([see_past, see_new], dim=1)
+                mask = torch.zeros(1, 1, Q, P + Q, dtype=dtype, device=dev)
+                kwargs["attention_mask"] = mask.masked_fill_(~allowed[None, None],
+                                                             torch.finfo(dtype).min)
+            with self._attention(segments):
+                logits = self.model(inputs_embeds=embed(ids)[None], position_ids=(Lb + pos)[None],
+                                    logits_to_keep=tgt.flatten(), **kwargs).logits[0].float()
             out[lo:hi] = F.cross_entropy(
                 logits, p.target_ids.expand(b, -1).reshape(-1), reduction="none"
             ).view(b, m).mean(dim=1)
         return out
 
+    def _segments_ok(self) -> bool:
+        if self._segments is None:
+            self._segments = _register_segment_attention()
+        return self._segments
+
+    @contextlib.contextmanager
+    def _attention(self, segments: bool) -> Iterator[None]:
+        """Switch the model to the packed-candidate attention for one forward."""
+        if not segments:
+            yield
+            return
+        config = self.model.config
+        before = config._attn_implementation
+        config._attn_implementation = _SEGMENT_ATTENTION
+        try:
+            yield
+        finally:
+            config._attn_implementation = before
+
     def _packing_works(self, p: _Prompt, suffixes: torch.Tensor) -> bool:
-        """Whether packed scoring agrees with the plain forward for this model (checked once on
-        a few candidates; a model whose attention ignores custom masks falls back)."""
+        """Whether packed scoring agrees with the plain forward for this model, checked once on
+        a few candidates: first with the segment attention, then with a block mask; a model
+        that supports neither (custom attention, sliding windows) is scored plainly."""
         if self._packed_ok is None:
             import torch
 
             few = suffixes[: min(4, suffixes.shape[0])]
-            try:
-                a = self._packed_losses(p, few, None)
-            except (TypeError, ValueError, RuntimeError):
-                self._packed_ok = False
-                return False
             embed = self.model.get_input_embeddings()
-            b = self._forward_loss(p, embed(few), few, use_prefix_cache=True, ppl_weight=0.0)
-            self._packed_ok = bool(torch.allclose(a, b, rtol=1e-3, atol=1e-4))
+            plain = self._forward_loss(p, embed(few), few, use_prefix_cache=True, ppl_weight=0.0)
+            self._packed_ok = False
+            for segments in ((True, False) if self._segments_ok() else (False,)):
+                self._segments = segments
+                try:
+                    packed = self._packed_losses(p, few, None)
+                except (TypeError, ValueError, RuntimeError, KeyError):
+                    continue
+                if torch.allclose(packed, plain, rtol=1e-3, atol=1e-4):
+                    self._packed_ok = True
+                    break
         return self._packed_ok
 
     def _forward_loss(

@@ -49,6 +49,23 @@ def test_shared_prefix_scoring_is_exact(objective):
     full = objective.losses(cands, use_prefix_cache=False)
     torch.testing.assert_close(objective.losses(cands), full, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(objective.losses(cands, batch_size=5), full, rtol=1e-4, atol=1e-5)
+    assert objective._packed_ok and objective._segments  # the segment attention was used
+    # the block-mask packing (models the segment attention cannot serve) is exact too
+    p = objective._prompts[0]
+    objective._segments = False
+    torch.testing.assert_close(objective._packed_losses(p, cands, 7), full, rtol=1e-4,
+                               atol=1e-5)
+    objective._segments = True
+    # two swaps per candidate, and candidates of a universal (two-prompt) objective
+    two = x.repeat(16, 1)
+    two[:, 2] = torch.randint(32, 120, (16,), generator=g)
+    two[:, 6] = torch.randint(32, 120, (16,), generator=g)
+    torch.testing.assert_close(objective.losses(two),
+                               objective.losses(two, use_prefix_cache=False), rtol=1e-4, atol=1e-5)
+    uni = TargetObjective(objective.model, objective.tokenizer,
+                          ["What colour is a plum?", "Name a royal colour."], "Purple")
+    torch.testing.assert_close(uni.losses(cands), uni.losses(cands, use_prefix_cache=False),
+                               rtol=1e-4, atol=1e-5)
 
 
 def test_token_gradient_matches_finite_difference_direction(objective):
