@@ -13,6 +13,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from fmlab._stats import wilson_interval
 from fmlab.studies._base import CONSISTENCY, Study, StudyContext, StudyResult
 from fmlab.studies._claims import NotComputed, Verdict, claim_check
 from fmlab.studies._options import Option
@@ -34,9 +35,7 @@ def _cell(rows: Sequence[Row], defense: str, attack: str) -> Row:
 
 
 def _fmt(r: Row) -> str:
-    from fmlab.jailbreak._evaluate import wilson_interval
-
-    lo, hi = wilson_interval(r["n_safe"], r["n"])
+    lo, hi = _interval(r)
     return f"{r['n_safe']}/{r['n']} = {r['n_safe'] / r['n']:.0%} [{lo:.2f}, {hi:.2f}]"
 
 
@@ -59,8 +58,6 @@ def _paired(better: Row, worse: Row) -> tuple[int, int, float]:
 
 
 def _interval(r: Row) -> tuple[float, float]:
-    from fmlab.jailbreak._evaluate import wilson_interval
-
     return wilson_interval(r["n_safe"], r["n"])
 
 
