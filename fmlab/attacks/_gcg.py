@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fmlab._validation import check_bool, check_int, check_real
@@ -294,6 +295,15 @@ class TargetObjective:
         mask[special] = False
         self._allowed[allow_non_ascii] = mask.to(self.device)
         return self._allowed[allow_non_ascii]
+
+    def subset(self, k: int) -> TargetObjective:
+        """The objective over the first ``k`` prompts only (shares the model, the tokenisation
+        and the prefix caches)."""
+        import copy
+
+        sub = copy.copy(self)
+        sub.chats, sub.targets, sub._prompts = self.chats[:k], self.targets[:k], self._prompts[:k]
+        return sub
 
     def encode_suffix(self, suffix: str) -> torch.Tensor:
         """Token ids ``(L,)`` of a suffix string."""
@@ -604,6 +614,11 @@ class GCG(BaseAttack):
         topk: Tokens considered per position (from the negative gradient).
         n_replace: Positions swapped per candidate.
         early_stop: Stop when greedy decoding would emit the target(s) exactly.
+        progressive_goals: Universal mode as in llm-attacks: optimise for the first prompt only,
+            add the next prompt once the suffix makes every current one succeed (greedy decoding
+            emits its target), and stop when all succeed; ``num_steps`` is the budget of all
+            stages together. Each stage is a run of the shared loop (snapshots in
+            ``snapshot_dir/goals-K``), so a killed run resumes at its stage.
         use_prefix_cache: Reuse the KV cache of the prompt before the suffix.
         allow_non_ascii: Allow non-ASCII tokens (special tokens are always excluded).
         filter_ids: Drop candidates whose decode → re-encode round trip changes the tokens.
@@ -634,6 +649,7 @@ class GCG(BaseAttack):
         topk: int = 256,
         n_replace: int = 1,
         early_stop: bool = False,
+        progressive_goals: bool = False,
         use_prefix_cache: bool = True,
         allow_non_ascii: bool = False,
         filter_ids: bool = True,
@@ -658,6 +674,7 @@ class GCG(BaseAttack):
         self.topk = check_int(topk, "topk", owner=owner, low=1)
         self.n_replace = check_int(n_replace, "n_replace", owner=owner, low=1)
         self.early_stop = check_bool(early_stop, "early_stop", owner=owner)
+        self.progressive_goals = check_bool(progressive_goals, "progressive_goals", owner=owner)
         self.use_prefix_cache = check_bool(use_prefix_cache, "use_prefix_cache", owner=owner)
         self.allow_non_ascii = check_bool(allow_non_ascii, "allow_non_ascii", owner=owner)
         self.filter_ids = check_bool(filter_ids, "filter_ids", owner=owner)
@@ -737,4 +754,38 @@ class GCG(BaseAttack):
                 "The initial suffix has length 0 (it tokenised to no tokens); GCG needs at least "
                 "one suffix token. Pass a non-empty optim_str_init."
             )
+        if self.progressive_goals and len(obj.chats) > 1:
+            return self._progressive(obj, x, **kwargs)
         return run_attack(self, obj, x, **kwargs)  # type: ignore[return-value]
+
+    def _progressive(self, obj: TargetObjective, x: torch.Tensor, *,
+                     snapshot_dir: str | Path | None = None, **kwargs: Any) -> GCGResult:
+        """Progressive goals: stages over the first k prompts, k = 1, 2, ..., J, each a run of
+        the shared loop that stops on success; the step budget is shared."""
+        import copy
+
+        left, k = self.num_steps, 1
+        done: list[GCGResult] = []
+        while True:
+            stage = copy.copy(self)
+            stage.progressive_goals, stage.early_stop, stage.num_steps = False, True, left
+            folder = None if snapshot_dir is None else Path(snapshot_dir) / f"goals-{k}"
+            res: GCGResult = run_attack(stage, obj.subset(k), x, snapshot_dir=folder,
+                                        **kwargs)  # type: ignore[assignment]
+            done.append(res)
+            left -= res.n_steps
+            if not res.success or k == len(obj.chats) or left <= 0:
+                break
+            x, k = res.x_adv, k + 1
+        last, stage_steps = done[-1], [r.n_steps for r in done]
+        last.losses = [v for r in done for v in r.losses]
+        last.n_steps = sum(r.n_steps for r in done)
+        last.n_queries = sum(r.n_queries for r in done)
+        last.elapsed_s = sum(r.elapsed_s for r in done)
+        reached = k if last.success else k - 1
+        last.success = reached == len(obj.chats)
+        last.extras = {**last.extras, "goals_reached": reached,
+                       "stage_steps": stage_steps}
+        if last.stop_reason == "success" and not last.success:
+            last.stop_reason = "steps"
+        return last

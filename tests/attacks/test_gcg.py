@@ -182,3 +182,27 @@ def test_gcg_on_smollm2_lowers_purple_loss():
     res = GCG(num_steps=5, search_width=32, topk=32)(obj, progress=False)
     start = float(obj.losses(obj.encode_suffix(GCG().optim_str_init)[None])[0])
     assert res.best_loss < start
+
+
+def test_progressive_goals_add_prompts_as_they_succeed(lm, tmp_path):
+    """Stages over 1, 2, ... prompts share the step budget; each stage runs the one loop, and a
+    rerun resumes from the stage snapshots with the same answer."""
+    obj = TargetObjective(*lm, ["What colour is a plum?", "Name a colour.", "Say hi."], "Purple")
+    x0 = obj.encode_suffix("x x x x")
+    target_calls: list[int] = []
+
+    def succeed_on_the_second_step(x, loss):  # the loop's success override, per stage
+        target_calls.append(1)
+        return len(target_calls) % 2 == 0
+
+    gcg = GCG(num_steps=9, search_width=4, topk=4, progressive_goals=True)
+    res = gcg(obj, x0, success=succeed_on_the_second_step, snapshot_dir=tmp_path)
+    assert res.extras["stage_steps"] == [2, 2, 2] and res.success
+    assert res.extras["goals_reached"] == 3 and res.n_steps == 6 == len(res.losses)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["goals-1", "goals-2", "goals-3"]
+    again = gcg(obj, x0, success=lambda x, loss: True, snapshot_dir=tmp_path)
+    assert again.best_string == res.best_string and again.n_steps == 6
+    # out of budget before the last goal: not a success, and the goals reached are counted
+    short = GCG(num_steps=3, search_width=4, topk=4, progressive_goals=True)(
+        obj, x0, success=lambda x, loss: False)
+    assert not short.success and short.extras["goals_reached"] == 0 and short.n_steps == 3
