@@ -151,7 +151,11 @@ class TargetObjective:
     """Teacher-forced NLL of a target string after a chat prompt with an adversarial slot.
 
     The prompt is rendered with the tokenizer's chat template; the adversarial suffix goes where
-    ``{optim_str}`` stands (appended to the last message when absent). In universal
+    ``{optim_str}`` stands (appended to the last message when absent), verbatim: put no space
+    before the slot and start the suffix with one instead (``" x x x"``), so that the tokens
+    optimised are the tokens a model reads when the suffix is later pasted after the prompt (a
+    space before the slot tokenises on its own, but merges into the suffix's first word in the
+    pasted text). In universal
     (multi-prompt) mode, pass several prompts and targets: the loss is their mean.
 
     .. math:: \\mathcal{L}(s) = \\frac{1}{J}\\sum_j -\\frac{1}{m_j}\\sum_{t=1}^{m_j}

@@ -141,7 +141,8 @@ def _train(model: Any, tokenizer: Any, pairs: list[dict[str, str]], suffixes: li
     if suffixes:
         for p in data:
             if rng.random() < settings["adversarial_fraction"]:
-                p["prompt"] = p["prompt"] + " " + rng.choice(suffixes)
+                sfx = rng.choice(suffixes)  # verbatim when it carries its own space (GCG's do)
+                p["prompt"] = p["prompt"] + (sfx if sfx[:1].isspace() else " " + sfx)
     lora = peft.get_peft_model(model, config)
     params = [p for p in lora.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=settings["lr"])

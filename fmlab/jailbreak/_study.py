@@ -162,18 +162,18 @@ class PurpleStudy(Study):
     options: ClassVar[tuple[Option, ...]] = (
         Option("model", str, "smollm2-135m-instruct",
                help="the causal LM to defend (zoo name, hf:org/name or a folder)"),
-        Option("n_test", int, 16, 100, low=1, high=285, help="test prompts per cell"),
-        Option("max_new_tokens", int, 32, 64, low=1, help="greedy answer length"),
-        Option("dpo_steps", int, 40, 200, low=1,
+        Option("n_test", int, 8, 100, low=1, high=285, help="test prompts per cell"),
+        Option("max_new_tokens", int, 24, 64, low=1, help="greedy answer length"),
+        Option("dpo_steps", int, 16, 200, low=1,
                help="DPO steps (batch 4 pairs; trained once per setting, then cached)"),
         Option("dpo_lr", float, 1e-3, low=0.0, help="DPO learning rate (LoRA r=4 on q/v)"),
-        Option("gcg_steps", int, 20, 150, low=1, help="GCG steps per suffix"),
-        Option("search_width", int, 64, 128, low=1, help="GCG candidates per step"),
-        Option("topk", int, 64, 128, low=1, help="GCG tokens per position"),
-        Option("suffix_tokens", int, 10, 20, low=1, help="length of the adversarial suffix"),
+        Option("gcg_steps", int, 8, 150, low=1, help="GCG steps per suffix"),
+        Option("search_width", int, 32, 128, low=1, help="GCG candidates per step"),
+        Option("topk", int, 32, 128, low=1, help="GCG tokens per position"),
+        Option("suffix_tokens", int, 8, 20, low=1, help="length of the adversarial suffix"),
         Option("n_train_prompts", int, 2, 5, low=1,
                help="train prompts the universal suffix is optimised on"),
-        Option("n_calibration", int, 32, 128, low=2,
+        Option("n_calibration", int, 16, 128, low=2,
                help="clean train prompts calibrating the perplexity filter"),
         Option("adversarial_training", bool, False, True,
                help="also train on GCG suffixes and attack again (three more GCG runs)"),
@@ -199,7 +199,7 @@ class PurpleStudy(Study):
         o = ctx.option
         n_test, new_tokens = o("n_test"), o("max_new_tokens")
         gcg = {"num_steps": o("gcg_steps"), "search_width": o("search_width"),
-               "topk": o("topk"), "optim_str_init": " ".join(["x"] * o("suffix_tokens")),
+               "topk": o("topk"), "optim_str_init": " x" * o("suffix_tokens"),
                "random_state": ctx.seed}
         n_train = o("n_train_prompts")
         dpo_kw = {"max_steps": o("dpo_steps"), "lr": o("dpo_lr"), "random_state": ctx.seed,
@@ -237,10 +237,11 @@ class PurpleStudy(Study):
         cell(m_dpo, none, g, "dpo", "gcg")
         cell(m_dpo, OutputFilter(), g, "dpo+output_filter", "gcg")
         pf = PerplexityFilter(n_calibration=o("n_calibration")).fit(m_dpo, tok, task)
-        raw = JailbreakAttack("suffix", suffix=g.suffix_)
+        raw = g  # the same suffix, appended exactly as it was optimised
         cell(m_dpo, pf, raw, "dpo+perplexity_filter", "gcg")
-        cell(m_dpo, pf, JailbreakAttack("ppl_prefix", suffix=g.suffix_),
-             "dpo+perplexity_filter", "ppl_prefix")
+        prefix = JailbreakAttack("ppl_prefix")
+        prefix.suffix_ = g.suffix_  # fitted: the GCG suffix, verbatim, after the benign prefix
+        cell(m_dpo, pf, prefix, "dpo+perplexity_filter", "ppl_prefix")
 
         claims_fns = list(CLAIMS)
         if o("adversarial_training"):

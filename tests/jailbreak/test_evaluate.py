@@ -87,6 +87,16 @@ def test_adaptive_gcg_and_static_suffix_attacks(lm, task):
                         n_train_prompts=2)
     row = evaluate(model, tok, task=task, attack=a, max_new_tokens=4).rows[0]
     assert a.suffix_ and row["suffix"] == a.suffix_ and row["gcg_steps"] == 2
+    # the model reads exactly the tokens GCG optimised: prompt tokens, then the suffix's own
+    from fmlab.jailbreak._generate import render
+
+    q = task.prompts("test")[0]
+    ids = tok(render(tok, [{"role": "user", "content": a.apply(q)}]),
+              add_special_tokens=False)["input_ids"]
+    head = tok(render(tok, [{"role": "user", "content": q + "{optim_str}"}]).partition(
+        "{optim_str}")[0], add_special_tokens=False)["input_ids"]
+    opt = tok(a.suffix_, add_special_tokens=False)["input_ids"]
+    assert ids[: len(head) + len(opt)] == head + opt
     s = JailbreakAttack("suffix", suffix="!!")
     assert s.apply("q") == "q !!"
     r = JailbreakAttack("repeat", suffix="zz")
@@ -95,6 +105,7 @@ def test_adaptive_gcg_and_static_suffix_attacks(lm, task):
     p = JailbreakAttack("ppl_prefix", suffix="zz")
     p.fit(model, tok, create_defense("none"), task)
     assert p.apply("q").startswith("Yesterday") and p.apply("q").endswith("q zz")
+    assert JailbreakAttack("suffix", suffix=" zz").apply("q") == "q zz"
 
 
 def test_dpo_with_lora_lowers_its_loss_and_merges(lm, task):
