@@ -155,8 +155,8 @@ class TargetObjective:
     before the slot and start the suffix with one instead (``" x x x"``), so that the tokens
     optimised are the tokens a model reads when the suffix is later pasted after the prompt (a
     space before the slot tokenises on its own, but merges into the suffix's first word in the
-    pasted text). In universal
-    (multi-prompt) mode, pass several prompts and targets: the loss is their mean.
+    pasted text). In universal (multi-prompt) mode, pass several prompts and targets: the loss
+    is their mean.
 
     .. math:: \\mathcal{L}(s) = \\frac{1}{J}\\sum_j -\\frac{1}{m_j}\\sum_{t=1}^{m_j}
         \\log p_\\theta(y^j_t \\mid x^j_{<\\mathrm{slot}}, s, x^j_{>\\mathrm{slot}}, y^j_{<t})
