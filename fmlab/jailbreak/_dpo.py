@@ -58,11 +58,15 @@ def _answer_logps(model: Any, enc: dict[str, Any]) -> Any:
     """Sum of log-probabilities of the answer tokens, per sequence ``(2B,)``."""
     import torch
 
-    logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
-    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    tok = enc["input_ids"][:, 1:]
-    picked = logp.gather(-1, tok[..., None])[..., 0]  # (2B, T-1)
-    return (picked * enc["answer"][:, 1:]).sum(dim=1)
+    answer = enc["answer"][:, 1:]  # (2B, T-1): the logit at t predicts token t + 1
+    cols = torch.nonzero(answer.any(dim=0)).flatten()  # positions whose logits are needed
+    # the LM head (a fifth of SmolLM2's weights) and the log-softmax only where an answer is
+    logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                   logits_to_keep=cols).logits  # (2B, C, V)
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    tok = enc["input_ids"][:, 1:][:, cols]
+    picked = logp.gather(-1, tok[..., None])[..., 0]  # (2B, C)
+    return (picked * answer[:, cols]).sum(dim=1)
 
 
 def train_dpo(
