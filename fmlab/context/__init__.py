@@ -24,6 +24,7 @@ from typing import Any
 _LAZY = {
     "CFTask": "fmlab.context._tasks",
     "ContextLM": "fmlab.context._lm",
+    "FrozenPrefix": "fmlab.context._lm",
     "FunctionLM": "fmlab.context._lm",
     "GenerationRequest": "fmlab.context._lm",
     "HFCausalLM": "fmlab.context._lm",

@@ -179,7 +179,7 @@ class InversionStudy(Study):
         Option("seeds", int, 3, low=1, help="seeds per condition (intervals need 2 or more)"),
         Option("steps", int, 8, 120, low=2, help="LoRA steps per run"),
         Option("eval_every", int, 4, 10, low=1, help="probe every this many steps (k)"),
-        Option("n_mix", int, 128, 1024, low=16, help="training examples generated"),
+        Option("n_mix", int, 64, 1024, low=16, help="training examples generated"),
         Option("n_probe", int, 16, 96, low=4, help="CF_Capitals items in the reliance probe"),
         Option("n_heldout", int, 8, 64, low=4, help="held-out instruction examples"),
         Option("agree_share", float, 0.75, low=0.0, high=1.0,
@@ -195,6 +195,7 @@ class InversionStudy(Study):
     )
 
     def run(self, ctx: StudyContext) -> StudyResult:
+        from fmlab.context._lm import FrozenPrefix
         from fmlab.context._mix import (
             counterfactual_augment,
             filter_context_critical,
@@ -236,8 +237,13 @@ class InversionStudy(Study):
         held = make_instruction_mix(o("n_heldout"), agree_share=o("agree_share"), seed=ctx.seed,
                                     split="heldout")
         probe = get_task("cf_capitals").subset(o("n_probe"), seed=ctx.seed)
+        # the layers below the tuned ones never change: their states are computed once per
+        # sequence and shared by every run, step and probe (exact; most of the cost saved)
+        n_layers = int(model.config.num_hidden_layers)
+        prefix = (FrozenPrefix(model, n_layers - o("last_layers"))
+                  if o("last_layers") is not None and o("last_layers") < n_layers else None)
         tracker = ReliabilityTracker([probe], held, limit=None, method="loglikelihood",
-                                     every=every)
+                                     every=every, prefix=prefix)
         base_row = {"step": 0, **tracker.measure(model, tok)}  # step 0 is the same for all runs
 
         def callback(step: int, m: Any, t: Any) -> dict[str, Any] | None:
@@ -245,8 +251,8 @@ class InversionStudy(Study):
 
         datasets: dict[str, list[dict[str, Any]]] = {"baseline": mix, "qk_only": mix}
         if "filtered" in conditions:
-            datasets["filtered"] = filter_context_critical(mix, no_context_nll(model, tok, mix),
-                                                           0.25)
+            datasets["filtered"] = filter_context_critical(
+                mix, no_context_nll(model, tok, mix, prefix=prefix), 0.25)
         if "augmented" in conditions:
             datasets["augmented"] = counterfactual_augment(mix, 0.1, seed=ctx.seed)
         rows: list[dict[str, Any]] = []
@@ -255,7 +261,8 @@ class InversionStudy(Study):
             for s in ctx.progress(range(o("seeds")), desc=f"context.inversion {cond}"):
                 c = FinetuneConfig(**{**cfg.__dict__, "seed": ctx.seed + s,
                                       "params": "qk" if cond == "qk_only" else "all"})
-                res = finetune(model, tok, datasets[cond], c, callbacks=[callback])
+                res = finetune(model, tok, datasets[cond], c, callbacks=[callback],
+                               prefix=prefix or False)
                 timing["train_s"] += res.train_seconds
                 timing["track_s"] += res.callback_seconds
                 timing["tokens"] += res.n_tokens
