@@ -166,31 +166,32 @@ class InversionStudy(Study):
         "comprehension whose context agrees with real country facts or states facts about "
         "invented entities, closed-book facts, WordNet definitions and cloze), with several seeds. "
         "Every k steps it is probed on CF_Capitals (log-likelihood choice between the context's "
-        "answer and the real one) and on held-out instructions (target NLL). Full scale adds "
-        "context-critical filtering, counterfactual augmentation and query/key-only tuning. The "
-        "§5 toy runs beside it. Quick: 8 LoRA steps (rank 8, last 4 layers, batch 8, 80 "
-        "tokens), probe at steps 0, 4, 8 on 16 items, 3 seeds: too short to expect the "
-        "inversion; full: 120 steps on all layers, every 10 steps, 96 items, 3 seeds, 4 "
-        "conditions.")
+        "answer and the real one) and on held-out instructions (target NLL). LoRA tunes the last "
+        "4 layers; the 26 frozen layers below run once per sequence (FrozenPrefix, exact). Full "
+        "scale adds context-critical filtering (counterfactual augmentation and query/key-only "
+        "tuning are options: --set conditions=...). The §5 toy runs beside it. Quick: 8 steps "
+        "(batch 8, 80 tokens), probe at steps 0, 4, 8 on 16 items, 3 seeds: too short to expect "
+        "the inversion; full: 60 steps, probe every 10 steps on 48 items, 3 seeds, baseline and "
+        "filtered.")
     requires: ClassVar[tuple[str, ...]] = ("torch", "transformers", "peft", "matplotlib")
     options = (
         Option("model", str, "smollm2-135m-instruct",
                help="causal LM to tune: zoo name, 'hf:' id or folder"),
         Option("seeds", int, 3, low=1, help="seeds per condition (intervals need 2 or more)"),
-        Option("steps", int, 8, 120, low=2, help="LoRA steps per run"),
+        Option("steps", int, 8, 60, low=2, help="LoRA steps per run"),
         Option("eval_every", int, 4, 10, low=1, help="probe every this many steps (k)"),
-        Option("n_mix", int, 64, 1024, low=16, help="training examples generated"),
-        Option("n_probe", int, 16, 96, low=4, help="CF_Capitals items in the reliance probe"),
-        Option("n_heldout", int, 8, 64, low=4, help="held-out instruction examples"),
+        Option("n_mix", int, 64, 512, low=16, help="training examples generated"),
+        Option("n_probe", int, 16, 48, low=4, help="CF_Capitals items in the reliance probe"),
+        Option("n_heldout", int, 8, 32, low=4, help="held-out instruction examples"),
         Option("agree_share", float, 0.75, low=0.0, high=1.0,
                help="share of reading examples whose context agrees with real facts"),
         Option("lr", float, 1e-3, low=0.0, help="AdamW learning rate"),
         Option("lora_rank", int, 8, low=1, help="LoRA rank"),
-        Option("last_layers", int, 4, None, low=1, none_ok=True,
+        Option("last_layers", int, 4, low=1, none_ok=True,
                help="LoRA on the last N layers only (null: all layers)"),
         Option("batch_size", int, 8, low=1, help="examples per step"),
         Option("max_length", int, 80, 96, low=16, help="tokens per example (prompt + target)"),
-        Option("conditions", list, ["baseline"], list(CONDITIONS), item=str, choices=CONDITIONS,
+        Option("conditions", list, ["baseline"], ["baseline", "filtered"], item=str, choices=CONDITIONS,
                help="baseline and the mitigations to run"),
     )
 
