@@ -191,8 +191,8 @@ class InversionStudy(Study):
                help="LoRA on the last N layers only (null: all layers)"),
         Option("batch_size", int, 8, low=1, help="examples per step"),
         Option("max_length", int, 80, 96, low=16, help="tokens per example (prompt + target)"),
-        Option("conditions", list, ["baseline"], ["baseline", "filtered"], item=str, choices=CONDITIONS,
-               help="baseline and the mitigations to run"),
+        Option("conditions", list, ["baseline"], ["baseline", "filtered"], item=str,
+               choices=CONDITIONS, help="baseline and the mitigations to run"),
     )
 
     def run(self, ctx: StudyContext) -> StudyResult:
