@@ -171,18 +171,18 @@ class InversionStudy(Study):
         "scale adds context-critical filtering (counterfactual augmentation and query/key-only "
         "tuning are options: --set conditions=...). The §5 toy runs beside it. Quick: 8 steps "
         "(batch 8, 80 tokens), probe at steps 0, 4, 8 on 16 items, 3 seeds: too short to expect "
-        "the inversion; full: 60 steps, probe every 10 steps on 48 items, 3 seeds, baseline and "
+        "the inversion; full: 40 steps, probe every 8 steps on 48 items, 3 seeds, baseline and "
         "filtered.")
     requires: ClassVar[tuple[str, ...]] = ("torch", "transformers", "peft", "matplotlib")
     options = (
         Option("model", str, "smollm2-135m-instruct",
                help="causal LM to tune: zoo name, 'hf:' id or folder"),
         Option("seeds", int, 3, low=1, help="seeds per condition (intervals need 2 or more)"),
-        Option("steps", int, 8, 60, low=2, help="LoRA steps per run"),
-        Option("eval_every", int, 4, 10, low=1, help="probe every this many steps (k)"),
-        Option("n_mix", int, 64, 512, low=16, help="training examples generated"),
+        Option("steps", int, 8, 40, low=2, help="LoRA steps per run"),
+        Option("eval_every", int, 4, 8, low=1, help="probe every this many steps (k)"),
+        Option("n_mix", int, 64, 384, low=16, help="training examples generated"),
         Option("n_probe", int, 16, 48, low=4, help="CF_Capitals items in the reliance probe"),
-        Option("n_heldout", int, 8, 32, low=4, help="held-out instruction examples"),
+        Option("n_heldout", int, 8, 24, low=4, help="held-out instruction examples"),
         Option("agree_share", float, 0.75, low=0.0, high=1.0,
                help="share of reading examples whose context agrees with real facts"),
         Option("lr", float, 1e-3, low=0.0, help="AdamW learning rate"),
