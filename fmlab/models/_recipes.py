@@ -118,7 +118,7 @@ class CaptionerConfig:
     eval_style: str = "openmoji"
     steps: int = 80
     batch_size: int = 16
-    lr: float = 5e-3
+    lr: float = 3e-3
     lm_layers: int = 0
     eval_images: int = 192
 
