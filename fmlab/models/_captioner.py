@@ -477,7 +477,7 @@ def load_captioner(name_or_path: str | os.PathLike[str] = "captioner-emoji", *,
                    f"prepare_model({text!r}{args})\"")
             raise ModelUnavailableError(
                 f"The model {text!r} is trainable offline but not prepared on this machine. "
-                f"Prepare it once (about 90 s on 2 cores) with: {cmd}   (or pass "
+                f"Prepare it once (about 2 CPU-minutes) with: {cmd}   (or pass "
                 f"prepare=True)")
         lm, tok = _load_lm(config)
         model = EmojiCaptioner(config, load_efficientnet_tower(), lm, tok)

@@ -104,8 +104,9 @@ class CaptionerConfig:
         batch_size: Captions per step.
         lr: AdamW learning rate of the mapping network.
         lm_layers: Run only the first ``lm_layers`` of SmolLM2's 30 decoder layers (0 = all,
-            the default). A build option for quick experiments and tests: a truncated LM is
-            faster to train and to attack but is no longer SmolLM2.
+            the default). A build option for quick experiments and tests only: a truncated LM
+            is faster but is no longer a language model (measured: 10 layers, 200 steps gave
+            token-F1 0.02 on the held-out style and babbling captions).
         eval_images: Held-out images captioned for the model card (half as many of a training
             style); the nearest-caption and constant-caption baselines use the same images.
     """
