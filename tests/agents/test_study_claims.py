@@ -60,3 +60,35 @@ def test_no_benign_success_is_not_computed_rather_than_held():
     rows = _rows(12, 0.0, 1.0, 1.0, 1.0, 1.0)
     claim = claim_captioner_attack(rows)
     assert not claim.holds and "solved no task benignly" in claim.error
+
+
+def test_one_half_only_rates_and_claims():
+    """With only the CLIP half, the captioner claims are not computed (never held) and the
+    precondition judges the pixel agent alone."""
+    from fmlab.agents._study import _metrics, claim_benign
+
+    clip_only = [{k: v for k, v in r.items() if not (k.startswith("text") or k.startswith("cap"))}
+                 | {"type": "wrong_object"} for r in CLEAR if "pixel_benign" in r]
+    m = _metrics(clip_only, 16 / 256, [2 / 256, 16 / 256])
+    assert m["benign"]["caption_agent"]["n"] == 0
+    assert m["asr"]["clip_attack_vs_pixel_agent_heldout"]["n"] > 0
+    benign = claim_benign(clip_only)
+    assert "caption agent" not in benign.measured and "pixel agent" in benign.measured
+    assert not claim_captioner_attack(clip_only).holds
+    assert claim_transfer(clip_only, eps_key="16/256").holds
+
+
+def test_registered_with_declared_options():
+    from fmlab.studies import get_study
+    from fmlab.studies._options import UsageError
+
+    cls = get_study("attacks.agents")
+    quick = cls.resolve_options({}, "quick")
+    assert quick["attacks"] == ["captioner", "clip"] and quick["eps"] == 16 / 256
+    assert cls.resolve_options({"attacks": "clip"}, "quick")["attacks"] == ["clip"]
+    import pytest
+
+    with pytest.raises(ValueError, match="'attacks' option"):
+        cls.resolve_options({"attacks": "pixels"}, "quick")
+    with pytest.raises(UsageError, match="Did you mean: eps"):
+        cls.resolve_options({"epss": 0.1}, "quick")
