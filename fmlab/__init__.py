@@ -15,9 +15,7 @@ Capabilities live in subpackages that are imported on first use, so ``import fml
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from fmlab._imports import lazy_module
 from fmlab.version import __version__
 
 _SUBMODULES = (
@@ -40,12 +38,4 @@ _SUBMODULES = (
 
 __all__ = ["__version__", *_SUBMODULES]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _SUBMODULES:
-        return importlib.import_module(f"fmlab.{name}")
-    raise AttributeError(f"module 'fmlab' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_module(__name__, {n: f"fmlab.{n}" for n in _SUBMODULES}, __all__)

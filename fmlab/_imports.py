@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
+from collections.abc import Callable, Iterable, Mapping
 from types import ModuleType
+from typing import Any
 
 from fmlab.exceptions import MissingDependencyError
 
@@ -60,3 +63,32 @@ def is_available(module: str) -> bool:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
         return False
+
+
+def lazy_module(package: str, names: Mapping[str, str],
+                public: Iterable[str]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """The module-level ``__getattr__`` and ``__dir__`` of a package whose names load on first use
+    (PEP 562), so importing the package stays cheap::
+
+        __getattr__, __dir__ = lazy_module(__name__, _LAZY, __all__)
+
+    Args:
+        package: The package's ``__name__``.
+        names: Each lazily loaded name -> the module that defines it; ``f"{package}.{name}"`` is the
+            submodule ``name`` itself. A loaded value is kept in the package, so it loads once.
+        public: What ``dir(package)`` lists (its ``__all__``; read at call time).
+    """
+
+    def __getattr__(name: str) -> Any:
+        module = names.get(name)
+        if module is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        loaded = importlib.import_module(module)
+        value = loaded if module == f"{package}.{name}" else getattr(loaded, name)
+        setattr(sys.modules[package], name, value)
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted(public)
+
+    return __getattr__, __dir__

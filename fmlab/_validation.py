@@ -35,6 +35,7 @@ Numbers are finite unless ``allow_inf=True``: an unbounded side of an interval i
 
 from __future__ import annotations
 
+import abc
 import argparse
 import math
 import numbers
@@ -215,7 +216,7 @@ def check_probabilities(value: Any, name: str, *, atol: float = 1e-3) -> np.ndar
 # -- declarative constraints: the same rules as argparse types for the CLI ------------------------
 
 
-class Constraint:
+class Constraint(abc.ABC):
     """A declared constraint on one value.
 
     ``check(value, name, owner)`` validates a Python value (the API path) and returns it converted;
@@ -228,14 +229,16 @@ class Constraint:
     #: shown by argparse in messages about this type
     __name__ = "value"
 
-    def describe(self) -> str:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def describe(self) -> str:
+        """What the value must be, as a phrase (``"a float in (0, 1]"``)."""
 
     def check(self, value: Any, name: str, *, owner: str | None = None) -> Any:
         return self.parse(value) if isinstance(value, str) else value
 
-    def parse(self, text: str) -> Any:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def parse(self, text: str) -> Any:
+        """The value a command-line string stands for; ``ValueError`` naming the rule if none."""
 
     def invalid_values(self) -> list[str]:
         return []

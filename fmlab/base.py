@@ -44,6 +44,7 @@ before reading 'mean_'.
 
 from __future__ import annotations
 
+import abc
 from typing import Any, ClassVar
 
 from sklearn.base import BaseEstimator as _SklearnBaseEstimator
@@ -53,12 +54,13 @@ from fmlab.exceptions import NotFittedError
 __all__ = ["BaseEstimator"]
 
 
-class BaseEstimator(_SklearnBaseEstimator):
+class BaseEstimator(_SklearnBaseEstimator, metaclass=abc.ABCMeta):
     """scikit-learn's ``BaseEstimator`` with fmlab's parameter hook and not-fitted errors.
 
     Subclasses set :attr:`_fitted_attr` (an attribute ``fit`` always sets) and :attr:`_fit_call`
     (how ``fit`` is called, for the error message), implement ``fit`` and, when they take
-    parameters with constraints, :meth:`_check_params`.
+    parameters with constraints, :meth:`_check_params`. Family bases mark the hooks their members
+    must implement with :func:`abc.abstractmethod`, so a class missing one cannot be instantiated.
     """
 
     #: An attribute ``fit`` always sets; its presence means "fitted".

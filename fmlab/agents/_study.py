@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from fmlab.agents._stats import rate
+from fmlab._stats import rate
 from fmlab.studies._base import CONSISTENCY, Claim, Study, StudyContext, StudyResult
 from fmlab.studies._claims import NotComputed, Verdict, claim_check
 from fmlab.studies._options import Option

@@ -121,8 +121,8 @@ class AgentCommand(Command):
         return 0
 
     def _run(self, args: argparse.Namespace) -> int:
+        from fmlab._stats import rate
         from fmlab.agents import default_catalog, load_tasks, run_tasks
-        from fmlab.agents._stats import rate
 
         tasks = load_tasks(args.file, attack_type=args.attack_type)
         if args.limit is not None:

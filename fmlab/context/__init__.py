@@ -17,8 +17,7 @@ Importing this package is cheap; torch and transformers load on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from fmlab._imports import lazy_module
 
 # name -> private module; loaded on first access
 _LAZY = {
@@ -54,14 +53,4 @@ _LAZY = {
 
 __all__ = sorted(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'fmlab.context' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_module(__name__, _LAZY, __all__)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from fmlab._stats import Z95, wilson_interval
 from fmlab._validation import check_int, check_option, check_real
 from fmlab.context._lm import (
     ContextLM,
@@ -35,18 +36,6 @@ __all__ = ["DEFAULT_TASKS", "ReliabilityReport", "evaluate", "wilson_interval"]
 
 DEFAULT_TASKS = ("cf_world_facts", "cf_capitals", "cf_bio", "cf_quotes")
 METHODS = ("generate", "loglikelihood")
-Z95 = 1.959963984540054
-
-
-def wilson_interval(k: float, n: int, z: float = Z95) -> tuple[float, float]:
-    """The Wilson score interval of a proportion ``k / n`` (``(nan, nan)`` when ``n == 0``)."""
-    if n == 0:
-        return (math.nan, math.nan)
-    p = k / n
-    den = 1 + z * z / n
-    mid = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return (max(0.0, mid - half), min(1.0, mid + half))
 
 
 def _rate(records: list[dict[str, Any]], scoring: str, label: str) -> dict[str, float]:

@@ -16,9 +16,7 @@ Importing this package is cheap; torch and transformers load on first use of the
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from fmlab._imports import lazy_module
 from fmlab.embeddings._templates import (
     TEMPLATES,
     EchoTemplate,
@@ -61,14 +59,4 @@ __all__ = [
     "toy_experiment",
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'fmlab.embeddings' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_module(__name__, _LAZY, __all__)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from typing import Any, ClassVar
 
+from fmlab._stats import wilson_interval
 from fmlab.studies._base import CONSISTENCY, Study, StudyContext, StudyResult
 from fmlab.studies._claims import NotComputed, Verdict, claim_check, mean_interval
 from fmlab.studies._options import Option
@@ -279,14 +280,6 @@ def echo_beats_classical(cosines: dict[str, dict[str, Any]], seed: int = 0,
                    interval=(min(lows), float(max(gaps))) if len(gaps) > 1 else None)
 
 
-def _wilson_low(acc: float, n: int, z: float = 1.96) -> float:
-    import math
-
-    centre = (acc + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(acc * (1 - acc) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half
-
-
 @claim_check("Echo's early tokens carry information that comes later in the sentence (toy "
              "experiment: a probe on the early tokens of the pooled copy finds the class set by "
              "the late clause).",
@@ -298,7 +291,7 @@ def echo_early_tokens_see_late(toy: dict[str, float]) -> Verdict:
     n = int(toy.get("n", 0))
     if n < 10:
         raise NotComputed(f"{n} toy sentences")
-    low = _wilson_low(toy["early_accuracy"], n)
+    low, _ = wilson_interval(toy["early_accuracy"] * n, n)
     return Verdict(f"early-token probe accuracy {toy['early_accuracy']:.2f} (95% lower bound "
                    f"{low:.2f}; chance {toy['chance']:.2f}; {n} sentences)",
                    low >= toy["chance"] + 0.25, value=toy["early_accuracy"],

@@ -18,9 +18,7 @@ References:
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from fmlab._imports import lazy_module
 from fmlab.jailbreak._judges import (
     JUDGES,
     BaseJudge,
@@ -75,8 +73,4 @@ _LAZY = {
     "train_dpo": "fmlab.jailbreak._dpo",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'fmlab.jailbreak' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_module(__name__, _LAZY, __all__)

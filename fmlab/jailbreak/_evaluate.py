@@ -17,13 +17,13 @@ Jailbreak attacks turn a test prompt into the user message the defended system r
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fmlab._registry import Registry
+from fmlab._stats import wilson_interval
 
 __all__ = ["JB_ATTACKS", "JailbreakAttack", "JailbreakReport", "evaluate", "wilson_interval"]
 
@@ -34,17 +34,6 @@ BENIGN = (
     "Yesterday I walked to the grocery store down the street to buy bread, milk and a few apples. "
     "The weather was nice, so I took my time and said hello to a neighbour on the way. "
 )
-
-
-def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion ``k / n`` (95 % by default)."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = k / n
-    den = 1 + z * z / n
-    mid = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return (max(0.0, mid - half), min(1.0, mid + half))
 
 
 @dataclass

@@ -29,9 +29,7 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from fmlab._imports import lazy_module
 from fmlab.models._zoo import ModelInfo, list_models, model_info
 
 __all__ = [
@@ -70,12 +68,4 @@ _LAZY = {
     "tiny_clip": "fmlab.models._tiny",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'fmlab.models' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_module(__name__, _LAZY, __all__)

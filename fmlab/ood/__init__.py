@@ -17,9 +17,7 @@ References:
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from fmlab._imports import lazy_module
 from fmlab.ood._agreement import LineFit, fit_probit_line, pairwise_agreement, probit
 from fmlab.ood._diagnostics import LinesDiagnostics, diagnose_lines, prediction_errors
 from fmlab.ood._estimators import (
@@ -68,12 +66,4 @@ __all__ = [
     *sorted(_LAZY),
 ]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'fmlab.ood' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_module(__name__, _LAZY, __all__)

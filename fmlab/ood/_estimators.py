@@ -14,6 +14,7 @@ them, so ``get_params`` / ``set_params`` / ``sklearn.base.clone`` work (the base
 
 from __future__ import annotations
 
+import abc
 import warnings
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -95,8 +96,9 @@ class BaseOODEstimator(BaseEstimator):
         """``fit`` and return ``ood_accuracy_``."""
         return self.fit(id_probs, id_labels, ood_probs).ood_accuracy_
 
-    def _fit(self, data: EnsembleOutputs) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _fit(self, data: EnsembleOutputs) -> np.ndarray:
+        """The estimated OOD accuracy of each model, ``(n_models,)``."""
 
 
 def _check_n_jobs(n_jobs: Any, owner: str) -> None:

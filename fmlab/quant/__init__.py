@@ -17,9 +17,7 @@ References:
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from fmlab._imports import lazy_module
 from fmlab.quant._formats import FORMATS, QuantFormat, get_format, list_formats, make_format
 
 # public name -> private module holding it (imported on first access; these need torch etc.)
@@ -55,12 +53,4 @@ _LAZY: dict[str, str] = {
 
 __all__ = ["FORMATS", "QuantFormat", "get_format", "list_formats", "make_format", *_LAZY]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'fmlab.quant' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_module(__name__, _LAZY, __all__)

@@ -8,6 +8,7 @@ fit, bootstrap intervals, diagnostics, prediction, saving) lives here once.
 
 from __future__ import annotations
 
+import abc
 import json
 import warnings
 from collections.abc import Mapping, Sequence
@@ -76,24 +77,24 @@ class BaseLaw(RegressorMixin, BaseEstimator):
     _fit_call = "fit() (or set_fitted_params())"
 
     # -- hooks ------------------------------------------------------------------------------
+    @abc.abstractmethod
     def param_specs(self) -> list[core.ParamSpec]:
         """Internal coordinates with their default start grids and bounds."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _log_predict(self, theta: np.ndarray, X: np.ndarray) -> np.ndarray:
         """Batched log-prediction: ``theta (k, P)``, ``X (n, F)`` -> ``(k, n)``."""
-        raise NotImplementedError
 
     def _log_predict_jac(self, theta: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return core.finite_difference_jac(lambda t: self._log_predict(t, X), theta)
 
+    @abc.abstractmethod
     def _public(self, theta: np.ndarray) -> dict[str, np.ndarray]:
         """Named public parameters from internal coordinates ``(k, P)`` -> name: ``(k,)``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _internal(self, params: Mapping[str, float]) -> np.ndarray:
         """Internal coordinates ``(P,)`` from named public parameters."""
-        raise NotImplementedError
 
     def _extrapolation_key(self, X: np.ndarray) -> np.ndarray:
         """What ``validation="extrapolate"`` holds out the largest of (default: ``N * D``)."""

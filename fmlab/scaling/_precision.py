@@ -21,6 +21,7 @@ References:
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -211,9 +212,10 @@ class _PrecisionBase(BaseLaw):
 
     # The laws are log-sum-exps of a few terms u_j; each term knows its derivatives, so the
     # Jacobian is the softmax-weighted sum of the term derivatives (no finite differences).
+    @abc.abstractmethod
     def _terms(self, theta: np.ndarray, X: np.ndarray
                ) -> list[tuple[np.ndarray, dict[str, np.ndarray]]]:
-        raise NotImplementedError
+        """The log-sum-exp's terms ``u_j (k, n)``, each with its derivatives by parameter name."""
 
     def _log_predict(self, theta: np.ndarray, X: np.ndarray) -> np.ndarray:
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):

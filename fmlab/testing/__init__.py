@@ -9,6 +9,8 @@ Each suite is a function that takes your object, runs every check of its contrac
 :func:`check_optimizer`     a SAM-style two-pass ``torch.optim.Optimizer``
 :func:`check_encoder`       a sentence encoder with the sentence-transformers ``encode`` contract
 :func:`check_attack`        an attack on :class:`fmlab.attacks.BaseAttack` (``testing.attacks``)
+:func:`check_judge`         a jailbreak judge (:class:`fmlab.jailbreak.BaseJudge`)
+:func:`check_defense`       a jailbreak defense's hooks (:class:`fmlab.jailbreak.BaseDefense`)
 ==========================  ===================================================================
 
 fmlab runs the same suites on every registered entry in its default test run
@@ -26,13 +28,15 @@ Importing this module is cheap: the suites import numpy, scikit-learn and torch 
 
 from __future__ import annotations
 
-import importlib
 import os
-from typing import Any
+
+from fmlab._imports import lazy_module
 
 __all__ = [
     "check_attack",
+    "check_defense",
     "check_encoder",
+    "check_judge",
     "check_law",
     "check_ood_estimator",
     "check_optimizer",
@@ -46,6 +50,8 @@ _LAZY = {
     "check_ood_estimator": "fmlab.testing._estimators",
     "check_optimizer": "fmlab.testing._optim",
     "check_encoder": "fmlab.testing._encoders",
+    "check_judge": "fmlab.testing._jailbreak",
+    "check_defense": "fmlab.testing._jailbreak",
 }
 
 
@@ -62,15 +68,4 @@ def require_or_skip(reason: str) -> None:
         pytest.fail(f"missing in CI (an install step is broken): {reason}")
     pytest.skip(reason)
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'fmlab.testing' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_module(__name__, _LAZY, __all__)

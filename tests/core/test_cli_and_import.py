@@ -60,3 +60,28 @@ def test_usage_error_exits_2_and_failure_exits_1_with_one_line() -> None:
 def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert "COMMAND" in capsys.readouterr().out
+
+
+
+_LAZY_PACKAGES = ("fmlab", "fmlab.autoft", "fmlab.context", "fmlab.embeddings", "fmlab.jailbreak",
+                  "fmlab.models", "fmlab.ood", "fmlab.quant", "fmlab.sam", "fmlab.testing")
+
+
+def test_lazy_packages_list_and_resolve_every_public_name() -> None:
+    # in a subprocess: loading every name imports torch, which must not leak into this process
+    code = f"""
+import importlib
+for package in {_LAZY_PACKAGES!r}:
+    m = importlib.import_module(package)
+    assert dir(m) == sorted(m.__all__), (package, dir(m))
+    missing = [n for n in m.__all__ if getattr(m, n, None) is None]
+    assert not missing, (package, missing)
+    try:
+        m.no_such_name
+    except AttributeError as e:
+        assert package in str(e) and "no_such_name" in str(e), e
+    else:
+        raise SystemExit(package + ": no AttributeError")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
