@@ -8,13 +8,14 @@ from fmlab.agents._study import (
     claim_benign,
     claim_caption_vs_pixel,
     claim_captioner_attack,
+    claim_ensemble,
     claim_eps,
     claim_transfer,
 )
 from fmlab.studies import assert_claim_can_fail
 
 
-def _rows(n, p_benign, p_cap, p_pix, p_wb_small, p_wb_large, seed=0):
+def _rows(n, p_benign, p_cap, p_pix, p_wb_small, p_wb_large, seed=0, p_single=0.05):
     rng = random.Random(seed)
     rows = []
     for i in range(n):
@@ -24,6 +25,7 @@ def _rows(n, p_benign, p_cap, p_pix, p_wb_small, p_wb_large, seed=0):
             row.update({"pixel_benign": rng.random() < p_benign,
                         "wb_benign": rng.random() < p_benign,
                         "pixel_attacked@16/256": rng.random() < p_pix,
+                        "pixel_single@16/256": rng.random() < p_single,
                         "wb_attacked@2/256": rng.random() < p_wb_small,
                         "wb_attacked@16/256": rng.random() < p_wb_large})
         rows.append(row)
@@ -50,6 +52,11 @@ def test_caption_vs_pixel_claim_can_fail():
 def test_transfer_claim_can_fail():
     assert_claim_can_fail(claim_transfer, CLEAR, _rows(60, 0.95, 0.9, 0.0, 0.0, 0.0),
                           eps_key="16/256")
+
+
+def test_ensemble_claim_can_fail():
+    same = _rows(90, 0.95, 0.9, 0.4, 0.05, 0.9, seed=3, p_single=0.4)  # one surrogate does as well
+    assert_claim_can_fail(claim_ensemble, CLEAR, same, eps_key="16/256")
 
 
 def test_eps_claim_can_fail():
