@@ -308,3 +308,20 @@ def test_publish_copies_results_and_writes_a_summary(tmp_path: Path, line_study:
     assert "| consistency | The intercept formula" in summary and "not computed" in summary
     assert (tmp_path / "pub" / line_study / "fit.png").is_file()
     assert (tmp_path / "pub" / "report.html").is_file()
+
+
+def test_readme_results_table_matches_the_published_results() -> None:
+    """The README's results table is the short table of docs/results (re-paste it after
+    publishing), and every published figure is a small PNG."""
+    from fmlab.studies._base import load_results
+    from fmlab.studies._publish import short_table
+
+    root = Path(__file__).resolve().parents[2]
+    records = load_results(root / "docs" / "results")
+    assert records, "docs/results holds no published study"
+    assert short_table(records) in (root / "README.md").read_text()
+    for r in records:
+        assert r["scale"] == "full", r["study"]
+        for fig in r.get("figures", {}):
+            png = root / "docs" / "results" / r["study"] / fig
+            assert png.is_file() and png.stat().st_size < 300_000, png
