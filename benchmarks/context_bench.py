@@ -1,25 +1,31 @@
 """Context-reliance costs, measured side by side in one process on SmolLM2-135M-Instruct.
 
-1. Evaluation items per second: fmlab's harness (length-sorted batches, greedy decoding that stops
-   a batch once every row has produced its first answer line) against the loop users would
-   otherwise write, one ``model.generate(max_new_tokens=N)`` per item, on the same CF_Capitals
-   items and prompts. Goal from the issue: >= 3x. Rounds are interleaved; the best is reported.
-   The two must give the same first answer line (checked and reported).
-2. The cost of tracking: share of wall time spent in the reliance tracker (log-likelihood probe on
-   CF_Capitals + held-out instructions) when it runs every k steps of LoRA tuning, at the study's k.
-3. Fine-tuning tokens per second, LoRA (rank 8) vs full fine-tuning, same batches.
+1. Evaluation items per second against the loop users would otherwise write, one
+   ``model.generate(max_new_tokens=N)`` per item, on the same CF_Capitals items and prompts
+   (goal from the issue: >= 3x). fmlab's ``generate_until``: length-sorted batches, the prompts'
+   shared start (chat system prompt + instruction) run once with its KV cache reused, a batch
+   stops once every row has produced its first answer line. fmlab's ``loglikelihood`` choice
+   between the context's and the memorised answer (what the reliance tracker uses): one forward
+   pass per candidate, no decoding. Rounds are interleaved; the best is reported. Generation must
+   give the same first answer line as the plain loop (checked and reported).
+2. The cost of tracking: share of time spent in the reliance tracker (log-likelihood probe on
+   CF_Capitals + held-out instructions) when it runs every k steps, at the study's k, with the
+   study's frozen-prefix cache.
+3. Fine-tuning tokens per second on the same batches: full fine-tuning, LoRA rank 8 on all layers,
+   and LoRA rank 8 on the last 4 layers with the frozen-prefix cache (the study's setting).
 
     python benchmarks/context_bench.py                 # 32 items, 2 rounds
     python benchmarks/context_bench.py --n 64 --repeat 3
 
 Writes ``benchmarks/results/context.json``. On a shared machine absolute times are noisy; the
-ratios are what to read.
+ratios are what to read (the load average is recorded next to them).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -30,6 +36,7 @@ def eval_speed(model, tok, n: int, repeat: int, max_new: int, batch_size: int) -
     import torch
 
     from fmlab.context import HFCausalLM, get_task
+    from fmlab.context._evaluate import _answer_requests
     from fmlab.context._lm import GenerationRequest
 
     task = get_task("cf_capitals").subset(n, seed=0)
@@ -38,8 +45,15 @@ def eval_speed(model, tok, n: int, repeat: int, max_new: int, batch_size: int) -
     reqs = [GenerationRequest(task.prompt(it), None, it) for it in task.items]
     lm._stops()  # the one-off vocabulary scan, not part of per-run cost
 
+    ll_lm = HFCausalLM(model, tok, batch_size=batch_size)
+    conflicts = list(task.conflicts())
+
     def ours() -> list[str]:
         return lm.generate_until(reqs)
+
+    def choice() -> list[bool]:
+        lls = ll_lm.loglikelihood(_answer_requests(task, conflicts))
+        return [a[0] > b[0] for a, b in zip(lls[::2], lls[1::2], strict=True)]
 
     def plain() -> list[str]:
         out = []
@@ -51,33 +65,53 @@ def eval_speed(model, tok, n: int, repeat: int, max_new: int, batch_size: int) -
             out.append(tok.decode(g[0, ids["input_ids"].shape[1]:], skip_special_tokens=True))
         return out
 
-    best = {"fmlab": float("inf"), "plain": float("inf")}
-    texts: dict[str, list[str]] = {}
+    best = {"fmlab": float("inf"), "plain": float("inf"), "fmlab_loglikelihood": float("inf")}
+    texts: dict[str, list] = {}
     for _ in range(repeat):
-        for name, fn in (("plain", plain), ("fmlab", ours)):
+        for name, fn in (("plain", plain), ("fmlab", ours), ("fmlab_loglikelihood", choice)):
             t0 = time.perf_counter()
             texts[name] = fn()
             best[name] = min(best[name], time.perf_counter() - t0)
     same = sum(a == b.split("\n")[0] for a, b in zip(texts["fmlab"], texts["plain"], strict=True))
     return {"n_items": len(reqs), "max_new_tokens": max_new, "batch_size": batch_size,
             "fmlab_items_per_s": len(reqs) / best["fmlab"],
+            "fmlab_loglikelihood_items_per_s": len(conflicts) / best["fmlab_loglikelihood"],
             "plain_items_per_s": len(reqs) / best["plain"],
             "speedup": best["plain"] / best["fmlab"],
-            "same_first_line": same}
+            "speedup_loglikelihood": (len(conflicts) / best["fmlab_loglikelihood"])
+            / (len(reqs) / best["plain"]),
+            "same_first_line": same,
+            "loglikelihood_context_chosen": sum(texts["fmlab_loglikelihood"]),
+            "load_avg": os.getloadavg()[0]}
 
 
-def tracking_cost(model, tok, every: int, steps: int) -> dict:
-    from fmlab.context import ReliabilityTracker, finetune, get_task, make_instruction_mix
+def tracking_cost(model, tok, every: int, steps: int, last_layers: int) -> dict:
+    from fmlab.context import (
+        FrozenPrefix,
+        ReliabilityTracker,
+        finetune,
+        get_task,
+        make_instruction_mix,
+    )
 
-    mix = make_instruction_mix(128, agree_share=0.75, seed=0)
-    held = make_instruction_mix(16, split="heldout")
-    tracker = ReliabilityTracker([get_task("cf_capitals")], held, limit=24, every=every)
+    mix = make_instruction_mix(64, agree_share=0.75, seed=0)
+    held = make_instruction_mix(8, split="heldout")
+    prefix = FrozenPrefix(model, int(model.config.num_hidden_layers) - last_layers)
+    tracker = ReliabilityTracker([get_task("cf_capitals")], held, limit=16, every=every,
+                                 prefix=prefix)
+    t0 = time.perf_counter()
     res = finetune(model, tok, mix, steps=steps, eval_every=every, batch_size=8, lr=1e-3,
-                   lora_rank=8, last_layers=6, max_length=96, callbacks=[tracker])
+                   lora_rank=8, last_layers=last_layers, max_length=80, callbacks=[tracker],
+                   prefix=prefix)
+    wall = time.perf_counter() - t0
     total = res.train_seconds + res.callback_seconds
-    return {"every": every, "steps": steps, "train_s": res.train_seconds,
-            "track_s": res.callback_seconds, "n_track_calls": len(res.history),
-            "tracking_share": res.callback_seconds / total}
+    return {"every": every, "steps": steps, "last_layers": last_layers,
+            "train_s": res.train_seconds, "track_s": res.callback_seconds,
+            "n_track_calls": len(res.history), "wall_s": wall,
+            "tracking_share": res.callback_seconds / total,
+            "tracking_over_training": res.callback_seconds / res.train_seconds,
+            "note": "the first call also fills the prefix cache for the probe items",
+            "load_avg": os.getloadavg()[0]}
 
 
 def lora_vs_full(model, tok, steps: int) -> dict:
@@ -85,12 +119,18 @@ def lora_vs_full(model, tok, steps: int) -> dict:
 
     mix = make_instruction_mix(64, seed=1)
     out = {}
-    for name, rank in (("lora_r8", 8), ("full", None)):
+    runs = (("full", None, None), ("lora_r8", 8, None), ("lora_r8_last4_cached", 8, 4))
+    for name, rank, last in runs:
         res = finetune(model, tok, mix, steps=steps, batch_size=8, lr=1e-4, lora_rank=rank,
-                       max_length=96, eval_every=10_000)
+                       last_layers=last, max_length=96, eval_every=10_000, seed=0)
         out[name] = {"tokens_per_s": res.tokens_per_second, "trainable_params":
                      res.trainable_params, "train_s": res.train_seconds}
     out["lora_over_full"] = out["lora_r8"]["tokens_per_s"] / out["full"]["tokens_per_s"]
+    out["lora_last4_cached_over_full"] = (out["lora_r8_last4_cached"]["tokens_per_s"]
+                                         / out["full"]["tokens_per_s"])
+    out["note"] = ("lora_r8_last4_cached includes filling the prefix cache (one frozen forward "
+                   "per example seen); steps after the first epoch are cheaper still")
+    out["load_avg"] = os.getloadavg()[0]
     return out
 
 
@@ -103,6 +143,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--every", type=int, default=4, help="tracking interval (study quick: 4)")
     ap.add_argument("--track-steps", type=int, default=8)
+    ap.add_argument("--last-layers", type=int, default=4, help="tuned layers (study quick: 4)")
     ap.add_argument("--ft-steps", type=int, default=3)
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: eval,track,ft")
     args = ap.parse_args()
@@ -116,7 +157,8 @@ def main() -> None:
                                  args.batch_size)
         print(json.dumps(res["eval"]), flush=True)
     if "track" not in skip:
-        res["tracking"] = tracking_cost(model, tok, args.every, args.track_steps)
+        res["tracking"] = tracking_cost(model, tok, args.every, args.track_steps,
+                                        args.last_layers)
         print(json.dumps(res["tracking"]), flush=True)
     if "ft" not in skip:
         res["finetune"] = lora_vs_full(model, tok, args.ft_steps)

@@ -134,11 +134,11 @@ def dpo_step_time(steps: int) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--search-width", type=int, default=64)
     ap.add_argument("--topk", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--dpo-steps", type=int, default=5)
     ap.add_argument("--venv-root", type=Path,
                     default=Path.home() / ".cache" / "fmlab" / "bench-venvs")
@@ -149,6 +149,8 @@ def main() -> None:
         args.steps, args.search_width, args.topk, args.repeats, args.dpo_steps = 2, 16, 16, 1, 2
 
     from fmlab.models import prepare_model
+
+    load_start = os.getloadavg()[0]
 
     model_dir = prepare_model("smollm2-135m-instruct")
     peer = nanogcg_python(args.venv_root)
@@ -177,7 +179,8 @@ def main() -> None:
     gcg["steps_per_second_ratio_fmlab_over_nanogcg"] = (
         gcg["nanogcg"]["s_per_step_median"] / gcg["fmlab"]["s_per_step_median"])
     out: dict[str, Any] = {
-        "machine": f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end",
+        "machine": f"{os.cpu_count()} CPUs, load average {load_start:.1f} at the start, "
+                   f"{os.getloadavg()[0]:.1f} at the end",
         "settings": {"model": "smollm2-135m-instruct", "prompt": PROMPT, "target": TARGET,
                      "suffix_tokens": 20, "steps": args.steps, "search_width": args.search_width,
                      "topk": args.topk, "threads": args.threads, "repeats": args.repeats},

@@ -19,8 +19,10 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fmlab._validation import check_bool, check_int, check_real
@@ -32,6 +34,8 @@ if TYPE_CHECKING:
 __all__ = ["GCG", "GCGResult", "TargetObjective"]
 
 SLOT = "{optim_str}"
+_PACK_TOKENS = 512  # tokens per block-mask packed forward: its attention costs Q x (prefix + Q)
+_SEGMENT_TOKENS = 8192  # tokens per packed forward with the segment attention (linear in Q)
 Messages = str | Sequence[dict[str, str]]
 
 
@@ -59,6 +63,77 @@ def _as_chat(messages: Messages) -> list[dict[str, str]]:
 
 
 @dataclass
+class _Segments:
+    """Where each candidate sits in a packed scoring sequence (see ``_segment_attention``)."""
+
+    idx: torch.Tensor  # (b, n) packed position of each candidate's j-th token; -1 past its end
+    past: torch.Tensor  # (b,) cached positions the candidate may see (prefix + shared suffix)
+    n_past: int  # cached positions in the cache before this forward
+
+
+_SEGMENT_ATTENTION = "fmlab_gcg_segments"
+
+
+def _segment_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                       attention_mask: Any, dropout: float = 0.0, scaling: float | None = None,
+                       fmlab_segments: _Segments | None = None, **kwargs: Any
+                       ) -> tuple[torch.Tensor, None]:
+    """Attention for GCG's packed candidates: each token sees the first ``past[i]`` cached
+    positions and the earlier tokens of its own candidate, and nothing else is computed.
+
+    A block mask over one long packed sequence would cost ``Q x (P + Q)`` per head; here the
+    cached part costs ``Q x P`` and each candidate's own part ``n x n``, so a pack of any size
+    costs what its candidates need. Shapes: query ``(1, H, Q, d)``, key/value
+    ``(1, Hkv, P + Q, d)``; returns ``(1, Q, H, d)`` as transformers' attention functions do.
+    """
+    import torch
+
+    seg = fmlab_segments
+    if seg is None:  # not a packed GCG forward: the model's usual attention
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(module, query, key, value, attention_mask,
+                                      dropout=dropout, scaling=scaling, **kwargs)
+    H, Q, d = query.shape[1], query.shape[2], query.shape[3]
+    Hkv = key.shape[1]
+    g = H // Hkv
+    P = seg.n_past
+    scale = scaling if scaling is not None else d ** -0.5
+    q = query[0].reshape(Hkv, g, Q, d)  # heads grouped by their shared key/value head
+    k_past, v_past = key[0, :, :P], value[0, :, :P]  # (Hkv, P, d)
+    k_new, v_new = key[0, :, P:], value[0, :, P:]  # (Hkv, Q, d)
+    valid = seg.idx >= 0  # (b, n)
+    idx = seg.idx.clamp(min=0)
+    b, n = idx.shape
+    qp = q[:, :, idx]  # (Hkv, g, b, n, d)
+    s_past = torch.einsum("hgbnd,hpd->hgbnp", qp, k_past) * scale  # (Hkv, g, b, n, P)
+    kn, vn = k_new[:, idx], v_new[:, idx]  # (Hkv, b, n, d)
+    s_own = torch.einsum("hgbnd,hbmd->hgbnm", qp, kn) * scale  # (Hkv, g, b, n, n)
+    see_past = torch.arange(P, device=idx.device)[None] < seg.past[:, None]  # (b, P)
+    causal = torch.ones(n, n, dtype=torch.bool, device=idx.device).tril()
+    see_own = causal[None] & valid[:, None, :]  # (b, n, n)
+    neg = torch.finfo(s_past.dtype).min
+    s_past = s_past.masked_fill(~see_past[None, None, :, None, :], neg)
+    s_own = s_own.masked_fill(~see_own[None, None], neg)
+    w = torch.softmax(torch.cat([s_past, s_own], dim=-1), dim=-1)
+    out = (torch.einsum("hgbnp,hpd->hgbnd", w[..., :P], v_past)
+           + torch.einsum("hgbnm,hbmd->hgbnd", w[..., P:], vn))  # (Hkv, g, b, n, d)
+    packed = out.new_empty(Hkv, g, Q, d)
+    packed[:, :, seg.idx[valid]] = out[:, :, valid]
+    return packed.reshape(1, H, Q, d).transpose(1, 2).contiguous(), None
+
+
+def _register_segment_attention() -> bool:
+    """Register :func:`_segment_attention` with transformers once; False if it cannot be."""
+    try:
+        from transformers import AttentionInterface
+    except ImportError:  # an old transformers: the block-mask path is used
+        return False
+    AttentionInterface.register(_SEGMENT_ATTENTION, _segment_attention)
+    return True
+
+
+@dataclass
 class _Prompt:
     """One (prompt, target) pair, tokenised around the slot."""
 
@@ -76,8 +151,12 @@ class TargetObjective:
     """Teacher-forced NLL of a target string after a chat prompt with an adversarial slot.
 
     The prompt is rendered with the tokenizer's chat template; the adversarial suffix goes where
-    ``{optim_str}`` stands (appended to the last message when absent). In universal
-    (multi-prompt) mode, pass several prompts and targets: the loss is their mean.
+    ``{optim_str}`` stands (appended to the last message when absent), verbatim: put no space
+    before the slot and start the suffix with one instead (``" x x x"``), so that the tokens
+    optimised are the tokens a model reads when the suffix is later pasted after the prompt (a
+    space before the slot tokenises on its own, but merges into the suffix's first word in the
+    pasted text). In universal (multi-prompt) mode, pass several prompts and targets: the loss
+    is their mean.
 
     .. math:: \\mathcal{L}(s) = \\frac{1}{J}\\sum_j -\\frac{1}{m_j}\\sum_{t=1}^{m_j}
         \\log p_\\theta(y^j_t \\mid x^j_{<\\mathrm{slot}}, s, x^j_{>\\mathrm{slot}}, y^j_{<t})
@@ -139,6 +218,8 @@ class TargetObjective:
         self._prompts = [self._tokenise(c, t) for c, t in pairs]
         self._allowed: dict[bool, torch.Tensor] = {}
         self._cached = False
+        self._packed_ok: bool | None = None  # packed candidate scoring verified for this model
+        self._segments: bool | None = None  # the segment attention is registered
 
     # -- set-up -------------------------------------------------------------------------------
     @property
@@ -219,6 +300,15 @@ class TargetObjective:
         self._allowed[allow_non_ascii] = mask.to(self.device)
         return self._allowed[allow_non_ascii]
 
+    def subset(self, k: int) -> TargetObjective:
+        """The objective over the first ``k`` prompts only (shares the model, the tokenisation
+        and the prefix caches)."""
+        import copy
+
+        sub = copy.copy(self)
+        sub.chats, sub.targets, sub._prompts = self.chats[:k], self.targets[:k], self._prompts[:k]
+        return sub
+
     def encode_suffix(self, suffix: str) -> torch.Tensor:
         """Token ids ``(L,)`` of a suffix string."""
         return self._encode(suffix)[0]
@@ -238,54 +328,127 @@ class TargetObjective:
             config=self.model.config,
         )
 
-    def _shared_prefix_losses(
-        self, p: _Prompt, suffixes: torch.Tensor, batch_size: int | None, n_groups: int = 4
-    ) -> torch.Tensor:
-        """Target loss ``(B,)`` of candidates that mostly agree with one reference suffix.
+    def _packed_losses(self, p: _Prompt, suffixes: torch.Tensor, batch_size: int | None
+                       ) -> torch.Tensor:
+        """Target loss ``(B,)`` of candidates that mostly agree with one reference suffix,
+        scored in packed forwards with no padding and no repeated work.
 
         GCG's candidates copy the current suffix and change one (or ``n_replace``) positions, so
-        a candidate whose first change is at position ``s`` shares the keys and values of the
-        prompt prefix plus the first ``s`` suffix tokens with the reference. One forward of the
-        reference caches them; each group of candidates then runs only its tokens from ``s`` on
-        (plus the template tail and the target): on average about half the suffix is skipped.
-        Exact: the reference is the column-wise mode, and a candidate only reuses positions
-        where it equals the reference.
+        a candidate whose first change is at suffix position ``s`` shares the keys and values of
+        the prompt prefix and the first ``s`` suffix tokens with the reference (the column-wise
+        mode). One forward of the reference caches them once, at batch 1. Every candidate then
+        contributes only its tokens from ``s`` on (plus the template tail and the target), and
+        all candidates are laid end to end in ONE sequence: a block mask lets each token see the
+        reference's first ``Lb + s`` positions and the earlier tokens of its own candidate, and
+        explicit position ids keep RoPE exact. Compared with a padded batch through an expanded
+        prefix cache (nanoGCG), this skips half the suffix on average, every pad token, the
+        ``B``-fold copy of the cache, and the LM head at every position but the target's.
+        Exact up to float rounding (checked against the plain forward on first use).
         """
-        import numpy as np
         import torch
         import torch.nn.functional as F
 
         embed = self.model.get_input_embeddings()
+        dev = suffixes.device
         B, L = suffixes.shape
         Lb, La, m = p.before_ids.shape[1], p.after_ids.shape[1], p.target_ids.shape[1]
+        T = L + La + m  # tokens of suffix + template tail + target
         ref = suffixes.mode(dim=0).values  # (L,)
         diff = suffixes != ref  # (B, L)
         first = torch.where(diff.any(dim=1), diff.int().argmax(dim=1), L)  # (B,)
         cache = self._cache(p, 1)
         self.model(inputs_embeds=embed(ref[None]), logits_to_keep=1, **{self._cache_kw: cache})
-        full = [(layer.keys, layer.values) for layer in cache.layers]  # (1, h, Lb + L, d)
-        out = torch.empty(B, device=suffixes.device)
-        starts = sorted(set(first.tolist()))
-        for group in np.array_split(np.array(starts), min(n_groups, len(starts))):
-            s = int(group.min())
-            rows = torch.nonzero(torch.isin(first, torch.as_tensor(group, device=first.device)))
-            rows = rows.flatten()
-            kv = [(k[:, :, : Lb + s], v[:, :, : Lb + s]) for k, v in full]
-            step = batch_size or len(rows)
-            for i in range(0, len(rows), step):
-                idx = rows[i : i + step]
-                b = len(idx)
-                parts = [embed(suffixes[idx, s:]), p.after_embeds.expand(b, -1, -1),
-                         p.target_embeds.expand(b, -1, -1)]
-                embeds = torch.cat(parts, dim=1)  # (b, L - s + La + m, d)
-                pos = torch.arange(m, device=embeds.device) + (L - s) + La - 1
-                logits = self.model(inputs_embeds=embeds, logits_to_keep=pos,
-                                    **{self._cache_kw: self._cache(p, b, kv)}).logits.float()
-                out[idx] = F.cross_entropy(
-                    logits.reshape(-1, logits.shape[-1]),
-                    p.target_ids.expand(b, -1).reshape(-1), reduction="none",
-                ).view(b, m).mean(dim=1)
+        past = [(layer.keys, layer.values) for layer in cache.layers]  # (1, h, Lb + L, d)
+        P = Lb + L
+        rows = torch.cat([suffixes, p.after_ids.expand(B, -1), p.target_ids.expand(B, -1)], 1)
+        col = torch.arange(T, device=dev)
+        n_tok = T - first  # (B,) tokens each candidate runs
+        # chunks of whole candidates: at most ``batch_size`` candidates and _PACK_TOKENS tokens
+        cum = torch.cumsum(n_tok, 0)
+        bounds, lo = [], 0
+        cap = _PACK_TOKENS if not self._segments_ok() else _SEGMENT_TOKENS
+        while lo < B:
+            budget = (cum[lo - 1] if lo else 0) + cap
+            hi = max(lo + 1, int(torch.searchsorted(cum, budget, right=True)))
+            hi = min(hi, B, lo + (batch_size or B))
+            bounds.append((lo, hi))
+            lo = hi
+        out = torch.empty(B, device=dev)
+        dtype = embed.weight.dtype
+        segments = self._segments_ok()
+        for lo, hi in bounds:
+            s, b = first[lo:hi], hi - lo
+            n_seg = n_tok[lo:hi]
+            keep = col[None] >= s[:, None]  # (b, T) the positions each candidate recomputes
+            ids = rows[lo:hi][keep]  # (Q,) candidates end to end
+            pos = col.expand(b, -1)[keep]  # (Q,) column within suffix + tail + target
+            start = torch.cumsum(n_seg, 0) - n_seg  # (b,) segment offsets
+            # the logit at column L + La - 1 + t predicts target token t
+            tgt = (start - s)[:, None] + (L + La - 1) + torch.arange(m, device=dev)  # (b, m)
+            kwargs: dict[str, Any] = {self._cache_kw: self._cache(p, 1, past)}
+            if segments:
+                n = int(n_seg.max())
+                j = torch.arange(n, device=dev)
+                idx = torch.where(j[None] < n_seg[:, None], start[:, None] + j[None], -1)
+                kwargs["fmlab_segments"] = _Segments(idx, Lb + s, P)
+            else:  # a block mask over the pack: each token sees its prefix and its candidate
+                Q = ids.shape[0]
+                seg = torch.repeat_interleave(torch.arange(b, device=dev), n_seg)  # (Q,)
+                q = torch.arange(Q, device=dev)
+                see_past = torch.arange(P, device=dev)[None] < (Lb + s[seg])[:, None]
+                see_new = (seg[:, None] == seg[None]) & (q[None] <= q[:, None])  # (Q, Q)
+                allowed = torch.cat([see_past, see_new], dim=1)
+                mask = torch.zeros(1, 1, Q, P + Q, dtype=dtype, device=dev)
+                kwargs["attention_mask"] = mask.masked_fill_(~allowed[None, None],
+                                                             torch.finfo(dtype).min)
+            with self._attention(segments):
+                logits = self.model(inputs_embeds=embed(ids)[None], position_ids=(Lb + pos)[None],
+                                    logits_to_keep=tgt.flatten(), **kwargs).logits[0].float()
+            out[lo:hi] = F.cross_entropy(
+                logits, p.target_ids.expand(b, -1).reshape(-1), reduction="none"
+            ).view(b, m).mean(dim=1)
         return out
+
+    def _segments_ok(self) -> bool:
+        if self._segments is None:
+            self._segments = _register_segment_attention()
+        return self._segments
+
+    @contextlib.contextmanager
+    def _attention(self, segments: bool) -> Iterator[None]:
+        """Switch the model to the packed-candidate attention for one forward."""
+        if not segments:
+            yield
+            return
+        config = self.model.config
+        before = config._attn_implementation
+        config._attn_implementation = _SEGMENT_ATTENTION
+        try:
+            yield
+        finally:
+            config._attn_implementation = before
+
+    def _packing_works(self, p: _Prompt, suffixes: torch.Tensor) -> bool:
+        """Whether packed scoring agrees with the plain forward for this model, checked once on
+        a few candidates: first with the segment attention, then with a block mask; a model
+        that supports neither (custom attention, sliding windows) is scored plainly."""
+        if self._packed_ok is None:
+            import torch
+
+            few = suffixes[: min(4, suffixes.shape[0])]
+            embed = self.model.get_input_embeddings()
+            plain = self._forward_loss(p, embed(few), few, use_prefix_cache=True, ppl_weight=0.0)
+            self._packed_ok = False
+            for segments in ((True, False) if self._segments_ok() else (False,)):
+                self._segments = segments
+                try:
+                    packed = self._packed_losses(p, few, None)
+                except (TypeError, ValueError, RuntimeError, KeyError):
+                    continue
+                if torch.allclose(packed, plain, rtol=1e-3, atol=1e-4):
+                    self._packed_ok = True
+                    break
+        return self._packed_ok
 
     def _forward_loss(
         self, p: _Prompt, suffix_embeds: torch.Tensor, suffix_ids: torch.Tensor,
@@ -360,8 +523,9 @@ class TargetObjective:
                 chunk = suffixes[i : i + step]
                 e = embed(chunk)
                 for p in self._prompts:
-                    if use_prefix_cache and p.kv is not None and not ppl_weight and len(chunk) > 4:
-                        out[i : i + step] += self._shared_prefix_losses(p, chunk, batch_size)
+                    if (use_prefix_cache and p.kv is not None and not ppl_weight
+                            and len(chunk) > 4 and self._packing_works(p, chunk)):
+                        out[i : i + step] += self._packed_losses(p, chunk, batch_size)
                         continue
                     out[i : i + step] += self._forward_loss(
                         p, e, chunk, use_prefix_cache=use_prefix_cache, ppl_weight=ppl_weight
@@ -454,6 +618,11 @@ class GCG(BaseAttack):
         topk: Tokens considered per position (from the negative gradient).
         n_replace: Positions swapped per candidate.
         early_stop: Stop when greedy decoding would emit the target(s) exactly.
+        progressive_goals: Universal mode as in llm-attacks: optimise for the first prompt only,
+            add the next prompt once the suffix makes every current one succeed (greedy decoding
+            emits its target), and stop when all succeed; ``num_steps`` is the budget of all
+            stages together. Each stage is a run of the shared loop (snapshots in
+            ``snapshot_dir/goals-K``), so a killed run resumes at its stage.
         use_prefix_cache: Reuse the KV cache of the prompt before the suffix.
         allow_non_ascii: Allow non-ASCII tokens (special tokens are always excluded).
         filter_ids: Drop candidates whose decode → re-encode round trip changes the tokens.
@@ -484,6 +653,7 @@ class GCG(BaseAttack):
         topk: int = 256,
         n_replace: int = 1,
         early_stop: bool = False,
+        progressive_goals: bool = False,
         use_prefix_cache: bool = True,
         allow_non_ascii: bool = False,
         filter_ids: bool = True,
@@ -508,6 +678,7 @@ class GCG(BaseAttack):
         self.topk = check_int(topk, "topk", owner=owner, low=1)
         self.n_replace = check_int(n_replace, "n_replace", owner=owner, low=1)
         self.early_stop = check_bool(early_stop, "early_stop", owner=owner)
+        self.progressive_goals = check_bool(progressive_goals, "progressive_goals", owner=owner)
         self.use_prefix_cache = check_bool(use_prefix_cache, "use_prefix_cache", owner=owner)
         self.allow_non_ascii = check_bool(allow_non_ascii, "allow_non_ascii", owner=owner)
         self.filter_ids = check_bool(filter_ids, "filter_ids", owner=owner)
@@ -587,4 +758,38 @@ class GCG(BaseAttack):
                 "The initial suffix has length 0 (it tokenised to no tokens); GCG needs at least "
                 "one suffix token. Pass a non-empty optim_str_init."
             )
+        if self.progressive_goals and len(obj.chats) > 1:
+            return self._progressive(obj, x, **kwargs)
         return run_attack(self, obj, x, **kwargs)  # type: ignore[return-value]
+
+    def _progressive(self, obj: TargetObjective, x: torch.Tensor, *,
+                     snapshot_dir: str | Path | None = None, **kwargs: Any) -> GCGResult:
+        """Progressive goals: stages over the first k prompts, k = 1, 2, ..., J, each a run of
+        the shared loop that stops on success; the step budget is shared."""
+        import copy
+
+        left, k = self.num_steps, 1
+        done: list[GCGResult] = []
+        while True:
+            stage = copy.copy(self)
+            stage.progressive_goals, stage.early_stop, stage.num_steps = False, True, left
+            folder = None if snapshot_dir is None else Path(snapshot_dir) / f"goals-{k}"
+            res: GCGResult = run_attack(stage, obj.subset(k), x, snapshot_dir=folder,
+                                        **kwargs)  # type: ignore[assignment]
+            done.append(res)
+            left -= res.n_steps
+            if not res.success or k == len(obj.chats) or left <= 0:
+                break
+            x, k = res.x_adv, k + 1
+        last, stage_steps = done[-1], [r.n_steps for r in done]
+        last.losses = [v for r in done for v in r.losses]
+        last.n_steps = sum(r.n_steps for r in done)
+        last.n_queries = sum(r.n_queries for r in done)
+        last.elapsed_s = sum(r.elapsed_s for r in done)
+        reached = k if last.success else k - 1
+        last.success = reached == len(obj.chats)
+        last.extras = {**last.extras, "goals_reached": reached,
+                       "stage_steps": stage_steps}
+        if last.stop_reason == "success" and not last.success:
+            last.stop_reason = "steps"
+        return last

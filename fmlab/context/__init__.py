@@ -23,6 +23,7 @@ from fmlab._imports import lazy_module
 _LAZY = {
     "CFTask": "fmlab.context._tasks",
     "ContextLM": "fmlab.context._lm",
+    "FrozenPrefix": "fmlab.context._lm",
     "FunctionLM": "fmlab.context._lm",
     "GenerationRequest": "fmlab.context._lm",
     "HFCausalLM": "fmlab.context._lm",

@@ -15,6 +15,8 @@ References:
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -23,7 +25,7 @@ from typing import Any
 
 from fmlab._validation import check_int, check_real
 
-__all__ = ["ContextLM", "FunctionLM", "GenerationRequest", "HFCausalLM",
+__all__ = ["ContextLM", "FrozenPrefix", "FunctionLM", "GenerationRequest", "HFCausalLM",
            "LoglikelihoodRequest", "as_context_lm"]
 
 
@@ -102,6 +104,178 @@ def _item_ref(req: Any, index: int) -> str:
     return f"request {index}"
 
 
+_MIN_SHARED = 8  # shared tokens below which one pass over the padded batch is cheaper
+
+
+def _decoder(model: Any) -> Any:
+    """The decoder stack (``.layers``, ``.norm``) of a causal LM, through a ``peft`` wrapper."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    core = base.get_decoder()
+    if not (hasattr(core, "layers") and hasattr(core, "norm")):
+        raise TypeError(f"{type(base).__name__} has no decoder with `layers` and `norm`; a frozen "
+                        f"prefix needs a Llama/Gemma-style decoder stack.")
+    return core
+
+
+@contextlib.contextmanager
+def _layer_window(model: Any, start: int, stop: int | None, *, final_norm: bool) -> Any:
+    """Temporarily run only ``layers[start:stop]`` of the decoder (and skip the final norm unless
+    ``final_norm``), so a forward pass maps embeddings, or hidden states given as
+    ``inputs_embeds``, through just that window of layers."""
+    import torch
+
+    core = _decoder(model)
+    cfg = core.config
+    layers, norm = core.layers, core.norm
+    n_cfg, types = cfg.num_hidden_layers, getattr(cfg, "layer_types", None)
+    core.layers = torch.nn.ModuleList(list(layers)[start:stop])
+    if not final_norm:
+        core.norm = torch.nn.Identity()
+    cfg.num_hidden_layers = len(core.layers)
+    if types is not None:  # per-layer attention kinds (Gemma 3's sliding/full) follow the window
+        cfg.layer_types = list(types)[start:stop]
+    try:
+        yield
+    finally:
+        core.layers, core.norm, cfg.num_hidden_layers = layers, norm, n_cfg
+        if types is not None:
+            cfg.layer_types = types
+
+
+def _cache_kwarg(module: Any) -> str:
+    """The keyword a model's forward takes its KV cache by: ``cache`` in transformers >= 5.2x,
+    ``past_key_values`` before."""
+    import inspect
+
+    core = module.get_base_model() if hasattr(module, "get_base_model") else module
+    return "cache" if "cache" in inspect.signature(core.forward).parameters else "past_key_values"
+
+
+class FrozenPrefix:
+    """Hidden states after a model's first ``n_frozen`` decoder layers, computed once per token
+    sequence and reused.
+
+    When only the last layers of a model change (LoRA or full tuning of the last N layers, as in
+    :class:`fmlab.context.FinetuneConfig` ``last_layers``), the embeddings and the first
+    ``n_frozen`` layers map a sequence to the same hidden states at every step. Recomputing them is
+    most of the cost of a training step and of every evaluation of a log-likelihood probe; this
+    object computes them once (memoised per token sequence) and runs only the tail. The result
+    equals a full forward pass up to float rounding (tested against one).
+
+    Args:
+        model: The reference causal LM; its embeddings and first ``n_frozen`` layers are the ones
+            reused, so they must not change while this object is in use.
+        n_frozen: Decoder layers in the frozen prefix, ``1 <= n_frozen < number of layers``.
+        batch_size: Sequences per prefix pass.
+
+    Raises:
+        ValueError: (at use) a model whose prefix differs from the reference's or trains.
+    """
+
+    def __init__(self, model: Any, n_frozen: int, *, batch_size: int = 16) -> None:
+        n_layers = len(_decoder(model).layers)
+        self.n_frozen = check_int(n_frozen, "n_frozen", owner="FrozenPrefix", low=1,
+                                  high=n_layers - 1)
+        self.batch_size = check_int(batch_size, "batch_size", owner="FrozenPrefix", low=1)
+        self.model = model
+        self._memo: dict[tuple[int, ...], Any] = {}
+        self._checksum = self._prefix_sum(model)
+        self._seen: set[int] = {id(model)}
+
+    def _prefix_params(self, model: Any) -> list[Any]:
+        core = _decoder(model)
+        return [*core.embed_tokens.parameters(),
+                *(p for layer in list(core.layers)[:self.n_frozen] for p in layer.parameters())]
+
+    def _prefix_sum(self, model: Any) -> float:
+        import torch
+
+        with torch.no_grad():
+            return float(sum(p.float().abs().sum() for p in self._prefix_params(model)))
+
+    def check(self, model: Any) -> None:
+        """Raise unless ``model``'s embeddings and first ``n_frozen`` layers equal the reference
+        model's (checked once per model object) and, when autograd is on, are frozen."""
+        import torch
+
+        if torch.is_grad_enabled() and any(p.requires_grad for p in self._prefix_params(model)):
+            raise ValueError(f"The model trains parameters in its first {self.n_frozen} layers or "
+                             f"embeddings, which a FrozenPrefix reuses; train only the last "
+                             f"layers (last_layers) or drop the prefix.")
+        if id(model) not in self._seen:
+            got = self._prefix_sum(model)
+            if not math.isclose(got, self._checksum, rel_tol=1e-6):
+                raise ValueError(f"The model's first {self.n_frozen} layers differ from the "
+                                 f"FrozenPrefix's reference model; build the prefix from the model "
+                                 f"being tuned.")
+            self._seen.add(id(model))
+
+    def states(self, rows: Sequence[Sequence[int]]) -> list[Any]:
+        """The prefix's hidden states of each token sequence: tensors of shape (len, d)."""
+        import torch
+
+        keys = [tuple(int(t) for t in r) for r in rows]
+        todo = sorted({k for k in keys if k not in self._memo}, key=len)
+        core = _decoder(self.model)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad(), _layer_window(self.model, 0, self.n_frozen, final_norm=False):
+                dev = self.model.device
+                for i in range(0, len(todo), self.batch_size):
+                    chunk = todo[i:i + self.batch_size]
+                    # the tokens the chunk starts with (system prompt, instruction) run once
+                    shared = os.path.commonprefix(chunk)[:min(len(k) for k in chunk) - 1]
+                    if len(chunk) < 2 or len(shared) < _MIN_SHARED:
+                        shared = ()
+                    kw: dict[str, Any] = {"use_cache": False}
+                    head = None
+                    if shared:
+                        out = core(input_ids=torch.as_tensor([shared], device=dev),
+                                   use_cache=True)
+                        head = out.last_hidden_state[0]
+                        cache = out.get("cache") if "cache" in out else out.get(
+                            "past_key_values")
+                        cache.batch_repeat_interleave(len(chunk))
+                        kw = {"use_cache": True, _cache_kwarg(core): cache}
+                    n0 = len(shared)
+                    width = max(len(k) for k in chunk) - n0
+                    ids = torch.zeros((len(chunk), width), dtype=torch.long)
+                    mask = torch.zeros((len(chunk), n0 + width), dtype=torch.long)
+                    for j, k in enumerate(chunk):  # right padding: positions run on from n0
+                        ids[j, :len(k) - n0] = torch.as_tensor(k[n0:])
+                        mask[j, :len(k)] = 1
+                    pos = torch.arange(n0, n0 + width)[None].expand(len(chunk), -1)
+                    h = core(input_ids=ids.to(dev), attention_mask=mask.to(dev),
+                             position_ids=pos.to(dev), **kw).last_hidden_state
+                    for j, k in enumerate(chunk):
+                        own = h[j, :len(k) - n0]
+                        self._memo[k] = (torch.cat([head, own]) if head is not None
+                                         else own.clone())
+        finally:
+            self.model.train(was_training)
+        return [self._memo[k] for k in keys]
+
+    def left_padded(self, rows: Sequence[Sequence[int]]) -> Any:
+        """:meth:`states` of ``rows`` left-padded with zeros to one tensor (B, width, d)."""
+        hs = self.states(rows)
+        width = max(h.shape[0] for h in hs)
+        out = hs[0].new_zeros((len(hs), width, hs[0].shape[-1]))
+        for j, h in enumerate(hs):
+            out[j, width - h.shape[0]:] = h
+        return out
+
+    def logits(self, model: Any, rows: Sequence[Sequence[int]], mask: Any, position_ids: Any,
+               logits_to_keep: int) -> Any:
+        """Logits of ``model`` (the reference or a copy tuned in its last layers only) on
+        left-padded ``rows``: the cached prefix states run through the remaining layers."""
+        self.check(model)
+        states = self.left_padded(rows).to(mask.device)
+        with _layer_window(model, self.n_frozen, None, final_norm=True):
+            return model(inputs_embeds=states, attention_mask=mask, position_ids=position_ids,
+                         logits_to_keep=logits_to_keep, use_cache=False).logits
+
+
 class HFCausalLM(ContextLM):
     """A ``transformers`` causal LM behind the harness interface.
 
@@ -114,11 +288,16 @@ class HFCausalLM(ContextLM):
         chat: Wrap prompts in the tokenizer's chat template; ``None`` = when it has one.
         cad_alpha: Context-aware decoding strength α (0 = plain greedy).
         progress: Show a progress bar.
+        prefix: A :class:`FrozenPrefix` of this model: log-likelihood scoring then runs only the
+            layers after it (for a model tuned in its last layers only).
+        share_prefix: Run the tokens all prompts of a generation batch start with once and
+            share their KV cache (exact; off only to measure what it saves).
     """
 
     def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 16,
                  max_new_tokens: int = 24, stop: Sequence[str] = ("\n",), chat: bool | None = None,
-                 cad_alpha: float = 0.0, progress: bool = False, name: str | None = None) -> None:
+                 cad_alpha: float = 0.0, progress: bool = False, name: str | None = None,
+                 prefix: FrozenPrefix | None = None, share_prefix: bool = True) -> None:
         self.batch_size = check_int(batch_size, "batch_size", owner="HFCausalLM", low=1)
         self.max_new_tokens = check_int(max_new_tokens, "max_new_tokens", owner="HFCausalLM",
                                         low=1)
@@ -141,6 +320,8 @@ class HFCausalLM(ContextLM):
                                 or type(model).__name__)
         self._stop_table: Any = None
         self._cache_kw: str | None = None
+        self.prefix = prefix
+        self.share_prefix = bool(share_prefix)
 
     @classmethod
     def load(cls, name_or_path: str | os.PathLike[str], *, dtype: Any = None,
@@ -198,13 +379,8 @@ class HFCausalLM(ContextLM):
 
     def _cache_from(self, out: Any) -> dict[str, Any]:
         # transformers >= 5.2x names the KV cache `cache`; earlier versions `past_key_values`
-        if self._cache_kw is None:
-            import inspect
-
-            core = self.model.get_base_model() if hasattr(self.model, "get_base_model") \
-                else self.model  # a peft wrapper forwards keyword arguments to its base
-            params = inspect.signature(core.forward).parameters
-            self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        if self._cache_kw is None:  # a peft wrapper forwards keyword arguments to its base
+            self._cache_kw = _cache_kwarg(self.model)
         value = out.get("cache") if "cache" in out else out.get("past_key_values")
         return {self._cache_kw: value}
 
@@ -222,16 +398,42 @@ class HFCausalLM(ContextLM):
         dev = self.model.device
         return ids.to(dev), mask.to(dev), pos.to(dev)
 
+    def _prefill(self, rows: list[list[int]]) -> tuple[Any, Any, Any]:
+        """The first forward pass of a generation batch, with its KV cache: ``(output, attention
+        mask, position ids)``.
+
+        The tokens every row starts with (the chat template's system prompt and the task's
+        instruction, a third of a CF_Capitals prompt) run once, and their KV cache is repeated
+        over the batch; the rest of each row is left-padded *after* that shared part, so the
+        layout is ``[shared | pads | own tokens]`` with positions counted over real tokens only.
+        """
+        import torch
+
+        shared = os.path.commonprefix(rows)[:min(len(r) for r in rows) - 1]
+        if not self.share_prefix or len(rows) < 2 or len(shared) < _MIN_SHARED:
+            ids, mask, pos = self._left_pad(rows)
+            return (self.model(input_ids=ids, attention_mask=mask, position_ids=pos,
+                               use_cache=True, logits_to_keep=1), mask, pos)
+        dev = self.model.device
+        head = self.model(input_ids=torch.as_tensor([shared], device=dev), use_cache=True,
+                          logits_to_keep=1)
+        cache = self._cache_from(head)
+        next(iter(cache.values())).batch_repeat_interleave(len(rows))
+        ids, tail_mask, _ = self._left_pad([r[len(shared):] for r in rows])
+        mask = torch.cat([tail_mask.new_ones((len(rows), len(shared))), tail_mask], 1)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, len(shared):]
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
+                         logits_to_keep=1, **cache)
+        return out, mask, pos
+
     def _greedy(self, rows: list[list[int]], contrast: list[list[int]] | None) -> list[list[int]]:
         """Greedy decoding of a batch; returns the new tokens of each row, stop token included."""
         import torch
 
         b = len(rows)
-        ids, mask, pos = self._left_pad(rows + (contrast or []))
-        stops = self._stops().to(ids.device)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
-                         logits_to_keep=1)
-        done = torch.zeros(b, dtype=torch.bool, device=ids.device)
+        out, mask, pos = self._prefill(rows + (contrast or []))
+        stops = self._stops().to(mask.device)
+        done = torch.zeros(b, dtype=torch.bool, device=mask.device)
         steps: list[Any] = []
         pad = self.tokenizer.pad_token_id
         alpha = self.cad_alpha
@@ -339,8 +541,12 @@ class HFCausalLM(ContextLM):
                     rows = [enc[i][0] for i in batch]
                     n_max = max(enc[i][1] for i in batch)
                     ids, mask, pos = self._left_pad(rows)
-                    logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos,
-                                        logits_to_keep=n_max + 1).logits[:, :-1].float()
+                    if self.prefix is not None:
+                        logits = self.prefix.logits(self.model, rows, mask, pos, n_max + 1)
+                    else:
+                        logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos,
+                                            logits_to_keep=n_max + 1, use_cache=False).logits
+                    logits = logits[:, :-1].float()
                     logp = torch.log_softmax(logits, -1)  # (B, n_max, V)
                     target = ids[:, -n_max:]  # (B, n_max)
                     tok_lp = logp.gather(-1, target[..., None])[..., 0]

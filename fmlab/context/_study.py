@@ -166,35 +166,37 @@ class InversionStudy(Study):
         "comprehension whose context agrees with real country facts or states facts about "
         "invented entities, closed-book facts, WordNet definitions and cloze), with several seeds. "
         "Every k steps it is probed on CF_Capitals (log-likelihood choice between the context's "
-        "answer and the real one) and on held-out instructions (target NLL). Full scale adds "
-        "context-critical filtering, counterfactual augmentation and query/key-only tuning. The "
-        "§5 toy runs beside it. Quick: 8 LoRA steps (rank 8, last 4 layers, batch 8, 80 "
-        "tokens), probe at steps 0, 4, 8 on 16 items, 3 seeds: too short to expect the "
-        "inversion; full: 120 steps on all layers, every 10 steps, 96 items, 3 seeds, 4 "
-        "conditions.")
+        "answer and the real one) and on held-out instructions (target NLL). LoRA tunes the last "
+        "4 layers; the 26 frozen layers below run once per sequence (FrozenPrefix, exact). Full "
+        "scale adds context-critical filtering (counterfactual augmentation and query/key-only "
+        "tuning are options: --set conditions=...). The §5 toy runs beside it. Quick: 8 steps "
+        "(batch 8, 80 tokens), probe at steps 0, 4, 8 on 16 items, 3 seeds: too short to expect "
+        "the inversion; full: 40 steps, probe every 8 steps on 48 items, 3 seeds, baseline and "
+        "filtered.")
     requires: ClassVar[tuple[str, ...]] = ("torch", "transformers", "peft", "matplotlib")
     options = (
         Option("model", str, "smollm2-135m-instruct",
                help="causal LM to tune: zoo name, 'hf:' id or folder"),
         Option("seeds", int, 3, low=1, help="seeds per condition (intervals need 2 or more)"),
-        Option("steps", int, 8, 120, low=2, help="LoRA steps per run"),
-        Option("eval_every", int, 4, 10, low=1, help="probe every this many steps (k)"),
-        Option("n_mix", int, 128, 1024, low=16, help="training examples generated"),
-        Option("n_probe", int, 16, 96, low=4, help="CF_Capitals items in the reliance probe"),
-        Option("n_heldout", int, 8, 64, low=4, help="held-out instruction examples"),
+        Option("steps", int, 8, 40, low=2, help="LoRA steps per run"),
+        Option("eval_every", int, 4, 8, low=1, help="probe every this many steps (k)"),
+        Option("n_mix", int, 64, 384, low=16, help="training examples generated"),
+        Option("n_probe", int, 16, 48, low=4, help="CF_Capitals items in the reliance probe"),
+        Option("n_heldout", int, 8, 24, low=4, help="held-out instruction examples"),
         Option("agree_share", float, 0.75, low=0.0, high=1.0,
                help="share of reading examples whose context agrees with real facts"),
         Option("lr", float, 1e-3, low=0.0, help="AdamW learning rate"),
         Option("lora_rank", int, 8, low=1, help="LoRA rank"),
-        Option("last_layers", int, 4, None, low=1, none_ok=True,
+        Option("last_layers", int, 4, low=1, none_ok=True,
                help="LoRA on the last N layers only (null: all layers)"),
         Option("batch_size", int, 8, low=1, help="examples per step"),
         Option("max_length", int, 80, 96, low=16, help="tokens per example (prompt + target)"),
-        Option("conditions", list, ["baseline"], list(CONDITIONS), item=str, choices=CONDITIONS,
-               help="baseline and the mitigations to run"),
+        Option("conditions", list, ["baseline"], ["baseline", "filtered"], item=str,
+               choices=CONDITIONS, help="baseline and the mitigations to run"),
     )
 
     def run(self, ctx: StudyContext) -> StudyResult:
+        from fmlab.context._lm import FrozenPrefix
         from fmlab.context._mix import (
             counterfactual_augment,
             filter_context_critical,
@@ -236,8 +238,13 @@ class InversionStudy(Study):
         held = make_instruction_mix(o("n_heldout"), agree_share=o("agree_share"), seed=ctx.seed,
                                     split="heldout")
         probe = get_task("cf_capitals").subset(o("n_probe"), seed=ctx.seed)
+        # the layers below the tuned ones never change: their states are computed once per
+        # sequence and shared by every run, step and probe (exact; most of the cost saved)
+        n_layers = int(model.config.num_hidden_layers)
+        prefix = (FrozenPrefix(model, n_layers - o("last_layers"))
+                  if o("last_layers") is not None and o("last_layers") < n_layers else None)
         tracker = ReliabilityTracker([probe], held, limit=None, method="loglikelihood",
-                                     every=every)
+                                     every=every, prefix=prefix)
         base_row = {"step": 0, **tracker.measure(model, tok)}  # step 0 is the same for all runs
 
         def callback(step: int, m: Any, t: Any) -> dict[str, Any] | None:
@@ -245,8 +252,8 @@ class InversionStudy(Study):
 
         datasets: dict[str, list[dict[str, Any]]] = {"baseline": mix, "qk_only": mix}
         if "filtered" in conditions:
-            datasets["filtered"] = filter_context_critical(mix, no_context_nll(model, tok, mix),
-                                                           0.25)
+            datasets["filtered"] = filter_context_critical(
+                mix, no_context_nll(model, tok, mix, prefix=prefix), 0.25)
         if "augmented" in conditions:
             datasets["augmented"] = counterfactual_augment(mix, 0.1, seed=ctx.seed)
         rows: list[dict[str, Any]] = []
@@ -255,7 +262,8 @@ class InversionStudy(Study):
             for s in ctx.progress(range(o("seeds")), desc=f"context.inversion {cond}"):
                 c = FinetuneConfig(**{**cfg.__dict__, "seed": ctx.seed + s,
                                       "params": "qk" if cond == "qk_only" else "all"})
-                res = finetune(model, tok, datasets[cond], c, callbacks=[callback])
+                res = finetune(model, tok, datasets[cond], c, callbacks=[callback],
+                               prefix=prefix or False)
                 timing["train_s"] += res.train_seconds
                 timing["track_s"] += res.callback_seconds
                 timing["tokens"] += res.n_tokens

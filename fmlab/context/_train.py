@@ -27,7 +27,7 @@ import numpy as np
 
 from fmlab._imports import require
 from fmlab._validation import check_int, check_option, check_real
-from fmlab.context._lm import HFCausalLM, LoglikelihoodRequest
+from fmlab.context._lm import FrozenPrefix, HFCausalLM, LoglikelihoodRequest
 from fmlab.context._mix import example_prompt
 from fmlab.exceptions import ModelUnavailableError
 
@@ -176,6 +176,7 @@ def finetune(
     callbacks: Sequence[Callable[[int, Any, Any], dict[str, Any] | None]] = (),
     copy_model: bool = True,
     progress: bool = False,
+    prefix: FrozenPrefix | bool = True,
     **overrides: Any,
 ) -> FinetuneResult:
     """Instruction-tune a causal LM on prompt → target examples and call ``callbacks`` every
@@ -191,6 +192,11 @@ def finetune(
             :class:`ReliabilityTracker`; their dicts are merged into ``history``.
         copy_model: Train a deep copy (default) so the caller's model is left untouched.
         progress: Show a progress bar.
+        prefix: With ``last_layers`` set, the frozen layers below them are run once per example
+            and their hidden states reused at every step (:class:`FrozenPrefix`; exact, and most
+            of a step's cost saved). ``True`` builds one for this call; pass a
+            ``FrozenPrefix(model, n_layers - last_layers)`` to share it between runs and with a
+            :class:`ReliabilityTracker`; ``False`` runs the whole model every step.
 
     Returns:
         A :class:`FinetuneResult`.
@@ -219,9 +225,9 @@ def finetune(
             n_train = select_parameters(net, cfg.params, cfg.last_layers)
     lm = HFCausalLM(net, tokenizer)
     data = _encode_examples(lm, examples, cfg.max_length)
+    frozen = _resolve_prefix(prefix, model, cfg)
     params = [p for p in net.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    pad = lm.tokenizer.pad_token_id
     history: list[dict[str, Any]] = []
     losses: list[float] = []
     t_train = t_cb = 0.0
@@ -253,20 +259,26 @@ def finetune(
                 order, cursor = torch.randperm(len(data), generator=gen).tolist(), 0
             batch.append(data[order[cursor]])
             cursor += 1
-        width = max(len(ids) for ids, _ in batch)
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        labels = torch.full((len(batch), width), -100, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for j, (row, n_t) in enumerate(batch):  # right padding: positions start at 0
-            ids[j, :len(row)] = torch.as_tensor(row)
-            mask[j, :len(row)] = 1
-            labels[j, len(row) - n_t:len(row)] = torch.as_tensor(row[-n_t:])
-        dev = net.device if hasattr(net, "device") else "cpu"
-        out = net(input_ids=ids.to(dev), attention_mask=mask.to(dev), labels=labels.to(dev))
+        # left padding, so every target sits in the last n_max positions and the unembedding
+        # runs on those only (logits_to_keep), not on the whole prompt
+        rows = [row for row, _ in batch]
+        n_max = max(n_t for _, n_t in batch)
+        ids, mask, pos = lm._left_pad(rows)
+        if frozen is not None:
+            logits = frozen.logits(net, rows, mask, pos, n_max + 1)
+        else:
+            logits = net(input_ids=ids, attention_mask=mask, position_ids=pos,
+                         logits_to_keep=n_max + 1, use_cache=False).logits
+        labels = ids[:, -n_max:].clone()  # (B, n_max): position t predicts labels[:, t]
+        for j, (_, n_t) in enumerate(batch):
+            labels[j, :n_max - n_t] = -100
+        loss = torch.nn.functional.cross_entropy(
+            logits[:, :-1].float().reshape(-1, logits.shape[-1]), labels.reshape(-1),
+            ignore_index=-100)
         opt.zero_grad(set_to_none=True)
-        out.loss.backward()
+        loss.backward()
         opt.step()
-        losses.append(float(out.loss.detach()))
+        losses.append(float(loss.detach()))
         n_tok += int(mask.sum())
         t_train += time.perf_counter() - t0
         if step % cfg.eval_every == 0 or step == cfg.steps:
@@ -277,11 +289,30 @@ def finetune(
                           config=cfg)
 
 
+def _resolve_prefix(prefix: FrozenPrefix | bool, model: Any, cfg: FinetuneConfig
+                    ) -> FrozenPrefix | None:
+    if prefix is False or cfg.last_layers is None:
+        if isinstance(prefix, FrozenPrefix):
+            raise ValueError("A FrozenPrefix needs last_layers set (the layers below them stay "
+                             "frozen); set last_layers or pass prefix=False.")
+        return None
+    n_frozen = int(model.config.num_hidden_layers) - cfg.last_layers
+    if isinstance(prefix, FrozenPrefix):
+        if prefix.n_frozen != n_frozen:
+            raise ValueError(f"The FrozenPrefix covers {prefix.n_frozen} layers but last_layers="
+                             f"{cfg.last_layers} leaves {n_frozen} frozen; build it with "
+                             f"FrozenPrefix(model, {n_frozen}).")
+        return prefix
+    if prefix is not True:
+        raise TypeError(f"'prefix' must be a FrozenPrefix or a bool. Got {type(prefix).__name__}.")
+    return FrozenPrefix(model, n_frozen) if n_frozen >= 1 else None
+
+
 def no_context_nll(model: Any, tokenizer: Any, examples: Sequence[dict[str, Any]], *,
-                   batch_size: int = 16) -> np.ndarray:
+                   batch_size: int = 16, prefix: FrozenPrefix | None = None) -> np.ndarray:
     """Per-token NLL of each example's target given its prompt *without* the context (NaN for
     examples that have no context): the score context-critical filtering ranks by."""
-    lm = HFCausalLM(model, tokenizer, batch_size=batch_size)
+    lm = HFCausalLM(model, tokenizer, batch_size=batch_size, prefix=prefix)
     idx = [i for i, e in enumerate(examples) if e.get("context")]
     reqs = [LoglikelihoodRequest(example_prompt(examples[i], context=False),
                                  examples[i]["target"], {"id": str(i)}) for i in idx]
@@ -311,6 +342,8 @@ class ReliabilityTracker:
         every: Evaluate when ``step % every == 0`` (calls at other steps return ``None``).
         batch_size: Evaluation batch size.
         seed: Seed of the ``limit`` sample (fixed across steps, so every step sees the same items).
+        prefix: A :class:`FrozenPrefix` shared with :func:`finetune` when only the last layers
+            train: each measurement then runs only those layers over cached prefix states.
 
     Example:
         >>> tracker = ReliabilityTracker(["cf_capitals"], limit=32, every=10)  # doctest: +SKIP
@@ -322,7 +355,8 @@ class ReliabilityTracker:
     def __init__(self, tasks: Any, heldout: Sequence[dict[str, Any]] | None = None, *,
                  limit: int | None = 64, method: str = "loglikelihood",
                  scoring: str | None = None, every: int = 1, batch_size: int = 16,
-                 max_new_tokens: int = 16, seed: int = 0) -> None:
+                 max_new_tokens: int = 16, seed: int = 0,
+                 prefix: FrozenPrefix | None = None) -> None:
         from fmlab.context._tasks import load_tasks
 
         self.tasks = [t.subset(limit, seed) for t in load_tasks(tasks)]
@@ -333,13 +367,14 @@ class ReliabilityTracker:
         self.every = check_int(every, "every", owner="ReliabilityTracker", low=1)
         self.batch_size = check_int(batch_size, "batch_size", owner="ReliabilityTracker", low=1)
         self.max_new_tokens = max_new_tokens
+        self.prefix = prefix
         self.history: list[dict[str, Any]] = []
 
     def measure(self, model: Any, tokenizer: Any) -> dict[str, Any]:
         from fmlab.context._evaluate import evaluate
 
         lm = HFCausalLM(model, tokenizer, batch_size=self.batch_size,
-                        max_new_tokens=self.max_new_tokens)
+                        max_new_tokens=self.max_new_tokens, prefix=self.prefix)
         rep = evaluate(lm, self.tasks, method=self.method,  # type: ignore[arg-type]
                        scoring=self.scoring)
         row: dict[str, Any] = {

@@ -229,6 +229,8 @@ class DPODefense(BaseDefense):
         suffixes: Adversarial training: append one of these strings to a ``adversarial_fraction``
             of the prompts (see :class:`AdversarialTraining`).
         random_state: Seed of shuffling and suffix assignment.
+        cache: Keep the trained adapter in the fmlab cache and reuse it for the same model,
+            data and settings (see :func:`fmlab.jailbreak.train_dpo`).
     """
 
     name = "dpo"
@@ -236,12 +238,12 @@ class DPODefense(BaseDefense):
     def __init__(self, max_steps: int = 100, batch_size: int = 4, lr: float = 3e-4,
                  beta: float = 0.3, r: int = 4, alpha: int = 32, dropout: float = 0.05,
                  suffixes: list[str] | None = None, adversarial_fraction: float = 0.5,
-                 max_length: int = 96, random_state: int = 0) -> None:
+                 max_length: int = 96, random_state: int = 0, cache: bool = False) -> None:
         super().__init__()
         self.max_steps, self.batch_size, self.lr, self.beta = max_steps, batch_size, lr, beta
         self.r, self.alpha, self.dropout = r, alpha, dropout
         self.suffixes, self.adversarial_fraction = suffixes, adversarial_fraction
-        self.max_length, self.random_state = max_length, random_state
+        self.max_length, self.random_state, self.cache = max_length, random_state, cache
 
     def fit(self, model: Any, tokenizer: Any, task: Any) -> DPODefense:
         from fmlab.jailbreak._dpo import train_dpo
@@ -251,7 +253,7 @@ class DPODefense(BaseDefense):
             batch_size=self.batch_size, lr=self.lr, beta=self.beta, r=self.r, alpha=self.alpha,
             dropout=self.dropout, suffixes=self.suffixes,
             adversarial_fraction=self.adversarial_fraction, max_length=self.max_length,
-            random_state=self.random_state, progress=False,
+            random_state=self.random_state, progress=False, cache=self.cache,
         )
         return self
 

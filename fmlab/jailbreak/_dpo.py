@@ -24,6 +24,8 @@ from fmlab._validation import check_int, check_real
 
 __all__ = ["train_dpo"]
 
+_CACHE_FORMAT = 1
+
 
 def _encode_pairs(tokenizer: Any, batch: list[dict[str, str]], max_length: int) -> dict[str, Any]:
     import torch
@@ -56,11 +58,15 @@ def _answer_logps(model: Any, enc: dict[str, Any]) -> Any:
     """Sum of log-probabilities of the answer tokens, per sequence ``(2B,)``."""
     import torch
 
-    logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).logits
-    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    tok = enc["input_ids"][:, 1:]
-    picked = logp.gather(-1, tok[..., None])[..., 0]  # (2B, T-1)
-    return (picked * enc["answer"][:, 1:]).sum(dim=1)
+    answer = enc["answer"][:, 1:]  # (2B, T-1): the logit at t predicts token t + 1
+    cols = torch.nonzero(answer.any(dim=0)).flatten()  # positions whose logits are needed
+    # the LM head (a fifth of SmolLM2's weights) and the log-softmax only where an answer is
+    logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
+                   logits_to_keep=cols).logits  # (2B, C, V)
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    tok = enc["input_ids"][:, 1:][:, cols]
+    picked = logp.gather(-1, tok[..., None])[..., 0]  # (2B, C)
+    return (picked * answer[:, cols]).sum(dim=1)
 
 
 def train_dpo(
@@ -82,6 +88,7 @@ def train_dpo(
     max_length: int = 96,
     random_state: int = 0,
     progress: bool | None = None,
+    cache: bool = False,
 ) -> tuple[Any, dict[str, Any]]:
     """Train a LoRA adapter with DPO, merge it, and return ``(model, info)``.
 
@@ -90,14 +97,16 @@ def train_dpo(
         pairs: ``{"prompt", "chosen", "rejected"}`` dicts; default: the Purple Questions ``split``.
         suffixes: Adversarial training: each prompt gets a random one of these appended with
             probability ``adversarial_fraction``.
+        cache: Keep the trained adapter (a few hundred kB of safetensors) in the fmlab cache,
+            keyed by a hash of the model's weights, the pairs, the suffixes and every setting, and
+            reuse it on later calls with the same inputs instead of training again (a corrupt or
+            stale copy is rebuilt, never used). ``info["cached"]`` says which happened.
 
     Returns:
-        The model with the adapter merged, and ``{"losses", "s_per_step", "n_pairs"}``.
+        The model with the adapter merged, and ``{"losses", "s_per_step", "n_pairs",
+        "cached"}``.
     """
     peft = require("peft", feature="fmlab.jailbreak DPO")
-    import torch
-    from tqdm.auto import tqdm
-
     check_int(max_steps, "max_steps", owner="train_dpo", low=1)
     check_int(batch_size, "batch_size", owner="train_dpo", low=1)
     check_real(lr, "lr", owner="train_dpo", low=0)
@@ -108,18 +117,39 @@ def train_dpo(
         pairs = load_task("purple_questions").pairs(split)
     if not pairs:
         raise ValueError("train_dpo needs at least one preference pair.")
-    rng = random.Random(random_state)
-    torch.manual_seed(random_state)
+    config = peft.LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout,
+                             target_modules=list(target_modules), task_type="CAUSAL_LM")
+    settings = {"max_steps": max_steps, "batch_size": batch_size, "lr": lr, "beta": beta, "r": r,
+                "alpha": alpha, "dropout": dropout, "target_modules": list(target_modules),
+                "adversarial_fraction": adversarial_fraction, "max_length": max_length,
+                "random_state": random_state}
+    if cache:
+        return _cached_dpo(model, tokenizer, pairs, suffixes, config, settings, progress)
+    lora, info = _train(model, tokenizer, pairs, suffixes, config, settings, progress)
+    return _merged(lora), info
+
+
+def _train(model: Any, tokenizer: Any, pairs: list[dict[str, str]], suffixes: list[str] | None,
+           config: Any, settings: dict[str, Any], progress: bool | None
+           ) -> tuple[Any, dict[str, Any]]:
+    """Train the adapter; return ``(peft model, info)`` with the adapter NOT merged."""
+    peft = require("peft", feature="fmlab.jailbreak DPO")
+    import torch
+    from tqdm.auto import tqdm
+
+    max_steps, batch_size = settings["max_steps"], settings["batch_size"]
+    beta, max_length = settings["beta"], settings["max_length"]
+    rng = random.Random(settings["random_state"])
+    torch.manual_seed(settings["random_state"])
     data = [dict(p) for p in pairs]
     if suffixes:
         for p in data:
-            if rng.random() < adversarial_fraction:
-                p["prompt"] = p["prompt"] + " " + rng.choice(suffixes)
-    config = peft.LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout,
-                             target_modules=list(target_modules), task_type="CAUSAL_LM")
+            if rng.random() < settings["adversarial_fraction"]:
+                sfx = rng.choice(suffixes)  # verbatim when it carries its own space (GCG's do)
+                p["prompt"] = p["prompt"] + (sfx if sfx[:1].isspace() else " " + sfx)
     lora = peft.get_peft_model(model, config)
     params = [p for p in lora.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr)
+    opt = torch.optim.AdamW(params, lr=settings["lr"])
     lora.train()
     losses: list[float] = []
     order: list[int] = []
@@ -142,6 +172,63 @@ def train_dpo(
         opt.step()
         losses.append(float(loss.detach()))
     wall = time.perf_counter() - t0
+    lora.eval()
+    return lora, {"losses": losses, "s_per_step": wall / max_steps, "n_pairs": len(data),
+                  "cached": False}
+
+
+def _fingerprint(model: Any, tokenizer: Any, pairs: list[dict[str, str]],
+                 suffixes: list[str] | None, settings: dict[str, Any]) -> str:
+    """SHA-256 over the model's weights, the tokenizer's vocabulary size and name, the pairs, the
+    suffixes and the settings: what the trained adapter depends on."""
+    import hashlib
+    import json
+
+    import torch
+
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode() + str(tuple(t.shape)).encode() + str(t.dtype).encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+    h.update(json.dumps({"tokenizer": [getattr(tokenizer, "name_or_path", ""), len(tokenizer)],
+                         "pairs": pairs, "suffixes": suffixes or [], "settings": settings,
+                         "format": _CACHE_FORMAT}, sort_keys=True).encode())
+    return h.hexdigest()
+
+
+def _merged(lora: Any) -> Any:
     merged = lora.merge_and_unload()
     merged.eval()
-    return merged, {"losses": losses, "s_per_step": wall / max_steps, "n_pairs": len(data)}
+    return merged
+
+
+def _cached_dpo(model: Any, tokenizer: Any, pairs: list[dict[str, str]],
+                suffixes: list[str] | None, config: Any, settings: dict[str, Any],
+                progress: bool | None) -> tuple[Any, dict[str, Any]]:
+    """Train once and keep the adapter in ``<cache>/jailbreak/dpo/<hash>``; later calls load it."""
+    import json
+
+    peft = require("peft", feature="fmlab.jailbreak DPO")
+    st = require("safetensors.torch", feature="the DPO adapter cache")
+    from fmlab._paths import cache_dir
+    from fmlab.models._cache import cached_build
+
+    fp = _fingerprint(model, tokenizer, pairs, suffixes, settings)
+    trained: list[tuple[Any, dict[str, Any]]] = []
+
+    def build(folder: Any) -> None:
+        lora, info = _train(model, tokenizer, pairs, suffixes, config, settings, progress)
+        weights = peft.get_peft_model_state_dict(lora)
+        st.save_file({k: v.detach().cpu().contiguous() for k, v in weights.items()},
+                     str(folder / "adapter.safetensors"))
+        (folder / "info.json").write_text(json.dumps(info))
+        trained.append((_merged(lora), info))
+
+    folder = cached_build(cache_dir("jailbreak", "dpo") / fp[:32], build,
+                          key={"kind": "dpo-lora", "id": fp}, what="DPO adapter", announce=False)
+    if trained:
+        return trained[0]
+    info = json.loads((folder / "info.json").read_text())
+    lora = peft.get_peft_model(model, config)
+    peft.set_peft_model_state_dict(lora, st.load_file(str(folder / "adapter.safetensors")))
+    return _merged(lora), {**info, "cached": True}

@@ -103,8 +103,12 @@ class CaptionerConfig:
         steps: Optimiser steps.
         batch_size: Captions per step.
         lr: AdamW learning rate of the mapping network.
-        lm_layers: Run only the first ``lm_layers`` of SmolLM2's 30 decoder layers (0 = all);
-            fewer is faster to train and to attack.
+        lm_layers: Run only the first ``lm_layers`` of SmolLM2's 30 decoder layers (0 = all,
+            the default). A build option for quick experiments and tests only: a truncated LM
+            is faster but is no longer a language model (measured: 10 layers, 200 steps gave
+            token-F1 0.02 on the held-out style and babbling captions).
+        eval_images: Held-out images captioned for the model card (half as many of a training
+            style); the nearest-caption and constant-caption baselines use the same images.
     """
 
     seed: int = 0
@@ -113,10 +117,11 @@ class CaptionerConfig:
     hidden: int = 1024
     train_styles: tuple[str, ...] = ("google", "twitter")
     eval_style: str = "openmoji"
-    steps: int = 150
-    batch_size: int = 32
-    lr: float = 2e-3
+    steps: int = 80
+    batch_size: int = 16
+    lr: float = 3e-3
     lm_layers: int = 0
+    eval_images: int = 192
 
     def __post_init__(self) -> None:
         owner = "CaptionerConfig"
@@ -129,6 +134,7 @@ class CaptionerConfig:
         check_int(self.batch_size, "batch_size", owner=owner, low=1)
         check_real(self.lr, "lr", owner=owner, low=0.0, closed="neither")
         check_int(self.lm_layers, "lm_layers", owner=owner, low=0, high=30)
+        check_int(self.eval_images, "eval_images", owner=owner, low=2)
 
 
 #: zoo name -> (family, default recipe). Members differ by seed and by construction, so that

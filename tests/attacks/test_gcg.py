@@ -49,6 +49,23 @@ def test_shared_prefix_scoring_is_exact(objective):
     full = objective.losses(cands, use_prefix_cache=False)
     torch.testing.assert_close(objective.losses(cands), full, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(objective.losses(cands, batch_size=5), full, rtol=1e-4, atol=1e-5)
+    assert objective._packed_ok and objective._segments  # the segment attention was used
+    # the block-mask packing (models the segment attention cannot serve) is exact too
+    p = objective._prompts[0]
+    objective._segments = False
+    torch.testing.assert_close(objective._packed_losses(p, cands, 7), full, rtol=1e-4,
+                               atol=1e-5)
+    objective._segments = True
+    # two swaps per candidate, and candidates of a universal (two-prompt) objective
+    two = x.repeat(16, 1)
+    two[:, 2] = torch.randint(32, 120, (16,), generator=g)
+    two[:, 6] = torch.randint(32, 120, (16,), generator=g)
+    torch.testing.assert_close(objective.losses(two),
+                               objective.losses(two, use_prefix_cache=False), rtol=1e-4, atol=1e-5)
+    uni = TargetObjective(objective.model, objective.tokenizer,
+                          ["What colour is a plum?", "Name a royal colour."], "Purple")
+    torch.testing.assert_close(uni.losses(cands), uni.losses(cands, use_prefix_cache=False),
+                               rtol=1e-4, atol=1e-5)
 
 
 def test_token_gradient_matches_finite_difference_direction(objective):
@@ -165,3 +182,27 @@ def test_gcg_on_smollm2_lowers_purple_loss():
     res = GCG(num_steps=5, search_width=32, topk=32)(obj, progress=False)
     start = float(obj.losses(obj.encode_suffix(GCG().optim_str_init)[None])[0])
     assert res.best_loss < start
+
+
+def test_progressive_goals_add_prompts_as_they_succeed(lm, tmp_path):
+    """Stages over 1, 2, ... prompts share the step budget; each stage runs the one loop, and a
+    rerun resumes from the stage snapshots with the same answer."""
+    obj = TargetObjective(*lm, ["What colour is a plum?", "Name a colour.", "Say hi."], "Purple")
+    x0 = obj.encode_suffix("x x x x")
+    target_calls: list[int] = []
+
+    def succeed_on_the_second_step(x, loss):  # the loop's success override, per stage
+        target_calls.append(1)
+        return len(target_calls) % 2 == 0
+
+    gcg = GCG(num_steps=9, search_width=4, topk=4, progressive_goals=True)
+    res = gcg(obj, x0, success=succeed_on_the_second_step, snapshot_dir=tmp_path)
+    assert res.extras["stage_steps"] == [2, 2, 2] and res.success
+    assert res.extras["goals_reached"] == 3 and res.n_steps == 6 == len(res.losses)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["goals-1", "goals-2", "goals-3"]
+    again = gcg(obj, x0, success=lambda x, loss: True, snapshot_dir=tmp_path)
+    assert again.best_string == res.best_string and again.n_steps == 6
+    # out of budget before the last goal: not a success, and the goals reached are counted
+    short = GCG(num_steps=3, search_width=4, topk=4, progressive_goals=True)(
+        obj, x0, success=lambda x, loss: False)
+    assert not short.success and short.extras["goals_reached"] == 0 and short.n_steps == 3

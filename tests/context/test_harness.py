@@ -55,7 +55,9 @@ def test_scoring_nested_answers_and_initials():
     assert s["exact"]["counterfactual"]
 
 
-def test_echo_cannot_fool_exact_match():
+def test_echo_cannot_fool_exact_match(need):
+    need("cf-capitals")
+    need("cf-world-facts")
     rep = evaluate(ECHO, ["cf_world_facts"])
     sub = rep.task("cf_world_facts", "substring")
     # substring credits the echo with both answers for most passages (the memorised answer is
@@ -67,7 +69,9 @@ def test_echo_cannot_fool_exact_match():
     assert first["counterfactual"]["value"] + first["parametric"]["value"] < 0.5
 
 
-def test_both_accuracies_on_stub_models():
+def test_both_accuracies_on_stub_models(need):
+    need("cf-capitals")
+    need("cf-bio")
     oracle = FunctionLM(lambda r: r.item["answer"][0] + "\n", name="oracle")
     memory = FunctionLM(lambda r: f"It is {r.item['memory_answer'][0]}.", name="memory")
     tasks = ["cf_capitals", "cf_bio", "cf_quotes", "gen_capital"]
@@ -175,6 +179,20 @@ def test_batched_greedy_matches_generate(tiny):
                                  pad_token_id=tok.pad_token_id)
         text = tok.decode(ref[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
         assert got == text.split("\n")[0]
+    # prompts that start alike: the shared part runs once and its KV cache is reused (the
+    # layout [shared | pads | own tokens]); answers must not change
+    head = "Answer the question using the background. "
+    shared = [head + p for p in prompts]
+    got = lm.generate_until([GenerationRequest(p) for p in shared])
+    plain = HFCausalLM(model, tok, batch_size=3, max_new_tokens=8, chat=False, stop=("\n",),
+                       share_prefix=False).generate_until([GenerationRequest(p) for p in shared])
+    assert got == plain
+    ids = tok(shared[1], return_tensors="pt")
+    with torch.no_grad():
+        ref = model.generate(**ids, max_new_tokens=8, do_sample=False,
+                             pad_token_id=tok.pad_token_id)
+    assert got[1] == tok.decode(ref[0, ids["input_ids"].shape[1]:],
+                                skip_special_tokens=True).split("\n")[0]
     lls = lm.loglikelihood([LoglikelihoodRequest(p, "Paris") for p in prompts])
     one = HFCausalLM(model, tok, batch_size=1, chat=False).loglikelihood(
         [LoglikelihoodRequest(p, "Paris") for p in prompts])

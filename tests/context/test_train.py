@@ -143,3 +143,38 @@ def test_tracker_as_transformers_trainer_callback(tiny):
     for step in (4, 5):
         cb.on_step_end(None, SimpleNamespace(global_step=step), None, model=model)
     assert [r["step"] for r in tracker.history] == [5]
+
+
+def test_frozen_prefix_is_exact_and_guarded():
+    """Cached prefix states + the tail reproduce the full forward pass: the same log-likelihoods
+    and the same LoRA training losses; a model whose prefix differs, or a mismatched split, is
+    refused."""
+    import torch
+
+    from fmlab.context import FrozenPrefix, HFCausalLM
+    from fmlab.context._lm import LoglikelihoodRequest
+    from fmlab.models import tiny_causal_lm
+
+    model, tok = tiny_causal_lm(seed=1, num_hidden_layers=4, max_position_embeddings=1024)
+    prefix = FrozenPrefix(model, 2)
+    reqs = [LoglikelihoodRequest(f"The capital of Land{i} is" + " so" * i, f"Bo{i}")
+            for i in range(5)]
+    full = HFCausalLM(model, tok, batch_size=3).loglikelihood(reqs)
+    cached = HFCausalLM(model, tok, batch_size=3, prefix=prefix).loglikelihood(reqs)
+    assert np.allclose([a for a, _ in full], [a for a, _ in cached], atol=1e-4)
+    kw = dict(steps=3, batch_size=3, lr=1e-2, lora_rank=4, last_layers=2, seed=0)
+    a = finetune(model, tok, EXAMPLES, prefix=False, **kw)
+    b = finetune(model, tok, EXAMPLES, prefix=prefix, **kw)
+    assert np.allclose(a.losses, b.losses, atol=1e-4) and a.losses[0] != a.losses[-1]
+    with pytest.raises(ValueError, match="last_layers=3 leaves 1 frozen"):
+        finetune(model, tok, EXAMPLES, prefix=prefix, **{**kw, "last_layers": 3})
+    with pytest.raises(ValueError, match="n_frozen"):
+        FrozenPrefix(model, 4)
+    other, _ = tiny_causal_lm(seed=2, num_hidden_layers=4, max_position_embeddings=1024)
+    with pytest.raises(ValueError, match="differ from the FrozenPrefix's reference"):
+        HFCausalLM(other, tok, prefix=prefix).loglikelihood(reqs[:1])
+    with pytest.raises(ValueError, match="trains parameters in its first 2 layers"):
+        full_ft = finetune(model, tok, EXAMPLES, prefix=False, **{**kw, "lora_rank": None,
+                                                                  "last_layers": None})
+        prefix.logits(full_ft.model, [[1, 2, 3]], torch.ones(1, 3, dtype=torch.long),
+                      torch.arange(3)[None], 1)

@@ -87,6 +87,16 @@ def test_adaptive_gcg_and_static_suffix_attacks(lm, task):
                         n_train_prompts=2)
     row = evaluate(model, tok, task=task, attack=a, max_new_tokens=4).rows[0]
     assert a.suffix_ and row["suffix"] == a.suffix_ and row["gcg_steps"] == 2
+    # the model reads exactly the tokens GCG optimised: prompt tokens, then the suffix's own
+    from fmlab.jailbreak._generate import render
+
+    q = task.prompts("test")[0]
+    ids = tok(render(tok, [{"role": "user", "content": a.apply(q)}]),
+              add_special_tokens=False)["input_ids"]
+    head = tok(render(tok, [{"role": "user", "content": q + "{optim_str}"}]).partition(
+        "{optim_str}")[0], add_special_tokens=False)["input_ids"]
+    opt = tok(a.suffix_, add_special_tokens=False)["input_ids"]
+    assert ids[: len(head) + len(opt)] == head + opt
     s = JailbreakAttack("suffix", suffix="!!")
     assert s.apply("q") == "q !!"
     r = JailbreakAttack("repeat", suffix="zz")
@@ -95,6 +105,7 @@ def test_adaptive_gcg_and_static_suffix_attacks(lm, task):
     p = JailbreakAttack("ppl_prefix", suffix="zz")
     p.fit(model, tok, create_defense("none"), task)
     assert p.apply("q").startswith("Yesterday") and p.apply("q").endswith("q zz")
+    assert JailbreakAttack("suffix", suffix=" zz").apply("q") == "q zz"
 
 
 def test_dpo_with_lora_lowers_its_loss_and_merges(lm, task):
@@ -105,6 +116,20 @@ def test_dpo_with_lora_lowers_its_loss_and_merges(lm, task):
     assert not any("lora" in k for k in merged.state_dict())
     changed = [k for k, v in merged.state_dict().items() if not torch.equal(v, before[k])]
     assert changed and all("q_proj" in k or "v_proj" in k for k in changed)
+
+
+def test_dpo_adapter_cache_reuses_the_same_weights(task, tmp_path, monkeypatch):
+    monkeypatch.setenv("FMLAB_CACHE", str(tmp_path / "cache"))
+    kw = {"max_steps": 3, "batch_size": 2, "lr": 1e-2, "cache": True}
+    first, info1 = train_dpo(*tiny_causal_lm(seed=1), task.pairs("train"), **kw)
+    again, info2 = train_dpo(*tiny_causal_lm(seed=1), task.pairs("train"), **kw)
+    assert not info1["cached"] and info2["cached"] and info2["losses"] == info1["losses"]
+    for (k, a), b in zip(first.state_dict().items(), again.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, msg=k)
+    # another setting or another model is another adapter, trained afresh
+    _, info3 = train_dpo(*tiny_causal_lm(seed=1), task.pairs("train"), **{**kw, "lr": 2e-2})
+    _, info4 = train_dpo(*tiny_causal_lm(seed=2), task.pairs("train"), **kw)
+    assert not info3["cached"] and not info4["cached"]
 
 
 def test_bad_inputs(lm, task):
