@@ -9,7 +9,9 @@
    the same torch and threads; rounds alternate, and both start from the same random point (the
    same seed), so the adversarial batches are compared element by element.
 2. **Captioner attack**: seconds per BIM iteration through ``captioner-emoji`` (EfficientNet-Lite0
-   at 96 px -> 4 prefix embeddings -> SmolLM2-135M), the inner loop of the captioner attack.
+   at 96 px -> 4 prefix embeddings -> SmolLM2-135M), the inner loop of the captioner attack;
+   **CLIP-ensemble attack**: seconds per iteration of momentum PGD, CWA and SSA-CWA (20 copies)
+   on the clip-emoji-0/1 ensemble.
 3. **Pages per second** in headless Chromium: ``Browser.goto(...).observe()`` (set-of-marks
    labelling, screenshot, picture fetch), with and without captions, against a bare Playwright
    ``goto`` + ``screenshot`` (the floor).
@@ -165,6 +167,42 @@ def bench_captioner(args: argparse.Namespace) -> dict[str, Any]:
             "image_px": int(image.shape[0]), "steps": steps}
 
 
+# -- part 2b: CLIP-ensemble attack ------------------------------------------------------------
+def bench_clip(args: argparse.Namespace) -> dict[str, Any]:
+    """Seconds per iteration of the CLIP-ensemble attack on a 64 px product picture: momentum PGD
+    on two members (the study's attack), CWA over the same two, and SSA-CWA (20 spectrum copies
+    per gradient, Wu et al.'s setting)."""
+    import numpy as np
+    import torch
+
+    from fmlab.agents import default_catalog
+    from fmlab.attacks import CWA, PGD, ClipEnsembleObjective, SpectrumAugmented
+    from fmlab.models import load_clip
+
+    members = [load_clip(f"clip-emoji-{i}", prepare=True).eval() for i in range(2)]
+    for m in members:
+        m.requires_grad_(False)
+    image = default_catalog()[10].image  # hot dog, (64, 64, 3) uint8
+    x0 = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255
+    objective = ClipEnsembleObjective(members, "slice of pizza")
+    steps = 3 if args.quick else 20
+    never = {"success": lambda x, loss: False, "progress": False}
+    out: dict[str, Any] = {"image_px": int(image.shape[0]), "members": 2}
+    PGD(steps=2, momentum=1.0)(objective, x0, **never)  # warm-up
+    for name, attack, obj, n in (
+        ("pgd_momentum", PGD(eps=16 / 256, step_size=2 / 255, steps=steps, momentum=1.0,
+                             random_start=False), objective, steps),
+        ("cwa", CWA(eps=16 / 256, steps=steps), objective, steps),
+        ("ssa_cwa_n20", CWA(eps=16 / 256, steps=max(2, steps // 10)),
+         SpectrumAugmented(objective, n=20), max(2, steps // 10)),
+    ):
+        t = time.perf_counter()
+        attack(obj, x0, **never)
+        out[f"{name}_s_per_iteration"] = (time.perf_counter() - t) / n
+        out[f"{name}_steps"] = n
+    return out
+
+
 # -- part 3: pages per second ----------------------------------------------------------------
 def bench_pages(args: argparse.Namespace) -> dict[str, Any]:
     from fmlab.agents import Browser, ShopSite, catalog_captioner, default_catalog, load_tasks
@@ -213,6 +251,8 @@ def main() -> None:
         print("PGD:", json.dumps(results["pgd_vs_torchattacks"], indent=1), flush=True)
     results["captioner_attack"] = bench_captioner(args)
     print("captioner:", results["captioner_attack"], flush=True)
+    results["clip_attack"] = bench_clip(args)
+    print("clip:", results["clip_attack"], flush=True)
     results["pages"] = bench_pages(args)
     print("pages:", results["pages"], flush=True)
     results["machine"]["load_avg_1m_end"] = os.getloadavg()[0]

@@ -62,7 +62,8 @@ def _peer_gguf(name: str) -> Callable[[], Any]:
 
 
 def bench_causal(name: str, repeat: int) -> dict[str, Any]:
-    from fmlab.models import _cache, load_causal_lm
+    from fmlab import _cache
+    from fmlab.models import load_causal_lm
 
     row: dict[str, Any] = {"model": name}
     # cold: convert into an empty temporary cache (GGUF dequantization + save + hashing) and load

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 
@@ -24,3 +25,19 @@ def postgres_url():
         require_or_skip(reason)
     with postgres_server() as url:
         yield url
+
+
+# -- reference files a clone may lack (licence-excluded: SICK-R, the counterfactual-QA sets) ------
+def _need(name: str) -> None:
+    """Skip the calling test when dataset ``name`` is not installed (fail under FMLAB_CI=1)."""
+    from fmlab.data import dataset_info
+
+    info = dataset_info(name)
+    if not info.available:
+        require_or_skip(f"dataset {name!r} is missing ({info.missing}); get it: {info.install}")
+
+
+@pytest.fixture()
+def need() -> Any:
+    """``need("mnist")`` skips the test (fails it in CI) when the dataset is not installed."""
+    return _need

@@ -106,8 +106,12 @@ class ReproduceCommand(Command):
             "ran": result.ran,
             "skipped": result.skipped,
             "failed": result.failed,
+            "unavailable": result.unavailable,
         }
         text = f"report: {result.report}"
+        if result.unavailable:
+            text += "\nnot run (a reference file is not installed): " + "; ".join(
+                f"{k} ({v})" for k, v in result.unavailable.items())
         if result.failed:
             text += "\nfailed: " + "; ".join(f"{k} ({v})" for k, v in result.failed.items())
         emit(summary, as_json=args.json, text=text)

@@ -182,8 +182,8 @@ _MEMO: dict[tuple[str, int, str], tuple[np.ndarray, dict[str, Any]]] = {}
 
 
 def _arrays(size: int, background: str) -> tuple[np.ndarray, dict[str, Any]]:
+    from fmlab._cache import cached_build
     from fmlab.data._files import NPM_SHA256
-    from fmlab.models._cache import cached_build
 
     rgb = _BACKGROUNDS[background]
     key = {"format": _FORMAT, "size": size, "background": list(rgb),

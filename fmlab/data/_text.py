@@ -205,7 +205,7 @@ def load_wikipedia_sample(split: str = "all") -> TextDataset:
                     texts.append(text)
         write_json(folder / "pages.json", {"titles": titles, "texts": texts})
 
-    from fmlab.models._cache import cached_build
+    from fmlab._cache import cached_build
 
     # under the one SHA-256 manifest of fmlab's caches: a damaged copy is rebuilt, never used
     folder = cached_build(cache_dir("parsed") / f"wikipedia-sample-{digest}", build,

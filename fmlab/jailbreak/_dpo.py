@@ -210,8 +210,8 @@ def _cached_dpo(model: Any, tokenizer: Any, pairs: list[dict[str, str]],
 
     peft = require("peft", feature="fmlab.jailbreak DPO")
     st = require("safetensors.torch", feature="the DPO adapter cache")
+    from fmlab._cache import cached_build
     from fmlab._paths import cache_dir
-    from fmlab.models._cache import cached_build
 
     fp = _fingerprint(model, tokenizer, pairs, suffixes, settings)
     trained: list[tuple[Any, dict[str, Any]]] = []

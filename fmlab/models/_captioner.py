@@ -426,7 +426,7 @@ def prepare_captioner(name: str = "captioner-emoji", **overrides: Any) -> Path:
         name: ``"captioner-emoji"``.
         **overrides: :class:`CaptionerConfig` fields; other settings get another cache folder.
     """
-    from fmlab.models._cache import cached_build
+    from fmlab._cache import cached_build
     from fmlab.models._clip import _check_family
     from fmlab.models._zoo import require_installed
 
@@ -462,7 +462,7 @@ def load_captioner(name_or_path: str | os.PathLike[str] = "captioner-emoji", *,
     """
     from safetensors.torch import load_file
 
-    from fmlab.models._cache import check_cache
+    from fmlab._cache import check_cache
 
     text = os.fspath(name_or_path)
     if text in RECIPES and RECIPES[text][0] == "captioner-emoji":

@@ -10,11 +10,11 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fmlab._cache import cached_build
 from fmlab._device import resolve_device, resolve_dtype
 from fmlab._imports import require
 from fmlab._paths import hf_local_only, hf_offline
 from fmlab.exceptions import ModelUnavailableError
-from fmlab.models._cache import cached_build
 from fmlab.models._zoo import (
     MODELS,
     checked_entry,

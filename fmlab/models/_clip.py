@@ -481,7 +481,7 @@ def prepare_clip(name: str = "clip-emoji", **overrides: Any) -> Path:
     Returns:
         The verified cache folder (weights, config, ``MODEL_CARD.md``, ``model_card.json``).
     """
-    from fmlab.models._cache import cached_build
+    from fmlab._cache import cached_build
     from fmlab.models._zoo import require_installed
 
     _check_family(name, "clip-emoji")
@@ -505,7 +505,7 @@ def _check_family(name: str, family: str) -> None:
 def _load_member(name: str, prepare: bool, device: Any, overrides: dict[str, Any]) -> ClipEmoji:
     from safetensors.torch import load_file
 
-    from fmlab.models._cache import check_cache
+    from fmlab._cache import check_cache
 
     config = recipe_of(name, **overrides)
     path = recipe_path(name, config)

@@ -236,7 +236,7 @@ def emoji_features(image_size: int = 96) -> dict[str, Any]:
         ``text_heldout`` (n_concepts, 384) of the held-out template; ``style`` and ``concept``
         per image; ``names``, ``categories``, ``subcategories`` per concept; ``path``.
     """
-    from fmlab.models._cache import cached_build
+    from fmlab._cache import cached_build
     from fmlab.models._recipes import ClipEmojiConfig
 
     base = cache_key("clip-emoji", ClipEmojiConfig(image_size=image_size))

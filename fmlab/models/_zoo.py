@@ -257,7 +257,7 @@ def model_info(name: str) -> ModelInfo:
 
         path = recipe_path(name)
     if path is not None:
-        from fmlab.models._cache import check_cache
+        from fmlab._cache import check_cache
 
         cached = check_cache(path, hashes=False) is None  # a broken manifest is not "cached"
     else:

@@ -188,9 +188,9 @@ def extract_features(
     fn = entry.resolve()
     if not cache:
         return fn(inputs, progress=progress, **settings)
+    from fmlab._cache import cached_build
     from fmlab._io import read_npy
     from fmlab._paths import cache_dir
-    from fmlab.models._cache import cached_build
 
     fp = _fingerprint(backbone, inputs, settings)
     computed: list[np.ndarray] = []

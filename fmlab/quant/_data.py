@@ -77,7 +77,7 @@ def train_tokenizer(
 
     if not cache:
         return build()
-    from fmlab.models._cache import cached_build
+    from fmlab._cache import cached_build
 
     key = {"kind": "bpe-tokenizer", "corpora": list(corpora), "vocab_size": vocab_size}
     folder = cache_dir("quant", "tokenizers") / f"bpe-{_key(list(corpora), vocab_size)}"
@@ -208,8 +208,8 @@ def load_token_data(
     if not cache:
         val, train = split()
         return TokenData(train, val, tok.get_vocab_size(), tok, tuple(corpora))
+    from fmlab._cache import cached_build
     from fmlab._io import read_npy
-    from fmlab.models._cache import cached_build
 
     def build(d: Any) -> None:
         val, train = split()

@@ -11,6 +11,7 @@ STUDIES: Registry[type[Study]] = Registry("study")
 # name -> "module:Class"; keep sorted by name. Imports happen only when a study is looked up.
 _LAZY: dict[str, str] = {
     # "capability.short": "fmlab.capability._study:ClassName",
+    "attacks.agents": "fmlab.agents._study:AgentsStudy",
     "autoft.shift": "fmlab.autoft._study:ShiftStudy",
     "context.inversion": "fmlab.context._study:InversionStudy",
     "embeddings.echo": "fmlab.embeddings._study:EchoStudy",

@@ -30,6 +30,7 @@ border:1px solid #e3e6ea;border-radius:4px}figcaption{color:#5b6675;font-size:.8
 .summary td:nth-child(n+3){white-space:nowrap}
 .kind{color:#5b6675;font-size:.85rem;font-weight:400}.na{color:#8a5a00;font-weight:600}
 .error{background:#fff4f2;border-left:4px solid #a1260d}
+.unavailable{background:#f7f7f4;border-left:4px solid #8a8a80}
 """
 
 
@@ -149,7 +150,9 @@ def render_report(out: str | Path, failed: dict[str, str] | None = None) -> Path
     for err in sorted(out.glob("*.error.txt")):
         lines = err.read_text(errors="replace").strip().splitlines()
         failed.setdefault(err.name[: -len(".error.txt")], lines[-1] if lines else "failed")
-    if not records and not failed:
+    unavailable = {f.name[: -len(".unavailable.txt")]: f.read_text(errors="replace").strip()
+                   for f in sorted(out.glob("*.unavailable.txt"))}
+    if not records and not failed and not unavailable:
         raise FileNotFoundError(f"{str(out)!r} holds no study results (no <study>/metrics.json); "
                                 f"run 'fmlab reproduce --out {out}' first.")
     n = count_claims(records)
@@ -171,6 +174,11 @@ def render_report(out: str | Path, failed: dict[str, str] | None = None) -> Path
         f"<section class='study error'><h2>{_e(name)}: failed</h2><pre>{_e(msg)}</pre>"
         f"<p>Full traceback: <code>{_e(name)}.error.txt</code></p></section>"
         for name, msg in failed.items()
+    ) + "".join(
+        f"<section class='study unavailable'><h2>{_e(name)}: not run</h2><p>A reference file it "
+        f"needs is not installed here (its licence may keep it out of fmlab):</p>"
+        f"<pre>{_e(msg)}</pre></section>"
+        for name, msg in unavailable.items()
     )
     body = (
         f"<header><h1>fmlab reproduction report</h1><p>{_e(header)} · fmlab {_e(__version__)}"

@@ -16,6 +16,7 @@ from fmlab._imports import require
 from fmlab._io import atomic_dir, clean_stale, file_lock, write_json
 from fmlab._progress import progress_bars
 from fmlab._validation import check_option
+from fmlab.exceptions import DataUnavailableError
 from fmlab.studies._base import (
     METRICS_FILE,
     Scale,
@@ -138,13 +139,16 @@ def run_study(
 
 @dataclass
 class ReproduceResult:
-    """Outcome of :func:`reproduce`: which studies ran, were skipped or failed; the report path."""
+    """Outcome of :func:`reproduce`: which studies ran, were skipped or failed, which could not
+    run because a reference file fmlab may not ship is missing (``unavailable``: name -> how to
+    get it; not a failure); the report path."""
 
     out: Path
     report: Path | None
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
+    unavailable: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -167,7 +171,11 @@ def reproduce(
 
     A study whose ``out/<name>/metrics.json`` already holds a finished run at the same scale, seed
     and options is skipped unless ``force``. A study that raises is recorded as failed (with its
-    traceback in ``out/<name>.error.txt``) and the others still run.
+    traceback in ``out/<name>.error.txt``) and the others still run. A study that needs a
+    reference file which is not installed (a :class:`~fmlab.exceptions.DataUnavailableError`,
+    e.g. a file whose licence keeps it out of the package) is not a failure: it is recorded in
+    ``unavailable`` and in ``out/<name>.unavailable.txt`` with how to get the file, and the report
+    shows it as not run.
 
     Each option goes to the selected studies that declare it; one that no selected study
     declares is a :class:`~fmlab.exceptions.UsageError` (with close matches), and every value is
@@ -215,6 +223,7 @@ def reproduce(
         if verbose:
             print(f"[{i}/{len(selected)}] {name}: running at {scale} scale", flush=True)
         error_file = out / f"{name}.error.txt"
+        missing_file = out / f"{name}.unavailable.txt"
         try:
             record = run_study(
                 name, out, scale=scale, seed=seed, options=per_study[name][0],
@@ -222,13 +231,22 @@ def reproduce(
             )
         except KeyboardInterrupt:
             raise
+        except DataUnavailableError as exc:  # not installed here (licence): say how to get it
+            result.unavailable[name] = str(exc)
+            missing_file.write_text(str(exc))
+            error_file.unlink(missing_ok=True)
+            if verbose:
+                print(f"    not run: {exc}", flush=True)
+            continue
         except Exception as exc:  # one failed study must not stop the others
             result.failed[name] = f"{type(exc).__name__}: {exc}"
             error_file.write_text(traceback.format_exc())
+            missing_file.unlink(missing_ok=True)
             if verbose:
                 print(f"    failed: {type(exc).__name__}: {exc}", flush=True)
             continue
         error_file.unlink(missing_ok=True)
+        missing_file.unlink(missing_ok=True)
         result.ran.append(name)
         if verbose:
             print(f"    done in {record['seconds']:.0f} s; {_verdict_line(record)}", flush=True)

@@ -8,13 +8,14 @@ from fmlab.agents._study import (
     claim_benign,
     claim_caption_vs_pixel,
     claim_captioner_attack,
+    claim_ensemble,
     claim_eps,
     claim_transfer,
 )
 from fmlab.studies import assert_claim_can_fail
 
 
-def _rows(n, p_benign, p_cap, p_pix, p_wb_small, p_wb_large, seed=0):
+def _rows(n, p_benign, p_cap, p_pix, p_wb_small, p_wb_large, seed=0, p_single=0.05):
     rng = random.Random(seed)
     rows = []
     for i in range(n):
@@ -24,6 +25,7 @@ def _rows(n, p_benign, p_cap, p_pix, p_wb_small, p_wb_large, seed=0):
             row.update({"pixel_benign": rng.random() < p_benign,
                         "wb_benign": rng.random() < p_benign,
                         "pixel_attacked@16/256": rng.random() < p_pix,
+                        "pixel_single@16/256": rng.random() < p_single,
                         "wb_attacked@2/256": rng.random() < p_wb_small,
                         "wb_attacked@16/256": rng.random() < p_wb_large})
         rows.append(row)
@@ -52,6 +54,11 @@ def test_transfer_claim_can_fail():
                           eps_key="16/256")
 
 
+def test_ensemble_claim_can_fail():
+    same = _rows(90, 0.95, 0.9, 0.4, 0.05, 0.9, seed=3, p_single=0.4)  # one surrogate does as well
+    assert_claim_can_fail(claim_ensemble, CLEAR, same, eps_key="16/256")
+
+
 def test_eps_claim_can_fail():
     assert_claim_can_fail(claim_eps, CLEAR, NOISE, small="2/256", large="16/256")
 
@@ -60,3 +67,35 @@ def test_no_benign_success_is_not_computed_rather_than_held():
     rows = _rows(12, 0.0, 1.0, 1.0, 1.0, 1.0)
     claim = claim_captioner_attack(rows)
     assert not claim.holds and "solved no task benignly" in claim.error
+
+
+def test_one_half_only_rates_and_claims():
+    """With only the CLIP half, the captioner claims are not computed (never held) and the
+    precondition judges the pixel agent alone."""
+    from fmlab.agents._study import _metrics, claim_benign
+
+    clip_only = [{k: v for k, v in r.items() if not (k.startswith("text") or k.startswith("cap"))}
+                 | {"type": "wrong_object"} for r in CLEAR if "pixel_benign" in r]
+    m = _metrics(clip_only, 16 / 256, [2 / 256, 16 / 256])
+    assert m["benign"]["caption_agent"]["n"] == 0
+    assert m["asr"]["clip_attack_vs_pixel_agent_heldout"]["n"] > 0
+    benign = claim_benign(clip_only)
+    assert "caption agent" not in benign.measured and "pixel agent" in benign.measured
+    assert not claim_captioner_attack(clip_only).holds
+    assert claim_transfer(clip_only, eps_key="16/256").holds
+
+
+def test_registered_with_declared_options():
+    from fmlab.studies import get_study
+    from fmlab.studies._options import UsageError
+
+    cls = get_study("attacks.agents")
+    quick = cls.resolve_options({}, "quick")
+    assert quick["attacks"] == ["captioner", "clip"] and quick["eps"] == 16 / 256
+    assert cls.resolve_options({"attacks": "clip"}, "quick")["attacks"] == ["clip"]
+    import pytest
+
+    with pytest.raises(ValueError, match="'attacks' option"):
+        cls.resolve_options({"attacks": "pixels"}, "quick")
+    with pytest.raises(UsageError, match="Did you mean: eps"):
+        cls.resolve_options({"epss": 0.1}, "quick")

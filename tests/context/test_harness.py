@@ -55,7 +55,9 @@ def test_scoring_nested_answers_and_initials():
     assert s["exact"]["counterfactual"]
 
 
-def test_echo_cannot_fool_exact_match():
+def test_echo_cannot_fool_exact_match(need):
+    need("cf-capitals")
+    need("cf-world-facts")
     rep = evaluate(ECHO, ["cf_world_facts"])
     sub = rep.task("cf_world_facts", "substring")
     # substring credits the echo with both answers for most passages (the memorised answer is
@@ -67,7 +69,9 @@ def test_echo_cannot_fool_exact_match():
     assert first["counterfactual"]["value"] + first["parametric"]["value"] < 0.5
 
 
-def test_both_accuracies_on_stub_models():
+def test_both_accuracies_on_stub_models(need):
+    need("cf-capitals")
+    need("cf-bio")
     oracle = FunctionLM(lambda r: r.item["answer"][0] + "\n", name="oracle")
     memory = FunctionLM(lambda r: f"It is {r.item['memory_answer'][0]}.", name="memory")
     tasks = ["cf_capitals", "cf_bio", "cf_quotes", "gen_capital"]

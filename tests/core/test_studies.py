@@ -238,6 +238,36 @@ def test_failed_study_keeps_previous_result_and_is_reported(
     assert "asked to fail" in (tmp_path / "report.html").read_text()
 
 
+class MissingFileStudy(LineStudy):
+    name = "test.missing"
+
+    def run(self, ctx: StudyContext) -> StudyResult:
+        from fmlab.exceptions import DataUnavailableError
+
+        raise DataUnavailableError("The reference file sts/sickr.tsv is missing: set FMLAB_SHARED.")
+
+
+def test_study_missing_a_reference_file_is_not_run_and_not_a_failure(
+    tmp_path: Path, line_study: str, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """A clone without the files the licences keep out runs the rest and says how to get them."""
+    from fmlab.cli import main
+
+    monkeypatch.setitem(STUDIES._entries, "test.missing",
+                        Entry("test.missing", MissingFileStudy, "test study"))
+    res = reproduce(["test.missing", line_study], out=tmp_path, show_progress=False,
+                    verbose=False)
+    assert res.ok and res.ran == [line_study] and not res.failed
+    assert "sickr.tsv is missing" in res.unavailable["test.missing"]
+    html = (tmp_path / "report.html").read_text()
+    assert "test.missing: not run" in html and "FMLAB_SHARED" in html
+    assert main(["reproduce", "test.missing", "--out", str(tmp_path), "--quiet",
+                 "--no-progress"]) == 0
+    assert "not run (a reference file is not installed): test.missing" in capsys.readouterr().out
+    reproduce([line_study], out=tmp_path, show_progress=False, verbose=False)
+    assert (tmp_path / "test.missing.unavailable.txt").is_file()  # until it runs
+
+
 def test_unknown_study_name_suggests(tmp_path: Path, line_study: str) -> None:
     with pytest.raises(KeyError, match="Did you mean: test.line"):
         reproduce(["test.lime"], out=tmp_path, show_progress=False)

@@ -20,7 +20,7 @@ from fmlab.exceptions import DataUnavailableError
 
 @pytest.fixture(scope="module")
 def emoji(request: pytest.FixtureRequest):
-    from tests.data.conftest import _need
+    from tests.conftest import _need
 
     _need("emoji")
     return load_dataset("emoji", split="all")
@@ -53,7 +53,7 @@ def test_styles_are_different_drawings(emoji) -> None:
 
 
 def test_subcategory_labels_and_one_style() -> None:
-    from tests.data.conftest import _need
+    from tests.conftest import _need
 
     _need("emoji")
     ds = load_dataset("emoji", split="openmoji", labels="subcategory")

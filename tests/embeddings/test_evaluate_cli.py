@@ -33,7 +33,8 @@ def test_evaluate_sts_on_a_subset(enc):
     assert again.score == pytest.approx(r.score, abs=1e-6)
 
 
-def test_evaluate_tasks_and_pair_objects(enc):
+def test_evaluate_tasks_and_pair_objects(enc, need):
+    need("sickr")
     res = evaluate(enc, "wordsim353,sickr", n=30)
     assert [r.task for r in res] == ["wordsim353", "sickr"]
     assert res[1].split == "all" and res[1].details["n_total"] == 9927  # MTEB scores all pairs

@@ -242,7 +242,7 @@ def test_W12_sweep_spec_refuses_repeated_grid_values() -> None:
 
 
 def test_W13_feature_cache_corruption_rebuilds(tmp_path, monkeypatch) -> None:
-    from fmlab.models._cache import CacheRebuildWarning
+    from fmlab._cache import CacheRebuildWarning
     from fmlab.ood import extract_features
 
     monkeypatch.setenv("FMLAB_CACHE", str(tmp_path))
@@ -260,8 +260,8 @@ def test_W13_feature_cache_corruption_rebuilds(tmp_path, monkeypatch) -> None:
 
 def test_W13_token_cache_is_under_the_manifest(tmp_path, monkeypatch) -> None:
     pytest.importorskip("tokenizers")
+    from fmlab._cache import MANIFEST, CacheRebuildWarning
     from fmlab.data import dataset_info
-    from fmlab.models._cache import MANIFEST, CacheRebuildWarning
     from fmlab.quant import load_token_data
 
     if not dataset_info("lee-background").available:

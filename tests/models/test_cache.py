@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from fmlab.models._cache import MANIFEST, CacheRebuildWarning, cached_build, check_cache
+from fmlab._cache import MANIFEST, CacheRebuildWarning, cached_build, check_cache
 
 
 @pytest.fixture(scope="module")

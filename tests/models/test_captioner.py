@@ -113,8 +113,8 @@ def test_captioner_settings_are_validated() -> None:
 @pytest.mark.slow
 def test_tiny_prepare_card_reload_and_corruption_rebuild() -> None:
     """A real prepare with tiny settings (2 LM layers, 3 steps) in the user's cache."""
+    from fmlab._cache import CacheRebuildWarning
     from fmlab.models import prepare_model
-    from fmlab.models._cache import CacheRebuildWarning
 
     tiny = {"lm_layers": 2, "steps": 3, "batch_size": 4, "hidden": 32, "eval_images": 4}
     path = prepare_model("captioner-emoji", **tiny)

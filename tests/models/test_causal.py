@@ -136,7 +136,7 @@ def test_gemma_is_a_language_model(zoo_or_skip):
 def test_corrupt_smollm2_cache_is_rebuilt_end_to_end(smollm2, tmp_path, monkeypatch):
     import shutil
 
-    from fmlab.models._cache import CacheRebuildWarning
+    from fmlab._cache import CacheRebuildWarning
     from fmlab.models._zoo import model_cache_path
 
     source = model_cache_path("smollm2-135m-instruct")

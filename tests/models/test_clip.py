@@ -123,7 +123,7 @@ def test_prepared_member_quality_and_lifecycle(tmp_path) -> None:
     """Train a short member in a private cache: card, reload, corruption rebuild."""
     import os
 
-    from fmlab.models._cache import CacheRebuildWarning
+    from fmlab._cache import CacheRebuildWarning
 
     env = os.environ.get("FMLAB_CACHE")
     path = prepare_model("clip-emoji-0", steps=60)

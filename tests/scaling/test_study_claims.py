@@ -114,3 +114,19 @@ def test_precision_runs_table_is_checked(tmp_path) -> None:
     (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
     with pytest.raises(ValueError, match="lacks the columns"):
         st.precision_runs(str(tmp_path / "bad.csv"))
+
+
+def test_shipped_precision_runs_table() -> None:
+    """The measured full-scale sweep that scaling.precision fits by default ships with fmlab,
+    with its provenance (command, commit, machine, checksum)."""
+    import hashlib
+    from importlib.resources import files
+
+    runs = st.precision_runs()
+    trained = runs[runs.post_bits.map(np.isinf)]
+    assert len(trained) >= 60 and trained.n_params.nunique() == 3
+    assert trained.n_tokens.nunique() == 3 and (trained.loss > 0).all()
+    data = files("fmlab.scaling").joinpath("data")
+    provenance = data.joinpath("PROVENANCE.md").read_text()
+    digest = hashlib.sha256(data.joinpath("precision_sweep_runs.csv").read_bytes()).hexdigest()
+    assert digest in provenance and "quant.precision_sweep --full" in provenance

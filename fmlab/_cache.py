@@ -32,7 +32,7 @@ __all__ = ["CACHE_FORMAT", "MANIFEST", "CacheRebuildWarning", "cached_build", "c
 MANIFEST = "fmlab-manifest.json"
 CACHE_FORMAT = 1
 
-_log = logging.getLogger("fmlab.models")
+_log = logging.getLogger("fmlab.cache")
 
 # path -> signature ((relpath, size, mtime_ns), ...) of the files last verified in this process
 _VERIFIED: dict[str, tuple[tuple[str, int, int], ...]] = {}
