@@ -93,7 +93,10 @@ class FunctionLM(ContextLM):
 
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[tuple[float, bool]]:
         if self._ll is None:
-            raise NotImplementedError(f"FunctionLM {self.name!r} has no loglikelihood function.")
+            raise ValueError(
+                f"FunctionLM {self.name!r} was built without a loglikelihood function, so it "
+                "cannot score answers by likelihood; pass loglikelihood=fn(request) -> float when "
+                "building it, or evaluate by generation.")
         return [(float(self._ll(r)), False) for r in requests]
 
 

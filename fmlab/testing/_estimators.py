@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from fmlab.testing._require import _require
+
 __all__ = ["STRUCTURAL_CHECKS", "check_law", "check_ood_estimator", "make_law_runs"]
 
 
@@ -47,13 +49,17 @@ def _instance(obj: Any, kind: type) -> Any:
             raise TypeError(f"Expected a {kind.__name__} subclass or instance; got {obj!r}.")
         return obj()
     if not isinstance(obj, kind):
-        raise TypeError(f"Expected a {kind.__name__} subclass or instance; got "
-                        f"{type(obj).__name__}.")
+        raise TypeError(
+            f"Expected a {kind.__name__} subclass or instance; got {type(obj).__name__}."
+        )
     return obj
 
 
 def _check_estimator_clauses(
-    est: Any, fit: Callable[[Any], Any], output: Callable[[Any], np.ndarray], *,
+    est: Any,
+    fit: Callable[[Any], Any],
+    output: Callable[[Any], np.ndarray],
+    *,
     fitted_attr: str,
 ) -> Any:
     """The clauses every fmlab estimator owes; returns a fitted clone of ``est``.
@@ -70,20 +76,24 @@ def _check_estimator_clauses(
     from fmlab.exceptions import NotFittedError
 
     name = type(est).__name__
-    assert isinstance(est, BaseEstimator), (
+    _require(
+        isinstance(est, BaseEstimator),
         f"{name} must derive from fmlab.base.BaseEstimator (scikit-learn's BaseEstimator with "
-        "fmlab's parameter hook and not-fitted errors).")
+        "fmlab's parameter hook and not-fitted errors).",
+    )
     for check in _structural_checks():
         check(name, clone(est))
     params = est.get_params()
     for key, value in params.items():
-        assert getattr(est, key) is value, (
-            f"{name}.__init__ must store the argument {key!r} unchanged as self.{key}.")
+        _require(
+            getattr(est, key) is value,
+            f"{name}.__init__ must store the argument {key!r} unchanged as self.{key}.",
+        )
     fresh = clone(est)
     try:
         getattr(fresh, fitted_attr)
     except NotFittedError as exc:
-        assert "not fitted" in str(exc), f"{name}'s not-fitted message must say so: {exc}"
+        _require("not fitted" in str(exc), f"{name}'s not-fitted message must say so: {exc}")
     else:
         raise AssertionError(f"{name}.{fitted_attr} must raise NotFittedError before fit().")
     try:
@@ -93,24 +103,34 @@ def _check_estimator_clauses(
     else:
         raise AssertionError(f"{name}.set_params must reject unknown parameter names.")
     returned = fit(fresh)
-    assert returned is fresh, f"{name}.fit must return self; got {type(returned).__name__}."
+    _require(returned is fresh, f"{name}.fit must return self; got {type(returned).__name__}.")
     first = np.array(output(fresh), copy=True)
     fit(fresh)
-    np.testing.assert_allclose(output(fresh), first, rtol=1e-12, atol=0,
-                               err_msg=f"Fitting {name} twice on the same data must give the "
-                                       "same result.")
+    np.testing.assert_allclose(
+        output(fresh),
+        first,
+        rtol=1e-12,
+        atol=0,
+        err_msg=f"Fitting {name} twice on the same data must give the same result.",
+    )
     twin = clone(fresh)
-    assert twin.get_params().keys() == params.keys(), f"clone({name}) must keep the parameters."
-    assert fitted_attr not in vars(twin), f"clone({name}) must not carry the fit over."
-    np.testing.assert_allclose(output(fit(twin)), first, rtol=1e-12,
-                               err_msg=f"A clone of {name} must fit to the same result.")
+    _require(twin.get_params().keys() == params.keys(), f"clone({name}) must keep the parameters.")
+    _require(fitted_attr not in vars(twin), f"clone({name}) must not carry the fit over.")
+    np.testing.assert_allclose(
+        output(fit(twin)),
+        first,
+        rtol=1e-12,
+        err_msg=f"A clone of {name} must fit to the same result.",
+    )
     return fresh
 
 
 # -- laws ---------------------------------------------------------------------------------------
 
-def make_law_runs(feature_names: Sequence[str], n_runs: int = 40, random_state: int = 0
-                  ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+
+def make_law_runs(
+    feature_names: Sequence[str], n_runs: int = 40, random_state: int = 0
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Synthetic runs ``(X as a dict of columns, y)`` for a law with these features.
 
     Knows the features of fmlab's laws (``n_params``, ``n_tokens``, ``*_bits``, ``post_bits``,
@@ -123,8 +143,10 @@ def make_law_runs(feature_names: Sequence[str], n_runs: int = 40, random_state: 
     known = {"n_params", "n_tokens", "pool", "samples_seen", "pool_size"}
     unknown = [f for f in feats if f not in known and not f.endswith("_bits")]
     if unknown:
-        raise ValueError(f"make_law_runs does not know the feature(s) {unknown}; pass example "
-                         "runs to check_law(law, X, y) instead.")
+        raise ValueError(
+            f"make_law_runs does not know the feature(s) {unknown}; pass example "
+            "runs to check_law(law, X, y) instead."
+        )
     X: dict[str, np.ndarray] = {}
     if "pool" in feats:
         pools = np.array(["p0", "p1", "p2"])[np.arange(n_runs) % 3]
@@ -192,23 +214,32 @@ def check_law(law: Any, X: Any = None, y: Any = None) -> None:
         raise AssertionError(f"{name}.predict must raise NotFittedError before fit().")
     with warnings.catch_warnings():  # few starts on synthetic runs: convergence is not the point
         warnings.simplefilter("ignore", ConvergenceWarning)
-        fitted = _check_estimator_clauses(law, lambda e: e.fit(X, y), lambda e: e.predict(X),
-                                          fitted_attr="params_")
-    assert isinstance(fitted.params_, fitted.params_class), (
-        f"{name}.params_ must be a {fitted.params_class.__name__}.")
+        fitted = _check_estimator_clauses(
+            law, lambda e: e.fit(X, y), lambda e: e.predict(X), fitted_attr="params_"
+        )
+    _require(
+        isinstance(fitted.params_, fitted.params_class),
+        f"{name}.params_ must be a {fitted.params_class.__name__}.",
+    )
     pred = np.asarray(fitted.predict(X))
     n = len(np.asarray(y))
-    assert pred.shape == (n,), f"{name}.predict must return shape ({n},); got {pred.shape}."
-    assert np.isfinite(pred).all() and (pred > 0).all(), (
-        f"{name}.predict must give finite positive losses.")
+    _require(pred.shape == (n,), f"{name}.predict must return shape ({n},); got {pred.shape}.")
+    _require(
+        np.isfinite(pred).all() and (pred > 0).all(),
+        f"{name}.predict must give finite positive losses.",
+    )
     saved = json.loads(json.dumps(fitted.to_dict()))
     again = type(fitted)(**saved["init"]).set_fitted_params(saved["params"])
-    np.testing.assert_allclose(again.predict(X), pred, rtol=1e-9,
-                               err_msg=f"{name}: a law re-created from to_dict() must predict "
-                                       "the same.")
+    np.testing.assert_allclose(
+        again.predict(X),
+        pred,
+        rtol=1e-9,
+        err_msg=f"{name}: a law re-created from to_dict() must predict the same.",
+    )
 
 
 # -- OOD estimators ----------------------------------------------------------------------------
+
 
 def check_ood_estimator(estimator: Any, data: Any = None) -> None:
     """Check that an OOD accuracy estimator keeps fmlab's estimator contract.
@@ -242,19 +273,28 @@ def check_ood_estimator(estimator: Any, data: Any = None) -> None:
     args = (data.id_probs, data.id_labels, data.ood_probs)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ReliabilityWarning)
-        fitted = _check_estimator_clauses(est, lambda e: e.fit(*args),
-                                          lambda e: e.ood_accuracy_, fitted_attr="ood_accuracy_")
+        fitted = _check_estimator_clauses(
+            est, lambda e: e.fit(*args), lambda e: e.ood_accuracy_, fitted_attr="ood_accuracy_"
+        )
         m = np.asarray(data.id_probs).shape[0]
         for attr in ("ood_accuracy_", "id_accuracy_"):
             v = np.asarray(getattr(fitted, attr))
-            assert v.shape == (m,), f"{name}.{attr} must have shape ({m},); got {v.shape}."
-            assert ((v >= 0) & (v <= 1)).all(), f"{name}.{attr} must lie in [0, 1]."
+            _require(v.shape == (m,), f"{name}.{attr} must have shape ({m},); got {v.shape}.")
+            _require(((v >= 0) & (v <= 1)).all(), f"{name}.{attr} must lie in [0, 1].")
         probs = np.asarray(data.id_probs)
         measured = (probs.argmax(-1) if probs.ndim == 3 else probs) == np.asarray(data.id_labels)
-        np.testing.assert_allclose(fitted.id_accuracy_, measured.mean(axis=1), atol=1e-12,
-                                   err_msg=f"{name}.id_accuracy_ must be the measured accuracy.")
+        np.testing.assert_allclose(
+            fitted.id_accuracy_,
+            measured.mean(axis=1),
+            atol=1e-12,
+            err_msg=f"{name}.id_accuracy_ must be the measured accuracy.",
+        )
         perm = np.random.default_rng(0).permutation(m)
         permuted = clone(est).fit(args[0][perm], args[1], args[2][perm]).ood_accuracy_
-    np.testing.assert_allclose(permuted, fitted.ood_accuracy_[perm], rtol=1e-9, atol=1e-12,
-                               err_msg=f"{name}: permuting the models must permute the "
-                                       "predictions.")
+    np.testing.assert_allclose(
+        permuted,
+        fitted.ood_accuracy_[perm],
+        rtol=1e-9,
+        atol=1e-12,
+        err_msg=f"{name}: permuting the models must permute the predictions.",
+    )

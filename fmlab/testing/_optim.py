@@ -7,6 +7,8 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
+from fmlab.testing._require import _require
+
 __all__ = ["check_optimizer"]
 
 
@@ -26,8 +28,9 @@ def _problem(seed: int) -> tuple[Any, Callable[[int], tuple[Any, Any]]]:
     return model, batch
 
 
-def _closure(model: Any, opt: Any, x: Any, y: Any, calls: list[bool] | None = None
-             ) -> Callable[[], Any]:
+def _closure(
+    model: Any, opt: Any, x: Any, y: Any, calls: list[bool] | None = None
+) -> Callable[[], Any]:
     import torch
 
     def closure() -> Any:
@@ -101,19 +104,23 @@ def check_optimizer(
     m_sam, batch = _problem(0)
     m_ref, _ = _problem(0)
     opt = build(m_sam, 0.0)
-    assert isinstance(opt, torch.optim.Optimizer), f"{name} must be a torch.optim.Optimizer."
+    _require(isinstance(opt, torch.optim.Optimizer), f"{name} must be a torch.optim.Optimizer.")
     ref = base(m_ref.parameters(), **base_kwargs)
     _run(m_sam, opt, batch, range(n_steps))
     _run(m_ref, ref, batch, range(n_steps))
     for p, q in zip(m_sam.parameters(), m_ref.parameters(), strict=True):
-        assert torch.equal(p, q), f"{name} with rho=0 must step exactly as its base optimizer."
+        _require(torch.equal(p, q), f"{name} with rho=0 must step exactly as its base optimizer.")
 
     # rho > 0 perturbs
     m_pert, _ = _problem(0)
     _run(m_pert, build(m_pert, rho), batch, range(n_steps))
-    assert any(not torch.equal(p, q) for p, q in zip(m_pert.parameters(), m_ref.parameters(),
-                                                     strict=True)), (
-        f"{name} with rho={rho} must differ from its base optimizer.")
+    _require(
+        any(
+            not torch.equal(p, q)
+            for p, q in zip(m_pert.parameters(), m_ref.parameters(), strict=True)
+        ),
+        f"{name} with rho={rho} must differ from its base optimizer.",
+    )
 
     # the closure contract
     model, _ = _problem(1)
@@ -122,23 +129,27 @@ def check_optimizer(
     calls: list[bool] = []
     with torch.no_grad():
         loss = opt.step(_closure(model, opt, x, y, calls))
-    assert calls == [True, True], (
+    _require(
+        calls == [True, True],
         f"{name}.step(closure) must run the closure twice with gradients enabled (even under "
-        f"torch.no_grad()); observed grad modes {calls}.")
+        f"torch.no_grad()); observed grad modes {calls}.",
+    )
     model0, _ = _problem(1)
     expected = torch.nn.functional.mse_loss(model0(x), y)
-    assert loss is not None and torch.allclose(torch.as_tensor(loss), expected), (
-        f"{name}.step(closure) must return the closure's loss at w, before the update.")
+    _require(
+        loss is not None and torch.allclose(torch.as_tensor(loss), expected),
+        f"{name}.step(closure) must return the closure's loss at w, before the update.",
+    )
     try:
         opt.step()
     except TypeError as exc:
-        assert "closure" in str(exc), f"{name}.step() must explain that it needs a closure."
+        _require("closure" in str(exc), f"{name}.step() must explain that it needs a closure.")
     else:
         raise AssertionError(f"{name}.step() without a closure must raise TypeError.")
     try:
         build(_problem(0)[0], -0.1)
     except ValueError as exc:
-        assert "rho" in str(exc), f"{name}'s error for rho=-0.1 must name 'rho': {exc}"
+        _require("rho" in str(exc), f"{name}'s error for rho=-0.1 must name 'rho': {exc}")
     else:
         raise AssertionError(f"{name} must reject rho=-0.1 with a ValueError.")
 
@@ -156,5 +167,7 @@ def check_optimizer(
     o_c.load_state_dict(saved_opt)
     _run(m_c, o_c, batch, range(n_steps, 2 * n_steps))
     for p, q in zip(m_a.parameters(), m_c.parameters(), strict=True):
-        assert torch.equal(p, q), (
-            f"{name}: state_dict()/load_state_dict() must resume the same trajectory.")
+        _require(
+            torch.equal(p, q),
+            f"{name}: state_dict()/load_state_dict() must resume the same trajectory.",
+        )

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fmlab.testing._require import _require
+
 if TYPE_CHECKING:
     import torch
 
@@ -37,11 +39,13 @@ def _fresh(attack: BaseAttack) -> BaseAttack:
 def _same(a: AttackResult, b: AttackResult, what: str) -> None:
     import torch
 
-    assert torch.equal(a.x_adv, b.x_adv), f"{what}: x_adv differs ({a.best_loss} vs {b.best_loss})."
+    _require(
+        torch.equal(a.x_adv, b.x_adv), f"{what}: x_adv differs ({a.best_loss} vs {b.best_loss})."
+    )
     la = [round(v, 5) for v in a.losses if not math.isnan(v)]
     lb = [round(v, 5) for v in b.losses if not math.isnan(v)]
-    assert la == lb, f"{what}: the loss traces differ:\n{a.losses}\n{b.losses}"
-    assert a.n_queries == b.n_queries, f"{what}: n_queries {a.n_queries} != {b.n_queries}."
+    _require(la == lb, f"{what}: the loss traces differ:\n{a.losses}\n{b.losses}")
+    _require(a.n_queries == b.n_queries, f"{what}: n_queries {a.n_queries} != {b.n_queries}.")
 
 
 def check_attack(
@@ -74,42 +78,50 @@ def check_attack(
 
     from fmlab.attacks import AttackResult, BaseAttack
 
-    assert isinstance(attack, BaseAttack), f"{type(attack).__name__} is not a BaseAttack."
+    _require(isinstance(attack, BaseAttack), f"{type(attack).__name__} is not a BaseAttack.")
     params = attack.get_params()
-    assert repr(_fresh(attack)) == repr(attack), (
+    _require(
+        repr(_fresh(attack)) == repr(attack),
         "get_params() does not round-trip: building the attack from its own parameters gives "
-        f"{_fresh(attack)!r}, not {attack!r}."
+        f"{_fresh(attack)!r}, not {attack!r}.",
     )
     x_before = x.clone()
     never: Callable[[torch.Tensor, float], bool] = lambda xx, ll: False  # noqa: E731
     result = attack(objective, x, success=never, progress=False)
-    assert torch.equal(x, x_before), "The attack modified its input tensor in place."
-    assert attack.get_params() == params or repr(attack.get_params()) == repr(params), (
-        "Running the attack changed its constructor parameters."
+    _require(torch.equal(x, x_before), "The attack modified its input tensor in place.")
+    _require(
+        attack.get_params() == params or repr(attack.get_params()) == repr(params),
+        "Running the attack changed its constructor parameters.",
     )
-    assert isinstance(result, AttackResult), f"Got {type(result).__name__}, not an AttackResult."
-    assert result.x_adv.shape == x.shape and result.x_adv.dtype == x.dtype, (
+    _require(isinstance(result, AttackResult), f"Got {type(result).__name__}, not an AttackResult.")
+    _require(
+        result.x_adv.shape == x.shape and result.x_adv.dtype == x.dtype,
         f"x_adv has shape {tuple(result.x_adv.shape)} / {result.x_adv.dtype}; the input has "
-        f"{tuple(x.shape)} / {x.dtype}."
+        f"{tuple(x.shape)} / {x.dtype}.",
     )
-    assert len(result.losses) == result.n_steps, "There must be one trace entry per step."
-    assert result.n_queries >= result.n_steps, "Every step queries the objective at least once."
+    _require(len(result.losses) == result.n_steps, "There must be one trace entry per step.")
+    _require(result.n_queries >= result.n_steps, "Every step queries the objective at least once.")
     finite = [v for v in result.losses if not math.isnan(v)]
-    assert not finite or result.best_loss <= min(finite) + 1e-6, (
-        f"best_loss {result.best_loss} is above the lowest traced loss {min(finite)}."
+    _require(
+        not finite or result.best_loss <= min(finite) + 1e-6,
+        f"best_loss {result.best_loss} is above the lowest traced loss {min(finite)}.",
     )
     with torch.no_grad():
         start_loss = float(attack.losses(objective, x[None])[0])
         adv_loss = float(attack.losses(objective, result.x_adv[None])[0])
-    assert math.isclose(adv_loss, result.best_loss, rel_tol=1e-4, abs_tol=1e-5), (
-        f"best_loss {result.best_loss} is not the loss of x_adv ({adv_loss})."
+    _require(
+        math.isclose(adv_loss, result.best_loss, rel_tol=1e-4, abs_tol=1e-5),
+        f"best_loss {result.best_loss} is not the loss of x_adv ({adv_loss}).",
     )
-    assert result.best_loss < start_loss, (
-        f"The attack did not lower the loss: {result.best_loss} vs {start_loss} at the start."
+    _require(
+        result.best_loss < start_loss,
+        f"The attack did not lower the loss: {result.best_loss} vs {start_loss} at the start.",
     )
     if constraint is not None:
-        assert constraint(result.x_adv, x), "x_adv violates the attack's constraint."
-        assert constraint(result.x_final, x), "The last iterate violates the attack's constraint."
+        _require(constraint(result.x_adv, x), "x_adv violates the attack's constraint.")
+        _require(
+            constraint(result.x_final, x), "The last iterate violates the attack's constraint."
+        )
 
     again = _fresh(attack)(objective, x, success=never, progress=False)
     _same(result, again, "Two runs with the same random_state")
@@ -125,14 +137,16 @@ def check_attack(
             return False
 
         try:
-            _fresh(attack)(objective, x, success=kill, snapshot_dir=folder, snapshot_every=1,
-                           progress=False)
+            _fresh(attack)(
+                objective, x, success=kill, snapshot_dir=folder, snapshot_every=1, progress=False
+            )
         except _Killed:
             pass
         else:
             raise AssertionError(f"kill_at={kill_at} is not below the attack's step budget.")
-        assert (folder / "state.json").is_file(), "No snapshot was written before the kill."
-        resumed = _fresh(attack)(objective, x, success=never, snapshot_dir=folder,
-                                 snapshot_every=1, progress=False)
+        _require((folder / "state.json").is_file(), "No snapshot was written before the kill.")
+        resumed = _fresh(attack)(
+            objective, x, success=never, snapshot_dir=folder, snapshot_every=1, progress=False
+        )
         _same(result, resumed, "A killed-and-resumed run and an uninterrupted run")
     return result

@@ -11,10 +11,9 @@ import sys
 import time
 from collections import Counter
 
+import optuna
 import pytest
-
-torch = pytest.importorskip("torch")
-optuna = pytest.importorskip("optuna")
+import torch
 
 from fmlab.autoft import AutoFT, SearchSpace, best_of, run_autoft_worker  # noqa: E402
 from fmlab.cli import main  # noqa: E402

@@ -217,3 +217,9 @@ def test_prompt_over_context_is_named(tiny):
                                        "answer": "a", "memory_answer": "b"}])
     with pytest.raises(ValueError, match=r"item 'big' of task 'long' has \d+ tokens.*context of 256"):
         evaluate(lm, [long])
+
+
+def test_function_lm_without_loglikelihood_says_how_to_add_one() -> None:
+    with pytest.raises(ValueError, match=r"'echo' was built without a loglikelihood.*pass "
+                                         r"loglikelihood=fn"):
+        ECHO.loglikelihood([LoglikelihoodRequest("Q: capital of France? A:", "Paris")])

@@ -7,9 +7,8 @@ import re
 import socket
 from pathlib import Path
 
+import optuna
 import pytest
-
-optuna = pytest.importorskip("optuna")
 
 from fmlab import _hpo as hpo  # noqa: E402
 
@@ -25,7 +24,7 @@ def test_storage_errors(tmp_path) -> None:
         hpo.open_storage("study.db")
     with pytest.raises(ConnectionError, match="folder .* does not exist"):
         hpo.open_storage(f"sqlite:///{tmp_path}/missing/study.db")
-    pytest.importorskip("psycopg")
+    import psycopg  # noqa: F401  (fmlab[hpo]; a missing one fails)
     url = f"postgresql+psycopg://bob:secret@127.0.0.1:{_closed_port()}/db"
     with pytest.raises(ConnectionError, match=r"cannot be reached.*server is running") as err:
         hpo.open_storage(url)
