@@ -119,12 +119,15 @@ def captioner_speed(repeat: int) -> dict[str, Any]:
     if trained:
         cap = load_captioner("captioner-emoji")
     else:  # speed does not depend on the mapper's weights: time an untrained one
-        from fmlab.models._captioner import EmojiCaptioner, _load_lm
+        from fmlab.models._captioner import EmojiCaptioner, _load_lm, _slot_labels
         from fmlab.models._recipes import CaptionerConfig
         from fmlab.models._towers import load_efficientnet_tower
 
         cfg = CaptionerConfig()
-        cap = EmojiCaptioner(cfg, load_efficientnet_tower(), *_load_lm(cfg)).eval()
+        lm, tok = _load_lm(cfg)
+        names = load_dataset("emoji", "google").attributes["name"]
+        cap = EmojiCaptioner(cfg, load_efficientnet_tower(), lm, tok,
+                             _slot_labels(tok, names, cfg.prefix_length)[0]).eval()
     cap.generate(images[:4])
     t_gen = _time(lambda: cap.generate(images, max_new_tokens=12), max(1, repeat - 1))
     x = torch.from_numpy(images[:8]).float().div(255).requires_grad_(True)

@@ -164,9 +164,14 @@ class MiniLMTower(nn.Module):
 
     @torch.inference_mode()
     def embed(self, texts: list[str], batch_size: int = 256) -> np.ndarray:
-        out = [self(**self.tokenize(texts[i : i + batch_size])).numpy()
-               for i in range(0, len(texts), batch_size)]
-        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
+        """Embeddings ``(N, 384)`` in the order of ``texts``; batches hold texts of similar
+        length (sorted by characters), so little compute goes to padding."""
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        out = np.zeros((len(texts), self.dim), np.float32)
+        for i in range(0, len(texts), batch_size):
+            idx = order[i : i + batch_size]
+            out[idx] = self(**self.tokenize([texts[j] for j in idx])).numpy()
+        return out
 
 
 def load_minilm_tower() -> MiniLMTower:
@@ -190,14 +195,19 @@ def _image_build(folder: Path, image_size: int) -> None:
     from fmlab.data import load_dataset
 
     ds = load_dataset("emoji", "all")
-    tower = load_efficientnet_tower()
+    # channels-last runs the depthwise convolutions ~1.3x faster on CPU (measured: 9.2 vs 12.0
+    # ms per 96 px image at 1 thread); the outputs are the same up to float rounding
+    tower = load_efficientnet_tower().to(memory_format=torch.channels_last)
     proc = ImageProcessor(image_size)
+    # small batches: their activations stay in the allocator's cache (measured per 512 images
+    # at 1 thread: batch 128 took 3.4 s user + 3.1 s system in page faults, batch 16 4.0 + 0.0)
     trunks, pooled = [], []
     with torch.inference_mode():
-        for i in tqdm(range(0, len(ds), 128), desc="emoji image features (EfficientNet-Lite0)",
+        for i in tqdm(range(0, len(ds), 16), desc="emoji image features (EfficientNet-Lite0)",
                       unit="batch", disable=None):
-            h = tower.trunk(proc(ds.images[i : i + 128]))
-            trunks.append(h.numpy())
+            x = proc(ds.images[i : i + 16]).contiguous(memory_format=torch.channels_last)
+            h = tower.trunk(x)
+            trunks.append(h.contiguous().numpy())
             pooled.append(tower.top(h).numpy())
     np.save(folder / "trunk.npy", np.concatenate(trunks).astype(np.float32))
     np.save(folder / "pooled.npy", np.concatenate(pooled).astype(np.float32))

