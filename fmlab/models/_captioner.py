@@ -36,6 +36,7 @@ from fmlab.models._recipes import (
     CARD_MD,
     CaptionerConfig,
     cache_key,
+    prepared_path,
     recipe_of,
     recipe_path,
 )
@@ -460,7 +461,6 @@ def load_captioner(name_or_path: str | os.PathLike[str] = "captioner-emoji", *,
     """
     from safetensors.torch import load_file
 
-    from fmlab._cache import check_cache
     from fmlab.models._zoo import names_of_kind, resolve_source
 
     src = resolve_source(
@@ -472,18 +472,9 @@ def load_captioner(name_or_path: str | os.PathLike[str] = "captioner-emoji", *,
     text = os.fspath(name_or_path)
     if src.kind == "zoo":  # captioner-emoji
         config = recipe_of(text, **overrides)
-        path = recipe_path(text, config)
-        if prepare:
-            prepare_captioner(text, **overrides)
-        elif check_cache(path, cache_key(text, config)) is not None:
-            args = "".join(f", {k}={v!r}" for k, v in overrides.items())
-            cmd = (f"fmlab models prepare {text}" if not overrides else
-                   f"python -c \"from fmlab.models import prepare_model; "
-                   f"prepare_model({text!r}{args})\"")
-            raise ModelUnavailableError(
-                f"The model {text!r} is trainable offline but not prepared on this machine. "
-                f"Prepare it once (about 2 CPU-minutes) with: {cmd}   (or pass "
-                f"prepare=True)")
+        path = prepared_path(text, config, overrides,
+                             prepare=prepare_captioner if prepare else None,
+                             takes="about 2 CPU-minutes")
         lm, tok = _load_lm(config)
         model = EmojiCaptioner(config, load_efficientnet_tower(), lm, tok)
         model.mapper.load_state_dict(load_file(str(path / "mapper.safetensors")))
