@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fmlab._device import eval_mode
 from fmlab._validation import check_int, check_option, check_real
 from fmlab.autoft._losses import LossBatch, add_penalty_grads_, batch_loss
 from fmlab.autoft._space import AutoFTParams
@@ -146,13 +147,10 @@ def evaluate(model: Any, data: TensorData, metric: str = "accuracy", *,
              batch_size: int = 1024) -> float:
     """``metric`` (accuracy, macro_f1, worst_group_accuracy) of ``model`` on ``data``."""
     check_option(metric, "metric", METRICS, owner="evaluate")
-    was = model.training
-    model.eval()
     preds = []
-    with torch.no_grad():
+    with eval_mode(model):
         for i in range(0, len(data), batch_size):
             preds.append(model(data.x[i:i + batch_size]).argmax(-1))
-    model.train(was)
     pred = torch.cat(preds).cpu().numpy() if preds else []
     y = data.y.cpu().numpy() if hasattr(data.y, "cpu") else data.y
     return _metric(pred, y, data.groups, metric)
