@@ -215,7 +215,10 @@ class _Models:
             env.captioner = load_captioner("captioner-emoji", prepare=True)
             env.captioner.eval()
             env.captioner.requires_grad_(False)
-            env.text_agent = CaptionAgent()
+            # the captioner's frozen LM is the agent's model: load SmolLM2 once
+            shares = getattr(getattr(env.captioner, "config", None), "lm_layers", None) == 0
+            env.text_agent = CaptionAgent((env.captioner.lm, env.captioner.tokenizer)
+                                          if shares else "smollm2-135m-instruct")
         if "clip" in halves:
             env.members = [load_clip(f"clip-emoji-{i}", prepare=True) for i in range(3)]
             for m in env.members:
@@ -230,7 +233,8 @@ class _Models:
 
 
 def _run_tasks(tasks: list[Any], env: _Models, site: Any, browser: Any, *, eps: float,
-               eps_grid: list[float], cap_steps: int, clip_steps: int) -> dict[str, Any]:
+               eps_grid: list[float], cap_steps: int, clip_steps: int,
+               clip_vs_caption_agent: bool = True) -> dict[str, Any]:
     """Benign steps of every task, then each attack on the tasks its victim solves benignly (all
     pictures of one attack optimised in one batch), then the attacked steps: the rows of judged
     outcomes, the attack seconds, before/after examples, and an attacked picture that fooled an
@@ -277,7 +281,8 @@ def _run_tasks(tasks: list[Any], env: _Models, site: Any, browser: Any, *, eps: 
         # CLIP-ensemble attack on members 0 and 1: transfer to the held-out member 2 (and to
         # the captioner, when that half runs)
         idx = [i for i, r in enumerate(rows) if listing[i] and (
-            r.get("pixel_benign") or r.get("wb_benign") or r.get("text_benign"))]
+            r.get("pixel_benign") or r.get("wb_benign")
+            or (clip_vs_caption_agent and r.get("text_benign")))]
         pictures = [clean[i] for i in idx]
         concepts = [tasks[i].target_concept for i in idx]
         for e in eps_grid if idx else ():
@@ -303,7 +308,7 @@ def _run_tasks(tasks: list[Any], env: _Models, site: Any, browser: Any, *, eps: 
                     continue
                 row[f"pixel_single@{key}"] = run_step(task, env.pixel_agent, site, browser,
                                                       image=singles[j]).attacked
-                if caption is not None and row.get("text_benign"):
+                if caption is not None and clip_vs_caption_agent and row.get("text_benign"):
                     row["text_clip_attacked"] = run_step(
                         task, env.text_agent, site, browser, captioner=caption,
                         image=advs[j]).attacked
@@ -406,8 +411,9 @@ class AgentsStudy(Study):
         "SmolLM2-135M-Instruct agent that reads the accessibility tree with captions. CLIP "
         "attack: momentum PGD on the clip-emoji-0/1 ensemble, against a pixel-only agent on the "
         "held-out clip-emoji-2 (transfer) and on the attacked clip-emoji-0 (white-box). Success "
-        "rates are over tasks each agent solves benignly, with Wilson 95% intervals; quick scale "
-        "uses a stratified subset of the 52 tasks.")
+        "rates are over tasks each agent solves benignly (only those are attacked; all pictures of "
+        "one attack are optimised in one batch), with Wilson 95% intervals; quick scale uses a "
+        "stratified subset of the 52 tasks and fewer steps.")
     requires: ClassVar[tuple[str, ...]] = ("torch", "transformers", "playwright", "matplotlib",
                                            "PIL")
     options: ClassVar[tuple[Option, ...]] = (
@@ -417,10 +423,14 @@ class AgentsStudy(Study):
                     "reported as not computed"),
         Option("eps", float, 16 / 256, low=1e-6, high=1.0,
                help="L-inf budget of both attacks (pixels in [0, 1]; 16/256 in the paper)"),
-        Option("captioner_steps", int, 40, 300, low=1, help="BIM steps of the captioner attack"),
-        Option("clip_steps", int, 40, 200, low=1, help="PGD steps of the CLIP-ensemble attack"),
+        Option("captioner_steps", int, 20, 300, low=1,
+               help="BIM steps of the captioner attack (greedy decode every 10)"),
+        Option("clip_steps", int, 20, 200, low=1, help="PGD steps of the CLIP-ensemble attack"),
         Option("tasks_per_type", int, 2, 12, low=1, high=26,
                help="tasks of each attack type (wrong_object, choose_me, add_comment)"),
+        Option("clip_vs_caption_agent", bool, False, True,
+               help="also run the caption agent on the CLIP-attacked pictures (the paper's CLIP "
+                    "attack against a captioner-augmented agent; reported, not a claim)"),
         Option("eps_grid", list, [2 / 256, 16 / 256], [2 / 256, 4 / 256, 8 / 256, 16 / 256],
                item=float, low=1e-6, high=1.0, help="budgets of the CLIP-attack sweep"),
     )
@@ -446,7 +456,8 @@ class AgentsStudy(Study):
         with ShopSite(products) as site, Browser() as browser:
             out = _run_tasks(tasks, env, site, browser, eps=eps, eps_grid=eps_grid,
                              cap_steps=int(ctx.option("captioner_steps")),
-                             clip_steps=int(ctx.option("clip_steps")))
+                             clip_steps=int(ctx.option("clip_steps")),
+                             clip_vs_caption_agent=bool(ctx.option("clip_vs_caption_agent")))
             rows, seconds, examples = out["rows"], out["seconds"], out["examples"]
             shot: dict[str, Any] = {}
             if out["shot"] is not None:
