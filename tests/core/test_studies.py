@@ -391,3 +391,16 @@ def test_parallel_jobs_give_the_same_records(tmp_path: Path, line_study: str,
     assert "RuntimeError" in (tmp_path / "bad" / f"{line_study}.error.txt").read_text()
     with pytest.raises(ValueError, match="jobs must be a positive integer"):
         reproduce(names, out=tmp_path / "x", show_progress=False, verbose=False, jobs=0)
+
+
+def test_status_line_says_when_a_study_ran_in_part() -> None:
+    # ood.agreement skips its MNIST task when MNIST is not installed; its claims then cover the
+    # text task only, which the one-line status must say (it read "3/4 hold" like a full run)
+    from fmlab.studies._runner import _verdict_line
+
+    claim = {"claim": "c", "measured": "m", "holds": True, "kind": "empirical"}
+    full = {"claims": [claim], "metrics": {"skipped_tasks": {}}}
+    part = {"claims": [claim], "metrics": {"skipped_tasks": {"mnist": "DataUnavailableError: x"}}}
+    assert _verdict_line(full) == "empirical claims 1/1 hold"
+    assert _verdict_line(part) == ("empirical claims 1/1 hold; PARTIAL, skipped (not installed): "
+                                   "mnist")
