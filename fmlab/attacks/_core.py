@@ -40,9 +40,10 @@ group for plugins) and check it with :func:`fmlab.testing.attacks.check_attack`.
 Conventions of the trace: ``losses[t]`` is the loss of the newest input evaluated in step
 ``t``: the selected candidate when ``select`` scored candidates (GCG), else the pre-step iterate
 whose loss ``propose`` revealed (PGD). The final iterate of a step-only attack is scored once at
-the end so that ``best_loss`` and ``x_adv`` always refer to an evaluated input. ``n_queries``
-counts objective evaluations of single inputs (a gradient pass counts one; scoring B candidates
-counts B).
+the end so that ``best_loss`` and ``x_adv`` always refer to an evaluated input (unless the
+attack's ``keeps_best()`` is ``False``: then ``x_adv`` is the last iterate and ``best_loss`` NaN).
+``n_queries`` counts objective evaluations of single inputs (a gradient pass counts one; scoring
+B candidates counts B).
 
 Snapshots: with ``snapshot_dir`` the loop writes ``state.safetensors`` (tensors: iterate, best
 input, start point, buffers, RNG state) and ``state.json`` (step, trace, counters, a fingerprint of
@@ -54,11 +55,10 @@ killed run stopped and finishes identically to an uninterrupted run. Nothing is 
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import math
 import time
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +67,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from fmlab._imports import require
 from fmlab._registry import Registry
 from fmlab._validation import check_int, check_real
+from fmlab.base import BaseParams
 
 if TYPE_CHECKING:
     import torch
@@ -176,7 +177,7 @@ class AttackResult:
         return out
 
 
-class BaseAttack(ABC):
+class BaseAttack(BaseParams):
     """Base class of every attack: hyperparameters in the constructor, objective at call time.
 
     Subclasses set ``name`` and implement :meth:`losses` and :meth:`propose` (and optionally the
@@ -244,6 +245,12 @@ class BaseAttack(ABC):
         test = getattr(objective, "is_success", None)
         return bool(test(x)) if callable(test) else False
 
+    def keeps_best(self) -> bool:
+        """Whether the result's ``x_adv`` is the best evaluated input (default), for which the
+        loop scores a step-only attack's last iterate once at the end; ``False`` returns the
+        last iterate unscored (``best_loss`` NaN) and saves that objective evaluation."""
+        return True
+
     def finalize(self, objective: Any, result: AttackResult) -> AttackResult:
         """Turn the generic result into this attack's own (e.g. decode GCG's best string)."""
         return result
@@ -272,25 +279,12 @@ class BaseAttack(ABC):
             progress=progress,
         )
 
-    def get_params(self) -> dict[str, Any]:
-        """Constructor parameters and their current values (scikit-learn style)."""
-        sig = inspect.signature(type(self).__init__)
-        return {
-            p: getattr(self, p)
-            for p in sig.parameters
-            if p != "self" and sig.parameters[p].kind not in (inspect.Parameter.VAR_KEYWORD,)
-        }
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({args})"
-
 
 # -- the loop ---------------------------------------------------------------------------------
 def _fingerprint(attack: BaseAttack, x0: torch.Tensor) -> str:
     h = hashlib.sha256()
     h.update(type(attack).__qualname__.encode())
-    h.update(json.dumps(attack.get_params(), sort_keys=True, default=repr).encode())
+    h.update(json.dumps(attack.get_params(deep=False), sort_keys=True, default=repr).encode())
     h.update(str(tuple(x0.shape)).encode() + str(x0.dtype).encode())
     h.update(x0.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
@@ -524,7 +518,11 @@ def run_attack(
             bar.set_postfix(loss=f"{state.losses[-1]:.4g}", best=f"{state.best_loss:.4g}")
             if folder is not None and state.step % snapshot_every == 0:
                 _save_snapshot(folder, state, x0, rng, fingerprint)
-        if state.x_loss is None and state.stop_reason != "success":
+        if (state.x_loss is None and state.stop_reason != "success" and state.step > 0
+                and not attack.keeps_best()):
+            # the caller wants the last iterate, unscored (as the textbook PGD returns it)
+            state.best_x, state.best_loss, state.best_step = state.x, math.nan, state.step - 1
+        elif state.x_loss is None and state.stop_reason != "success":
             # a step-only attack (PGD) never scored its last iterate: score it once
             with torch.no_grad():
                 state.x_loss = float(attack.losses(objective, state.x[None])[0])

@@ -85,6 +85,10 @@ def _not_computable(rows: list) -> Verdict:
     raise NotComputed(f"{len(rows)} residual rows kept")
 
 
+class OtherLine(LineStudy):
+    name = "test.line2"
+
+
 @pytest.fixture()
 def line_study(monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setitem(STUDIES._entries, "test.line", Entry("test.line", LineStudy, "test study"))
@@ -198,6 +202,14 @@ def test_claim_helpers_intervals_and_can_fail() -> None:
     assert mean_interval([1.0]).low == -np.inf
     b = bootstrap_interval(np.arange(100.0), seed=0)
     assert b.low < 49.5 < b.high
+    # records (per-task rows) are resampled whole: the same draws as the numbers they hold
+    rows = [{"v": float(v), "ok": v % 3 == 0} for v in range(30)]
+    paired = bootstrap_interval(rows, lambda s: float(np.mean([r["v"] for r in s])), seed=4)
+    plain = bootstrap_interval([r["v"] for r in rows], seed=4)
+    assert paired.n == plain.n == 30 and paired.bounds == pytest.approx(plain.bounds, abs=1e-9)
+    # a statistic undefined on the rows (no "ok" row) is not computed
+    with pytest.raises(NotComputed, match="undefined"):
+        bootstrap_interval(rows[1:3], lambda s: 1.0 if any(r["ok"] for r in s) else float("nan"))
     with pytest.raises(NotComputed):
         mean_interval([])
 
@@ -355,3 +367,40 @@ def test_readme_results_table_matches_the_published_results() -> None:
         for fig in r.get("figures", {}):
             png = root / "docs" / "results" / r["study"] / fig
             assert png.is_file() and png.stat().st_size < 300_000, png
+
+
+def test_parallel_jobs_give_the_same_records(tmp_path: Path, line_study: str,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """``jobs=2`` runs studies in two spawned processes (a study registered at run time
+    included) and gives the records, verdicts and report one process gives; a failing study
+    is recorded as failed there too, and a bad ``jobs`` names the parameter."""
+    monkeypatch.setitem(STUDIES._entries, "test.line2", Entry("test.line2", OtherLine, "test"))
+    names = [line_study, "test.line2"]
+    one = reproduce(names, out=tmp_path / "one", show_progress=False, verbose=False)
+    two = reproduce(names, out=tmp_path / "two", show_progress=False, verbose=False, jobs=2)
+    assert sorted(two.ran) == sorted(one.ran) == sorted(names)
+    for name in names:
+        a = json.loads((tmp_path / "one" / name / "metrics.json").read_text())
+        b = json.loads((tmp_path / "two" / name / "metrics.json").read_text())
+        assert a["claims"] == b["claims"] and a["metrics"] == b["metrics"]
+        assert (tmp_path / "two" / name / "fit.png").is_file()
+    assert (tmp_path / "two" / "report.html").is_file()
+    bad = reproduce(names, out=tmp_path / "bad", show_progress=False, verbose=False, jobs=2,
+                    options={"fail": True}, force=True)
+    assert sorted(bad.failed) == sorted(names) and "asked to fail" in bad.failed[line_study]
+    assert "RuntimeError" in (tmp_path / "bad" / f"{line_study}.error.txt").read_text()
+    with pytest.raises(ValueError, match="jobs must be a positive integer"):
+        reproduce(names, out=tmp_path / "x", show_progress=False, verbose=False, jobs=0)
+
+
+def test_status_line_says_when_a_study_ran_in_part() -> None:
+    # ood.agreement skips its MNIST task when MNIST is not installed; its claims then cover the
+    # text task only, which the one-line status must say (it read "3/4 hold" like a full run)
+    from fmlab.studies._runner import _verdict_line
+
+    claim = {"claim": "c", "measured": "m", "holds": True, "kind": "empirical"}
+    full = {"claims": [claim], "metrics": {"skipped_tasks": {}}}
+    part = {"claims": [claim], "metrics": {"skipped_tasks": {"mnist": "DataUnavailableError: x"}}}
+    assert _verdict_line(full) == "empirical claims 1/1 hold"
+    assert _verdict_line(part) == ("empirical claims 1/1 hold; PARTIAL, skipped (not installed): "
+                                   "mnist")
