@@ -25,16 +25,12 @@ from torch.nn import functional as F
 
 from fmlab._imports import require
 from fmlab._paths import cache_dir
-from fmlab.models._recipes import cache_key
+from fmlab.models._recipes import HELDOUT_TEMPLATE, TRAIN_TEMPLATES, cache_key
 
 __all__ = ["EfficientNetTower", "ImageProcessor", "MiniLMTower", "emoji_features",
            "load_efficientnet_tower", "load_minilm_tower"]
 
 _TEXT_MAX_LENGTH = 32
-#: caption templates whose MiniLM embeddings are cached for training (a subset of
-#: fmlab.data.EMOJI_TEMPLATES) and for held-out retrieval
-TRAIN_TEMPLATES = ("an emoji of a {name}", "{name}", "a {subcategory} icon: {name}")
-HELDOUT_TEMPLATE = "a picture of the {name} emoji"
 
 
 class ImageProcessor:
@@ -221,10 +217,13 @@ def _text_build(folder: Path) -> None:
     first = np.unique(a["concept"], return_index=True)[1]
     names, subs = a["name"][first], a["subcategory"][first]
     text = load_minilm_tower()
-    sents = [t.format(name=n, subcategory=s) for n, s in zip(names, subs, strict=True)
-             for t in TRAIN_TEMPLATES]
+    sents = [t.format(name=n, subcategory=s, subcategory_words=s.replace("-", " "))
+             for n, s in zip(names, subs, strict=True) for t in TRAIN_TEMPLATES]
     held = [HELDOUT_TEMPLATE.format(name=n) for n in names]
-    emb = text.embed(sents + held)
+    # each distinct sentence once (the subcategory captions repeat), in small batches (few
+    # page faults)
+    unique, inverse = np.unique(np.asarray(sents + held, dtype=object), return_inverse=True)
+    emb = text.embed([str(u) for u in unique], batch_size=64)[inverse.reshape(-1)]
     k = len(TRAIN_TEMPLATES)
     np.save(folder / "text_train.npy", emb[: len(sents)].reshape(len(names), k, -1))
     np.save(folder / "text_heldout.npy", emb[len(sents):])
