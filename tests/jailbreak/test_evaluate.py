@@ -118,6 +118,27 @@ def test_dpo_with_lora_lowers_its_loss_and_merges(lm, task):
     assert changed and all("q_proj" in k or "v_proj" in k for k in changed)
 
 
+def test_dpo_on_the_last_layers_reuses_the_frozen_states_exactly(task):
+    from fmlab.context import FrozenPrefix
+    from fmlab.jailbreak._dpo import _answer_logps, _encode_pairs
+
+    model, tok = tiny_causal_lm(seed=1, num_hidden_layers=4)
+    rows, n_answer = _encode_pairs(tok, task.pairs("train")[:3], 96)
+    pad = tok.pad_token_id or 0
+    with torch.no_grad():
+        full = _answer_logps(model, rows, n_answer, pad)
+        tail = _answer_logps(model, rows, n_answer, pad, FrozenPrefix(model, 3))
+    torch.testing.assert_close(tail, full, rtol=1e-4, atol=1e-4)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    merged, info = train_dpo(model, tok, task.pairs("train"), max_steps=4, batch_size=2, lr=1e-2,
+                             last_layers=1)
+    assert info["losses"][-1] < info["losses"][0]
+    changed = {k for k, v in merged.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all(k.startswith("model.layers.3.") for k in changed)
+    with pytest.raises(ValueError, match="last_layers"):
+        train_dpo(model, tok, task.pairs("train"), max_steps=1, last_layers=5)
+
+
 def test_dpo_adapter_cache_reuses_the_same_weights(task, tmp_path, monkeypatch):
     monkeypatch.setenv("FMLAB_CACHE", str(tmp_path / "cache"))
     kw = {"max_steps": 3, "batch_size": 2, "lr": 1e-2, "cache": True}
