@@ -163,7 +163,7 @@ class PurpleStudy(Study):
         Option("model", str, "smollm2-135m-instruct",
                help="the causal LM to defend (zoo name, hf:org/name or a folder)"),
         Option("n_test", int, 8, 100, low=1, high=285, help="test prompts per cell"),
-        Option("max_new_tokens", int, 24, 64, low=1, help="greedy answer length"),
+        Option("max_new_tokens", int, 16, 64, low=1, help="greedy answer length"),
         Option("dpo_steps", int, 12, 200, low=1,
                help="DPO steps (batch 4 pairs; trained once per setting, then cached)"),
         Option("dpo_lr", float, 2e-3, 1e-3, low=0.0,
@@ -214,11 +214,12 @@ class PurpleStudy(Study):
         task = load_task("purple_questions")
         rows: list[Row] = []
         none = NoDefense()
+        answers: dict[Any, str] = {}  # cells that feed a model the same input share the answer
 
         def cell(m: Any, defense: Any, attack: Any, dname: str, aname: str) -> Row:
             r = evaluate(m, tok, defense=defense, attack=attack, task=task, limit=n_test,
                          max_new_tokens=new_tokens, out_dir=ctx.out_dir, defense_name=dname,
-                         attack_name=aname, fitted=True)
+                         attack_name=aname, fitted=True, answers=answers)
             row = dict(r.rows[0])
             recs = _read_records(ctx.out_dir / "records.jsonl")
             row["unsafe"] = [recs[(dname, aname, i)]["unsafe"] for i in range(row["n"])]
