@@ -145,6 +145,9 @@ class _Prompt:
     after_embeds: torch.Tensor | None = None  # (1, La, d)
     target_embeds: torch.Tensor | None = None  # (1, m, d)
     before_embeds: torch.Tensor | None = None  # (1, Lb, d)
+    # the last single suffix run through the prefix cache, and its keys and values (prefix +
+    # suffix): the reference of the next packed scoring
+    suffix_kv: tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]] | None = None
 
 
 class TargetObjective:
@@ -359,10 +362,14 @@ class TargetObjective:
         diff = suffixes != ref  # (B, L)
         first = torch.where(diff.any(dim=1), diff.int().argmax(dim=1), L)  # (B,)
         first = first.clamp(max=T - 1)  # every candidate runs at least its last input token
-        cache = self._cache(p, 1)
-        self.model(inputs_embeds=embed(ref[None]), logits_to_keep=1, **{self._cache_kw: cache})
-        past = [(layer.keys, layer.values) for layer in cache.layers]  # (1, h, Lb + L, d)
         P = Lb + L
+        if p.suffix_kv is not None and torch.equal(p.suffix_kv[0], ref):
+            past = p.suffix_kv[1]  # the gradient pass ran this suffix already
+        else:
+            cache = self._cache(p, 1)
+            self.model(inputs_embeds=embed(ref[None]), logits_to_keep=1,
+                       **{self._cache_kw: cache})
+            past = [(layer.keys[:, :, :P], layer.values[:, :, :P]) for layer in cache.layers]
         rows = torch.cat([suffixes, p.after_ids.expand(B, -1),
                           p.target_ids[:, :-1].expand(B, -1)], 1)  # (B, T)
         col = torch.arange(T, device=dev)
@@ -470,7 +477,7 @@ class TargetObjective:
         kwargs: dict[str, Any] = {}
         offset = 0
         if use_prefix_cache and p.kv is not None:
-            kwargs[self._cache_kw] = self._cache(p, B)
+            kwargs[self._cache_kw] = cache = self._cache(p, B)
         else:
             parts.insert(0, p.before_embeds.expand(B, -1, -1))
             offset = p.before_ids.shape[1]
@@ -490,6 +497,11 @@ class TargetObjective:
             logits = self.model(inputs_embeds=embeds, logits_to_keep=keep, **kwargs).logits
         except TypeError:  # a model without logits_to_keep
             logits = self.model(inputs_embeds=embeds, **kwargs).logits[:, keep]
+        if B == 1 and self._cache_kw in kwargs:  # keep the suffix's keys and values for
+            P = p.before_ids.shape[1] + L  # the packed scoring of the candidates around it
+            p.suffix_kv = (suffix_ids[0].detach().clone(), [
+                (layer.keys[:, :, :P].detach(), layer.values[:, :, :P].detach())
+                for layer in cache.layers])
         logits = logits.float()
         target = p.target_ids.expand(B, -1)
         loss = F.cross_entropy(

@@ -48,6 +48,10 @@ def test_shared_prefix_scoring_is_exact(objective):
     cands[5] = x
     full = objective.losses(cands, use_prefix_cache=False)
     torch.testing.assert_close(objective.losses(cands), full, rtol=1e-4, atol=1e-5)
+    # after a gradient pass at x, the packed scoring reuses its keys and values of the suffix
+    objective.token_gradients(x)
+    assert torch.equal(objective._prompts[0].suffix_kv[0], x)
+    torch.testing.assert_close(objective.losses(cands), full, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(objective.losses(cands, batch_size=5), full, rtol=1e-4, atol=1e-5)
     assert objective._packed_ok and objective._segments  # the segment attention was used
     # the block-mask packing (models the segment attention cannot serve) is exact too
