@@ -1,4 +1,9 @@
-"""The one estimator base every fitted object in fmlab derives from.
+"""The one parameter contract and the one estimator base of fmlab.
+
+:class:`BaseParams` is scikit-learn's ``BaseEstimator`` (``get_params`` / ``set_params`` /
+``clone`` / ``repr`` read the constructor's signature) with abc hooks, for objects that are
+configured but never fitted: the attacks (:class:`~fmlab.attacks.BaseAttack`). Everything fitted
+derives from :class:`BaseEstimator`, which adds the fitted state to it.
 
 Scaling laws (:class:`~fmlab.scaling.BaseLaw`), OOD accuracy estimators
 (:class:`~fmlab.ood.BaseOODEstimator`) and every estimator added later (reliance metrics, ...)
@@ -51,10 +56,20 @@ from sklearn.base import BaseEstimator as _SklearnBaseEstimator
 
 from fmlab.exceptions import NotFittedError
 
-__all__ = ["BaseEstimator"]
+__all__ = ["BaseEstimator", "BaseParams"]
 
 
-class BaseEstimator(_SklearnBaseEstimator, metaclass=abc.ABCMeta):
+class BaseParams(_SklearnBaseEstimator, metaclass=abc.ABCMeta):
+    """scikit-learn's parameter contract for every configurable object in fmlab.
+
+    ``__init__`` stores each constructor argument under its own name (validating it on the way,
+    as ``torch.optim`` does, is allowed as long as the stored value is what ``get_params``
+    should report); scikit-learn's ``get_params`` / ``set_params`` / ``clone`` / ``repr`` then
+    work from the signature. Abstract hooks of a family base are :func:`abc.abstractmethod`.
+    """
+
+
+class BaseEstimator(BaseParams):
     """scikit-learn's ``BaseEstimator`` with fmlab's parameter hook and not-fitted errors.
 
     Subclasses set :attr:`_fitted_attr` (an attribute ``fit`` always sets) and :attr:`_fit_call`

@@ -13,7 +13,7 @@ import numpy as np
 
 from fmlab._stats import rate
 from fmlab.studies._base import CONSISTENCY, Claim, Study, StudyContext, StudyResult
-from fmlab.studies._claims import NotComputed, Verdict, claim_check
+from fmlab.studies._claims import NotComputed, Verdict, bootstrap_interval, claim_check
 from fmlab.studies._options import Option
 
 _REF = "Wu et al. arXiv 2406.12814 v1 abstract: captioner attack 75%, CLIP attack 21% / 43%"
@@ -33,23 +33,18 @@ def conditional_rate(rows: list[dict[str, Any]], flag: str, benign: str) -> dict
     return rate(sum(bool(r[flag]) for r in sub), len(sub))
 
 
-def _boot_diff(rows: list[dict[str, Any]], a: tuple[str, str], b: tuple[str, str],
-               n_boot: int = 2000) -> tuple[float, float, float]:
+def _boot_diff(rows: list[dict[str, Any]], a: tuple[str, str], b: tuple[str, str]
+               ) -> tuple[float, float, float]:
     """Difference of two conditional rates with a percentile bootstrap over tasks (seeded)."""
-    import numpy as np
-
     def diff(sample: list[dict[str, Any]]) -> float:
         ra, rb = conditional_rate(sample, *a), conditional_rate(sample, *b)
         return float(ra["rate"] - rb["rate"]) if ra["n"] and rb["n"] else float("nan")
 
-    point = diff(rows)
-    rng = np.random.default_rng(0)
-    boots = [diff([rows[i] for i in rng.integers(0, len(rows), len(rows))])
-             for _ in range(n_boot)]
-    arr = np.asarray([v for v in boots if np.isfinite(v)])
-    if not np.isfinite(point) or arr.size < n_boot // 2:
-        raise NotComputed("too few benignly solved tasks on one side to compare")
-    return point, float(np.quantile(arr, 0.025)), float(np.quantile(arr, 0.975))
+    try:
+        iv = bootstrap_interval(rows, diff)
+    except NotComputed:
+        raise NotComputed("too few benignly solved tasks on one side to compare") from None
+    return iv.mean, iv.low, iv.high
 
 
 @claim_check("Precondition: each agent solves most tasks without an attack (else its attack "

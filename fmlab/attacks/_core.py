@@ -54,11 +54,10 @@ killed run stopped and finishes identically to an uninterrupted run. Nothing is 
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import math
 import time
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +66,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from fmlab._imports import require
 from fmlab._registry import Registry
 from fmlab._validation import check_int, check_real
+from fmlab.base import BaseParams
 
 if TYPE_CHECKING:
     import torch
@@ -176,7 +176,7 @@ class AttackResult:
         return out
 
 
-class BaseAttack(ABC):
+class BaseAttack(BaseParams):
     """Base class of every attack: hyperparameters in the constructor, objective at call time.
 
     Subclasses set ``name`` and implement :meth:`losses` and :meth:`propose` (and optionally the
@@ -272,25 +272,12 @@ class BaseAttack(ABC):
             progress=progress,
         )
 
-    def get_params(self) -> dict[str, Any]:
-        """Constructor parameters and their current values (scikit-learn style)."""
-        sig = inspect.signature(type(self).__init__)
-        return {
-            p: getattr(self, p)
-            for p in sig.parameters
-            if p != "self" and sig.parameters[p].kind not in (inspect.Parameter.VAR_KEYWORD,)
-        }
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({args})"
-
 
 # -- the loop ---------------------------------------------------------------------------------
 def _fingerprint(attack: BaseAttack, x0: torch.Tensor) -> str:
     h = hashlib.sha256()
     h.update(type(attack).__qualname__.encode())
-    h.update(json.dumps(attack.get_params(), sort_keys=True, default=repr).encode())
+    h.update(json.dumps(attack.get_params(deep=False), sort_keys=True, default=repr).encode())
     h.update(str(tuple(x0.shape)).encode() + str(x0.dtype).encode())
     h.update(x0.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()

@@ -110,8 +110,8 @@ class PGD(BaseAttack):
 
     Example:
         >>> attack = PGD(eps=16 / 256, step_size=1 / 255, steps=50, random_state=0)
-        >>> repr(attack)[:44]
-        'PGD(eps=16/256, step_size=1/255, steps=50, n'
+        >>> repr(attack)[:30]  # every parameter, budgets as fractions
+        'PGD(eps=16/256, max_queries=No'
 
     References:
         Madry et al., Towards Deep Learning Models Resistant to Adversarial Attacks
@@ -151,7 +151,7 @@ class PGD(BaseAttack):
         self.random_state = random_state
 
     def __repr__(self) -> str:
-        params = self.get_params()
+        params = self.get_params(deep=False)
         shown = {k: (format_eps(v) if k in ("eps", "step_size") else repr(v))
                  for k, v in params.items()}
         return f"{type(self).__name__}({', '.join(f'{k}={v}' for k, v in shown.items())})"

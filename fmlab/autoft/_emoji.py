@@ -104,18 +104,39 @@ _CLIPS: dict[str, Any] = {}
 def _corrupted_features(clip: Any, images: np.ndarray, idx: np.ndarray, name: str,
                         severity: int, seed: int, tune: str, key: tuple[Any, ...]
                         ) -> torch.Tensor:
-    """The frozen tower's output on corrupted images, memoised in this process (the study's
-    seeds share the held-out split, so each corruption goes through the tower once)."""
-    from fmlab.data import corrupt
-
+    """The frozen tower's output on corrupted images: cached on disk once per machine (under
+    the ``clip-emoji`` member's own cache key, so a changed recipe or library rebuilds it) and
+    memoised in this process (the study's seeds share the held-out split)."""
     full = (*key, name, severity, seed, tune, len(idx), hash(idx.tobytes()))
     if full not in _MEMO:
-        step = clip.vision_model.trunk if tune == "top" else clip.vision_model
-        imgs = corrupt(images[idx], name, severity=severity, seed=seed)
-        with torch.inference_mode():
-            h = torch.cat([step(clip.preprocess(imgs[i:i + 256]))
-                           for i in range(0, len(imgs), 256)])
-        _MEMO[full] = h.clone()
+        import hashlib
+        import json
+
+        from fmlab._cache import cached_build
+        from fmlab._paths import cache_dir
+        from fmlab.models._recipes import RECIPES, cache_key
+
+        model = key[0]
+        disk = {"family": "emoji-corrupted-features", "corruption": name, "severity": severity,
+                "seed": seed, "tune": tune, "n": len(idx),
+                "idx": hashlib.sha256(np.ascontiguousarray(idx, np.int64).tobytes()).hexdigest(),
+                "model": cache_key(model, RECIPES[model][1]) if model in RECIPES else model}
+        digest = hashlib.sha256(json.dumps(disk, sort_keys=True).encode()).hexdigest()[:16]
+        path = cache_dir("models", create=False) / "emoji-features" / f"corrupted-{digest}"
+
+        def build(folder: Any) -> None:
+            from fmlab.data import corrupt
+
+            step = clip.vision_model.trunk if tune == "top" else clip.vision_model
+            imgs = corrupt(images[idx], name, severity=severity, seed=seed)
+            with torch.inference_mode():
+                h = torch.cat([step(clip.preprocess(imgs[i:i + 256]))
+                               for i in range(0, len(imgs), 256)])
+            np.save(folder / "x.npy", h.numpy().astype(np.float32))
+
+        path = cached_build(path, build, key=disk, what=f"emoji features under {name}",
+                            announce=False)
+        _MEMO[full] = torch.from_numpy(np.load(path / "x.npy", allow_pickle=False))
     return _MEMO[full]
 
 

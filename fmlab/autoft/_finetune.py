@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fmlab._device import eval_mode
 from fmlab._validation import check_int, check_option, check_real
 from fmlab.autoft._losses import LossBatch, add_penalty_grads_, batch_loss
 from fmlab.autoft._space import AutoFTParams
@@ -146,13 +147,10 @@ def evaluate(model: Any, data: TensorData, metric: str = "accuracy", *,
              batch_size: int = 1024) -> float:
     """``metric`` (accuracy, macro_f1, worst_group_accuracy) of ``model`` on ``data``."""
     check_option(metric, "metric", METRICS, owner="evaluate")
-    was = model.training
-    model.eval()
     preds = []
-    with torch.no_grad():
+    with eval_mode(model):
         for i in range(0, len(data), batch_size):
             preds.append(model(data.x[i:i + batch_size]).argmax(-1))
-    model.train(was)
     pred = torch.cat(preds).cpu().numpy() if preds else []
     y = data.y.cpu().numpy() if hasattr(data.y, "cpu") else data.y
     return _metric(pred, y, data.groups, metric)
@@ -172,6 +170,7 @@ class FineTuneResult:
         diverged: Whether the loss became non-finite (training stopped there).
         best_step: The step whose evaluation was best (its weights are the model's, when
             ``keep_best``).
+        score: ``metric`` on ``score_data`` of the returned weights (``None`` without it).
         seconds: Wall time.
     """
 
@@ -182,6 +181,7 @@ class FineTuneResult:
     losses: list[float] = field(default_factory=list)
     diverged: bool = False
     best_step: int | None = None
+    score: float | None = None
     seconds: float = 0.0
 
 
@@ -202,6 +202,7 @@ def finetune(
     warmup_steps: int = 0,
     clip_grad: float | None = 1.0,
     dcm_sign: Literal["maximize_entropy", "released"] = "maximize_entropy",
+    score_data: TensorData | None = None,
 ) -> FineTuneResult:
     """Fine-tune a copy of ``model`` with the objective ``params`` for ``steps`` AdamW steps.
 
@@ -224,6 +225,10 @@ def finetune(
             searched lr).
         clip_grad: Gradient-norm clipping (``None``: off).
         dcm_sign: The sign of the dcm term (see :mod:`fmlab.autoft._losses`).
+        score_data: A second set scored with ``metric`` at each evaluation (``on_eval``
+            receives its value; ``eval_data`` then only picks the step) and on the returned
+            weights (``FineTuneResult.score``). An AutoFT trial that runs the final run's
+            procedure passes ID validation as ``eval_data`` and OOD validation here.
     """
     o = "finetune"
     check_int(steps, "steps", owner=o, low=0)
@@ -283,7 +288,7 @@ def finetune(
             best_val, res.best_step = value, step
             best_state = copy.deepcopy(model.state_dict())
         if on_eval is not None:
-            on_eval(step, value)
+            on_eval(step, value if score_data is None else evaluate(model, score_data, metric))
 
     for step in range(steps):
         if pos + batch_size > n:
@@ -322,6 +327,8 @@ def finetune(
     if keep_best and best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
+    if score_data is not None:
+        res.score = evaluate(model, score_data, metric)
     res.seconds = time.perf_counter() - t0
     return res
 

@@ -45,7 +45,7 @@ class MethodResult:
 def run_method(method: str, model: Any, train: Any, id_val: Any, *, steps: int,
                batch_size: int = 64, lr: float = 1e-3, weight_decay: float = 0.1,
                params: AutoFTParams | None = None, eval_every: int | None = None,
-               metric: str = "accuracy", seed: int = 0, wise_alpha: float | None = None,
+               metric: str = "accuracy", seed: int | None = None, wise_alpha: float | None = None,
                schedule: str = "cosine") -> MethodResult:
     """Fine-tune ``model`` with ``method`` for ``steps`` steps (the same budget for all).
 
@@ -56,8 +56,9 @@ def run_method(method: str, model: Any, train: Any, id_val: Any, *, steps: int,
             ``id_val`` is kept (evaluated every ``eval_every`` steps, default ``steps // 10``).
         lr, weight_decay: Base optimiser settings of the baselines (autoft uses its own).
         params: The searched objective (``method="autoft"``).
-        seed: Seed of the baselines' batch order (autoft uses ``params.seed`` unless ``seed``
-            differs from 0, in which case ``seed`` wins so seeds can be repeated).
+        seed: Seed of every run's batch order. ``None`` (default): 0 for the baselines and the
+            searched ``params.seed`` for autoft, so the final run repeats its best trial when
+            the trial had the same steps and schedule; an int overrides both (repeats).
         wise_alpha: WiSE-FT mixing weight (``None``: none).
         schedule: ``"cosine"`` or ``"constant"`` (scales each stage's lr).
     """
@@ -82,15 +83,15 @@ def run_method(method: str, model: Any, train: Any, id_val: Any, *, steps: int,
         if params is None:
             raise ValueError("run_method('autoft') needs params= (the searched objective, e.g. "
                              "AutoFT(...).fit(...).best_params_ or load_params(path)).")
-        if seed:
+        if seed is not None:
             params = AutoFTParams(weights=params.weights, lr=params.lr,
                                   weight_decay=params.weight_decay, seed=seed)
         stages = [(params, "all", steps)]
     else:
         weights = {"flyp": 1.0} if method == "flyp" else {"ce": 1.0}
-        base = AutoFTParams(weights=weights, lr=lr, weight_decay=weight_decay, seed=seed)
+        base = AutoFTParams(weights=weights, lr=lr, weight_decay=weight_decay, seed=seed or 0)
         if method == "lp_ft":
-            lp = AutoFTParams(weights={"ce": 1.0}, lr=lr * 10, weight_decay=0.0, seed=seed)
+            lp = AutoFTParams(weights={"ce": 1.0}, lr=lr * 10, weight_decay=0.0, seed=seed or 0)
             stages = [(lp, "head", steps // 2), (base, "all", steps - steps // 2)]
         else:
             stages = [(base, "all", steps)]

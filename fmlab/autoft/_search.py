@@ -48,10 +48,11 @@ def _space_spec(space: Any) -> dict[str, Any]:
 class _Objective:
     """The Optuna objective of one search (picklable for local worker processes)."""
 
-    def __init__(self, model: Any, train: Any, ood_val: Any, space: Any, cfg: dict[str, Any]
-                 ) -> None:
+    def __init__(self, model: Any, train: Any, ood_val: Any, space: Any, cfg: dict[str, Any],
+                 id_val: Any = None) -> None:
         self.model, self.train, self.ood_val, self.space, self.cfg = (model, train, ood_val,
                                                                       space, cfg)
+        self.id_val = id_val
 
     def __call__(self, trial: Any) -> float:
         import optuna
@@ -74,10 +75,14 @@ class _Objective:
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at step {step} ({value:.4g})")
 
+        select = self.id_val is not None and self.cfg.get("select") == "id_val"
         res = finetune(self.model, params, self.train, steps=int(self.cfg["inner_steps"]),
-                       batch_size=int(self.cfg["batch_size"]), eval_data=self.ood_val,
+                       batch_size=int(self.cfg["batch_size"]),
+                       eval_data=self.id_val if select else self.ood_val,
+                       score_data=self.ood_val if select else None, keep_best=select,
                        metric=self.cfg["metric"], eval_every=self.cfg["eval_every"],
-                       on_eval=on_eval, dcm_sign=self.cfg["dcm_sign"])
+                       on_eval=on_eval, dcm_sign=self.cfg["dcm_sign"],
+                       schedule=self.cfg.get("schedule", "constant"))
         trial.set_user_attr("optimizer", res.optimizer)
         if res.lrs:  # the lr every step really ran at (no warmup the trial cannot leave)
             trial.set_user_attr("lr_range", [min(res.lrs), max(res.lrs)])
@@ -87,7 +92,7 @@ class _Objective:
         import socket
 
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-        return float(res.history[-1][1])
+        return float(res.score if select else res.history[-1][1])
 
 
 def _is_surplus(trial: Any, n_trials: int) -> bool:
@@ -140,6 +145,13 @@ class AutoFT:
         metric: ``"accuracy"``, ``"macro_f1"`` or ``"worst_group_accuracy"`` on OOD-validation.
         eval_every: Evaluate (and report to the pruner) every this many inner steps (default:
             only after the last step, ``inner_steps // 4`` when a pruner is used).
+        schedule: The trials' lr schedule, ``"constant"`` or ``"cosine"`` over the trial's own
+            steps (it scales the trial's lr, never replaces it). ``"cosine"`` with
+            ``inner_steps`` equal to the final run's steps makes each trial the final run
+            itself, scored on OOD validation.
+        select: Which weights of a trial are scored on OOD validation: ``"last"`` (default)
+            or ``"id_val"``, the step with the best ID-validation metric, as the final run
+            picks it (needs ``id_val_data`` in :meth:`fit`; a named task brings its own).
         sampler: ``"tpe"`` (default) or ``"random"``, seeded with ``random_state``.
         pruner: ``"median"`` (default) or ``"none"``.
         n_startup_trials: Random trials before TPE starts modelling.
@@ -172,6 +184,8 @@ class AutoFT:
     def __init__(self, n_trials: int = 50, inner_steps: int = 20, batch_size: int = 64, *,
                  space: SearchSpace | Callable[[Any], AutoFTParams] | None = None,
                  metric: str = "accuracy", eval_every: int | None = None,
+                 schedule: Literal["constant", "cosine"] = "constant",
+                 select: Literal["last", "id_val"] = "last",
                  sampler: Literal["tpe", "random"] = "tpe",
                  pruner: Literal["median", "none"] = "median", n_startup_trials: int = 10,
                  storage: str | None = None, study_name: str = "autoft", workers: int = 1,
@@ -184,6 +198,8 @@ class AutoFT:
         self.space = space
         self.metric = metric
         self.eval_every = eval_every
+        self.schedule = schedule
+        self.select = select
         self.sampler = sampler
         self.pruner = pruner
         self.n_startup_trials = n_startup_trials
@@ -204,6 +220,8 @@ class AutoFT:
         check_int(self.inner_steps, "inner_steps", owner=o, low=1)
         check_int(self.batch_size, "batch_size", owner=o, low=1)
         check_option(self.metric, "metric", METRICS, owner=o)
+        check_option(self.schedule, "schedule", ("constant", "cosine"), owner=o)
+        check_option(self.select, "select", ("last", "id_val"), owner=o)
         check_option(self.sampler, "sampler", ("tpe", "random"), owner=o)
         check_option(self.pruner, "pruner", ("median", "none"), owner=o)
         check_option(self.dcm_sign, "dcm_sign", ("maximize_entropy", "released"), owner=o)
@@ -218,6 +236,7 @@ class AutoFT:
         check_int(every, "eval_every", owner=o, low=1)
         return {"n_trials": self.n_trials, "inner_steps": self.inner_steps,
                 "batch_size": self.batch_size, "metric": self.metric, "eval_every": every,
+                "schedule": self.schedule, "select": self.select,
                 "sampler": self.sampler, "pruner": self.pruner,
                 "n_startup_trials": self.n_startup_trials, "dcm_sign": self.dcm_sign,
                 "random_state": self.random_state}
@@ -242,8 +261,8 @@ class AutoFT:
         return study, st, url
 
     # -- fitting ---------------------------------------------------------------------------
-    def fit(self, model: Any, train_data: Any, ood_val_data: Any, *, test_data: Any = None
-            ) -> AutoFT:
+    def fit(self, model: Any, train_data: Any, ood_val_data: Any, *, test_data: Any = None,
+            id_val_data: Any = None) -> AutoFT:
         """Search in this process; returns ``self``.
 
         Args:
@@ -252,14 +271,19 @@ class AutoFT:
             ood_val_data: The small OOD-validation set.
             test_data: Optional test set(s) (a TensorData or a dict of them): refused if the
                 OOD-validation set overlaps any.
+            id_val_data: ID validation, which picks each trial's step when
+                ``select="id_val"``.
         """
         cfg = self._config()
+        if cfg["select"] == "id_val" and id_val_data is None:
+            raise ValueError("AutoFT(select='id_val') picks each trial's step on ID validation: "
+                             "pass fit(..., id_val_data=...), or use select='last'.")
         if self.workers > 1:
             raise ValueError("AutoFT(workers>1) needs a task other processes can rebuild: use "
                              "fit_task('name', ...) with a registered task, or workers=1.")
         space = _check_space(self.space)
         _check_disjoint(ood_val_data, test_data)
-        self._fit(cfg, space, model, train_data, ood_val_data, None)
+        self._fit(cfg, space, model, train_data, ood_val_data, None, id_val_data)
         return self
 
     def fit_task(self, task: str, **task_options: Any) -> AutoFT:
@@ -271,7 +295,7 @@ class AutoFT:
         t = make_task(task, **task_options)
         _check_disjoint(t.ood_val, t.tests)
         self._fit(cfg, space, t.model, t.train, t.ood_val, {"name": task,
-                                                            "options": task_options})
+                                                            "options": task_options}, t.id_val)
         return self
 
     def create(self, task: str, **task_options: Any) -> Any:
@@ -296,7 +320,7 @@ class AutoFT:
         return cfg, space
 
     def _fit(self, cfg: dict[str, Any], space: Any, model: Any, train: Any, ood_val: Any,
-             task: dict[str, Any] | None) -> None:
+             task: dict[str, Any] | None, id_val: Any = None) -> None:
         if self.workers > 1 and self.storage is None:
             raise ValueError("AutoFT(workers>1) needs a storage every process reaches, e.g. "
                              "storage='sqlite:///autoft.db'.")
@@ -308,7 +332,7 @@ class AutoFT:
                                         label="fmlab-autoft-worker") if self.workers > 1 else []
         grace = self.grace_period if self.grace_period is not None else 2 * self.heartbeat
         try:
-            hpo.run_worker(study, _Objective(model, train, ood_val, space, cfg),
+            hpo.run_worker(study, _Objective(model, train, ood_val, space, cfg, id_val),
                            _plan(cfg["n_trials"]), storage=st, grace_period=grace,
                            poll=min(self.heartbeat, 2.0))
         finally:
@@ -384,7 +408,8 @@ def run_autoft_worker(storage: str, name: str = "autoft", *, heartbeat: float = 
     cfg["n_trials"] = int(study.user_attrs[_BUDGET_ATTR])
     task = make_task(spec["task"]["name"], **spec["task"]["options"])
     grace = grace_period if grace_period is not None else 2 * heartbeat
-    return hpo.run_worker(study, _Objective(task.model, task.train, task.ood_val, space, cfg),
+    return hpo.run_worker(study, _Objective(task.model, task.train, task.ood_val, space, cfg,
+                                            task.id_val),
                           _plan(int(cfg["n_trials"])), storage=st, grace_period=grace,
                           poll=poll if poll is not None else min(heartbeat, 2.0),
                           max_trials=max_trials)

@@ -14,6 +14,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from fmlab._progress import progress_bars
 from fmlab._registry import Registry
 from fmlab.cli._base import Command, Parser, UsageError
 from fmlab.version import __version__
@@ -86,7 +87,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     debug = bool(getattr(args, "debug", False)) or os.environ.get("FMLAB_DEBUG") == "1"
     try:
-        return int(cmd.run(args) or 0)
+        # --no-progress, wherever a command offers it, hides every bar (transformers' too)
+        with progress_bars(not getattr(args, "no_progress", False)):
+            return int(cmd.run(args) or 0)
     except KeyboardInterrupt:
         print("fmlab: interrupted", file=sys.stderr)
         return 130

@@ -73,7 +73,9 @@ class AutoFTCommand(Command):
                        help="WiSE-FT mixing weight")
         f.add_argument("--metric", default="accuracy",
                        choices=("accuracy", "macro_f1", "worst_group_accuracy"))
-        f.add_argument("--seed", type=Int(0), default=0)
+        f.add_argument("--seed", type=Int(0), default=None,
+                       help="seed of every run's batch order (default: 0 for the baselines, "
+                            "the searched seed for autoft)")
 
     def run(self, args: argparse.Namespace) -> int:
         action = getattr(args, "action", None)

@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from fmlab._device import eval_mode
 from fmlab._validation import check_int, check_real
 
 __all__ = ["ContextLM", "FrozenPrefix", "FunctionLM", "GenerationRequest", "HFCausalLM",
@@ -220,9 +221,7 @@ class FrozenPrefix:
         keys = [tuple(int(t) for t in r) for r in rows]
         todo = sorted({k for k in keys if k not in self._memo}, key=len)
         core = _decoder(self.model)
-        was_training = self.model.training
-        self.model.eval()
-        try:
+        with eval_mode(self.model):  # restores each module's mode
             with torch.no_grad(), _layer_window(self.model, 0, self.n_frozen, final_norm=False):
                 dev = self.model.device
                 for i in range(0, len(todo), self.batch_size):
@@ -255,8 +254,6 @@ class FrozenPrefix:
                         own = h[j, :len(k) - n0]
                         self._memo[k] = (torch.cat([head, own]) if head is not None
                                          else own.clone())
-        finally:
-            self.model.train(was_training)
         return [self._memo[k] for k in keys]
 
     def left_padded(self, rows: Sequence[Sequence[int]]) -> Any:
@@ -500,9 +497,7 @@ class HFCausalLM(ContextLM):
             else:
                 enc.append((ids, None))
         outputs: list[str] = [""] * len(reqs)
-        was_training = self.model.training
-        self.model.eval()
-        try:
+        with eval_mode(self.model):  # restores each module's mode
             with torch.inference_mode(), self._bar(len(reqs), "generate") as bar:
                 for batch in self._batches([len(e[0]) for e in enc]):
                     rows = [enc[i][0] for i in batch]
@@ -512,8 +507,6 @@ class HFCausalLM(ContextLM):
                     for i, t in zip(batch, texts, strict=True):
                         outputs[i] = self._cut(t)
                     bar.update(len(batch))
-        finally:
-            self.model.train(was_training)
         return outputs
 
     def loglikelihood(self, requests: Sequence[LoglikelihoodRequest]) -> list[tuple[float, bool]]:
@@ -536,9 +529,7 @@ class HFCausalLM(ContextLM):
             self._check_length(whole, 0, r, i)
             enc.append((whole, len(cont)))
         results: list[tuple[float, bool]] = [(0.0, False)] * len(reqs)
-        was_training = self.model.training
-        self.model.eval()
-        try:
+        with eval_mode(self.model):  # restores each module's mode
             with torch.inference_mode(), self._bar(len(reqs), "loglikelihood") as bar:
                 for batch in self._batches([len(e[0]) for e in enc]):
                     rows = [enc[i][0] for i in batch]
@@ -558,8 +549,6 @@ class HFCausalLM(ContextLM):
                         n = enc[i][1]
                         results[i] = (float(tok_lp[j, -n:].sum()), bool(greedy[j, -n:].all()))
                     bar.update(len(batch))
-        finally:
-            self.model.train(was_training)
         return results
 
 

@@ -34,9 +34,9 @@ from fmlab.exceptions import ModelUnavailableError
 from fmlab.models._recipes import (
     CARD_JSON,
     CARD_MD,
-    RECIPES,
     CaptionerConfig,
     cache_key,
+    prepared_path,
     recipe_of,
     recipe_path,
 )
@@ -44,7 +44,6 @@ from fmlab.models._towers import (
     EfficientNetTower,
     ImageProcessor,
     emoji_features,
-    hub_source,
     load_efficientnet_tower,
 )
 
@@ -462,23 +461,20 @@ def load_captioner(name_or_path: str | os.PathLike[str] = "captioner-emoji", *,
     """
     from safetensors.torch import load_file
 
-    from fmlab._cache import check_cache
+    from fmlab.models._zoo import names_of_kind, resolve_source
 
+    src = resolve_source(
+        name_or_path, owner="load_captioner", zoo=names_of_kind("captioner"),
+        what="a captioner", plural="captioners",
+        missing="No captioner at {text}. Pass 'captioner-emoji', 'hf:org/name' or a folder "
+                "saved with save_pretrained() of a vision-to-text model.",
+    )
     text = os.fspath(name_or_path)
-    if text in RECIPES and RECIPES[text][0] == "captioner-emoji":
+    if src.kind == "zoo":  # captioner-emoji
         config = recipe_of(text, **overrides)
-        path = recipe_path(text, config)
-        if prepare:
-            prepare_captioner(text, **overrides)
-        elif check_cache(path, cache_key(text, config)) is not None:
-            args = "".join(f", {k}={v!r}" for k, v in overrides.items())
-            cmd = (f"fmlab models prepare {text}" if not overrides else
-                   f"python -c \"from fmlab.models import prepare_model; "
-                   f"prepare_model({text!r}{args})\"")
-            raise ModelUnavailableError(
-                f"The model {text!r} is trainable offline but not prepared on this machine. "
-                f"Prepare it once (about 2 CPU-minutes) with: {cmd}   (or pass "
-                f"prepare=True)")
+        path = prepared_path(text, config, overrides,
+                             prepare=prepare_captioner if prepare else None,
+                             takes="about 2 CPU-minutes")
         lm, tok = _load_lm(config)
         model = EmojiCaptioner(config, load_efficientnet_tower(), lm, tok)
         model.mapper.load_state_dict(load_file(str(path / "mapper.safetensors")))
@@ -487,13 +483,7 @@ def load_captioner(name_or_path: str | os.PathLike[str] = "captioner-emoji", *,
     if overrides:
         raise TypeError(f"Settings {sorted(overrides)} apply only to captioner-emoji.")
     transformers = require("transformers", feature="fmlab.models.load_captioner")
-    source, local_only = hub_source(
-        text,
-        wrong_zoo_kind=f"The zoo model {text!r} is not a captioner; the zoo's captioner "
-        "is captioner-emoji.",
-        missing=f"No captioner at {text!r}. Pass 'captioner-emoji', 'hf:org/name' or a folder "
-        "saved with save_pretrained() of a vision-to-text model.",
-    )
+    source, local_only = src.location, src.local_only
     try:
         auto = getattr(transformers, "AutoModelForImageTextToText", None) or \
             transformers.AutoModelForVision2Seq

@@ -5,7 +5,6 @@ ids (``hf:org/name``), local folders and ``.gguf`` files, all through :func:`loa
 from __future__ import annotations
 
 import os
-import re
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -13,15 +12,16 @@ from typing import TYPE_CHECKING, Any
 from fmlab._cache import cached_build
 from fmlab._device import resolve_device, resolve_dtype
 from fmlab._imports import require
-from fmlab._paths import hf_local_only, hf_offline
+from fmlab._paths import hf_offline
 from fmlab.exceptions import ModelUnavailableError
 from fmlab.models._zoo import (
     MODELS,
-    checked_entry,
+    ModelSource,
     model_cache_path,
     names_of_kind,
     package_dir,
     require_installed,
+    resolve_source,
 )
 
 if TYPE_CHECKING:
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 __all__ = ["load_causal_lm", "prepare_model"]
 
 _FEATURE = "fmlab.models.load_causal_lm"
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _GEMMA_GGUF = "gemma-3-270m-q4_k_m.gguf"
 
@@ -195,13 +194,8 @@ def _load_pretrained(
     return model, tokenizer
 
 
-def _load_hub(repo: str, torch_dtype: torch.dtype) -> tuple[Any, Any]:
-    if not _HUB_ID.match(repo):
-        raise ValueError(
-            f"Invalid Hugging Face repo id {repo!r} in 'hf:{repo}'; expected 'hf:org/name'."
-        )
-    offline = hf_offline()
-    local_only = hf_local_only()  # a short probe instead of ~50 s of the hub client's retries
+def _load_hub(source: ModelSource, torch_dtype: torch.dtype) -> tuple[Any, Any]:
+    repo, local_only = source.location, source.local_only
     try:
         return _load_pretrained(repo, torch_dtype, local_only=local_only)
     except Exception as exc:
@@ -209,7 +203,7 @@ def _load_hub(repo: str, torch_dtype: torch.dtype) -> tuple[Any, Any]:
             raise
         why = (
             "hub access is switched off (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE is set)"
-            if offline
+            if hf_offline()
             else "the hub could not be reached (no answer within 3 s)"
         )
         raise ModelUnavailableError(
@@ -292,44 +286,31 @@ def load_causal_lm(
     References:
         Allal et al., SmolLM2: When Smol Goes Big (arXiv:2502.02737).
     """
-    if not isinstance(name_or_path, str | os.PathLike):
-        raise TypeError(
-            f"The 'name_or_path' parameter of load_causal_lm must be a str or path. "
-            f"Got {type(name_or_path).__name__} instead."
-        )
     torch_dtype = resolve_dtype(dtype, device, owner="load_causal_lm")
     torch_device = resolve_device(device, owner="load_causal_lm")
-    text = os.fspath(name_or_path)
-    if isinstance(name_or_path, str) and text.startswith("hf:"):
-        model, tokenizer = _load_hub(text[3:], torch_dtype)
-    elif isinstance(name_or_path, str) and text in MODELS:
-        if text == "tiny-llama":
-            from fmlab.models._tiny import tiny_causal_lm
+    zoo = [*names_of_kind("causal-lm"), "tiny-llama"]
+    source = resolve_source(
+        name_or_path, owner="load_causal_lm", zoo=zoo, what="a causal LM", plural="causal LMs",
+        missing=f"No model directory or .gguf file at {{text}}. Pass a zoo name "
+                f"({', '.join(zoo)}), 'hf:org/name', or an existing directory.",
+        gguf=True,
+    )
+    if source.kind == "hub":
+        model, tokenizer = _load_hub(source, torch_dtype)
+    elif source.kind == "zoo" and source.location == "tiny-llama":
+        from fmlab.models._tiny import tiny_causal_lm
 
-            model, tokenizer = tiny_causal_lm()
-            model = model.to(torch_dtype)
-        else:
-            checked_entry(text, "causal-lm", "a causal LM", "causal LMs")
-            folder = prepare_model(text)
-            model, tokenizer = _load_pretrained(folder, torch_dtype, local_only=True)
-    elif Path(text).expanduser().is_dir():
-        model, tokenizer = _load_dir(Path(text).expanduser(), torch_dtype)
-    elif text.endswith(".gguf") and Path(text).expanduser().is_file():
-        model, tokenizer = _load_pretrained(prepare_gguf(text), torch_dtype, local_only=True)
-    elif not isinstance(name_or_path, str) or os.sep in text and not _HUB_ID.match(text):
-        raise ModelUnavailableError(
-            f"No model directory or .gguf file at {text!r}. Pass a zoo name "
-            f"({', '.join(names_of_kind('causal-lm'))}), 'hf:org/name', or an existing "
-            f"directory."
-        )
-    elif _HUB_ID.match(text):
-        raise ValueError(
-            f"{text!r} is neither a zoo model nor a local directory, but looks like a Hugging "
-            f"Face repo id. Use 'hf:{text}'."
-        )
-    else:
-        MODELS.entry(text)  # raises UnknownNameError with close matches
-        raise AssertionError("unreachable")
+        model, tokenizer = tiny_causal_lm()
+        model = model.to(torch_dtype)
+    elif source.kind == "zoo":
+        require_installed(source.location)
+        folder = prepare_model(source.location)
+        model, tokenizer = _load_pretrained(folder, torch_dtype, local_only=True)
+    elif source.kind == "dir":
+        model, tokenizer = _load_dir(Path(source.location), torch_dtype)
+    else:  # "gguf"
+        model, tokenizer = _load_pretrained(prepare_gguf(source.location), torch_dtype,
+                                            local_only=True)
     model.eval()
     if torch_device.type != "cpu":
         model = model.to(torch_device)

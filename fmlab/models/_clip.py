@@ -36,6 +36,7 @@ from fmlab.models._recipes import (
     RECIPES,
     ClipEmojiConfig,
     cache_key,
+    prepared_path,
     recipe_of,
     recipe_path,
 )
@@ -44,7 +45,6 @@ from fmlab.models._towers import (
     ImageProcessor,
     MiniLMTower,
     emoji_features,
-    hub_source,
     load_efficientnet_tower,
     load_minilm_tower,
 )
@@ -505,20 +505,9 @@ def _check_family(name: str, family: str) -> None:
 def _load_member(name: str, prepare: bool, device: Any, overrides: dict[str, Any]) -> ClipEmoji:
     from safetensors.torch import load_file
 
-    from fmlab._cache import check_cache
-
     config = recipe_of(name, **overrides)
-    path = recipe_path(name, config)
-    if prepare:
-        prepare_clip(name, **overrides)
-    elif check_cache(path, cache_key(name, config)) is not None:
-        args = "".join(f", {k}={v!r}" for k, v in overrides.items())
-        cmd = (f"fmlab models prepare {name}" if not overrides else
-               f"python -c \"from fmlab.models import prepare_model; "
-               f"prepare_model({name!r}{args})\"")
-        raise ModelUnavailableError(
-            f"The model {name!r} is trainable offline but not prepared on this machine. Prepare "
-            f"it once (well under a minute on 2 cores) with: {cmd}   (or pass prepare=True)")
+    path = prepared_path(name, config, overrides, prepare=prepare_clip if prepare else None,
+                         takes="well under a minute on 2 cores")
     model = ClipEmoji(config, load_efficientnet_tower(), load_minilm_tower())
     model.load_trained_state(load_file(str(path / "model.safetensors")))
     model.name = name
@@ -548,25 +537,27 @@ def load_clip(name_or_path: str | os.PathLike[str] = "clip-emoji", *, prepare: b
         >>> head = clip.zero_shot_classifier(["food and drink", "flags"])  # doctest: +SKIP
         >>> clip.classify(images_uint8, head)  # doctest: +SKIP
     """
+    from fmlab.models._zoo import names_of_kind, resolve_source
+
+    src = resolve_source(
+        name_or_path, owner="load_clip", zoo=[*names_of_kind("dual-encoder"), "tiny-clip"],
+        what="a CLIP-like model", plural="CLIP-like models",
+        missing="No CLIP model at {text}. Pass a zoo name (clip-emoji, clip-emoji-0..2, "
+                "tiny-clip), 'hf:org/name' or a folder saved with CLIPModel.save_pretrained().",
+    )
     text = os.fspath(name_or_path)
-    if text == "tiny-clip":
+    if src.kind == "zoo" and src.location == "tiny-clip":
         from fmlab.models._tiny import tiny_clip, tiny_tokenizer
 
         model = tiny_clip(**overrides)
         half = (0.5, 0.5, 0.5)
         return HFClip(model, tiny_tokenizer(), 32, half, half, name="tiny-clip").to(device)
-    if text in RECIPES and RECIPES[text][0] == "clip-emoji":
-        return _load_member(text, prepare, device, overrides)
+    if src.kind == "zoo":  # a clip-emoji member
+        return _load_member(src.location, prepare, device, overrides)
     if overrides:
         raise TypeError(f"Settings {sorted(overrides)} apply only to clip-emoji members.")
     transformers = require("transformers", feature="fmlab.models.load_clip")
-    source, local_only = hub_source(
-        text,
-        wrong_zoo_kind=f"The zoo model {text!r} is not a CLIP-like model; those are: "
-        "clip-emoji, clip-emoji-0, clip-emoji-1, clip-emoji-2, tiny-clip.",
-        missing=f"No CLIP model at {text!r}. Pass a zoo name (clip-emoji, clip-emoji-0..2, "
-        "tiny-clip), 'hf:org/name' or a folder saved with CLIPModel.save_pretrained().",
-    )
+    source, local_only = src.location, src.local_only
     try:
         model = transformers.CLIPModel.from_pretrained(source, local_files_only=local_only)
         tok = transformers.AutoTokenizer.from_pretrained(source, local_files_only=local_only)

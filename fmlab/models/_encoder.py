@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fmlab._device import resolve_device
 from fmlab._imports import require
-from fmlab._paths import hf_local_only
 from fmlab.exceptions import ModelUnavailableError
-from fmlab.models._zoo import MODELS, checked_entry, package_dir
+from fmlab.models._zoo import MODELS, names_of_kind, package_dir, require_installed, resolve_source
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
@@ -41,35 +39,21 @@ def load_sentence_encoder(
         Reimers & Gurevych, Sentence-BERT (arXiv:1908.10084); Wang et al., MiniLM
         (arXiv:2002.10957).
     """
-    if not isinstance(name_or_path, str | os.PathLike):
-        raise TypeError(
-            f"The 'name_or_path' parameter of load_sentence_encoder must be a str or path. "
-            f"Got {type(name_or_path).__name__} instead."
-        )
     device = resolve_device(device, owner="load_sentence_encoder")
-    text = os.fspath(name_or_path)
-    local_only = True
-    if isinstance(name_or_path, str) and text.startswith("hf:"):
-        source: str = text[3:]
-        local_only = hf_local_only()  # short hub probe, not ~50 s of retries
-    elif isinstance(name_or_path, str) and text in MODELS:
-        entry = checked_entry(text, "sentence-encoder", "a sentence encoder",
-                              "sentence encoders")
-        source = str(package_dir(entry.meta["module"]) / "model")  # type: ignore[operator]
-    elif Path(text).expanduser().is_dir():
-        source = str(Path(text).expanduser())
-    elif os.sep in text or not isinstance(name_or_path, str):
-        raise ModelUnavailableError(
-            f"No sentence-encoder folder at {text!r}. Pass 'all-minilm-l6-v2', 'hf:org/name', "
-            f"or an existing folder saved with SentenceTransformer.save()."
-        )
-    else:
-        MODELS.entry(text)  # raises UnknownNameError with close matches
-        raise AssertionError("unreachable")
+    src = resolve_source(
+        name_or_path, owner="load_sentence_encoder", zoo=names_of_kind("sentence-encoder"),
+        what="a sentence encoder", plural="sentence encoders",
+        missing="No sentence-encoder folder at {text}. Pass 'all-minilm-l6-v2', 'hf:org/name', "
+                "or an existing folder saved with SentenceTransformer.save().",
+    )
+    text, source = os.fspath(name_or_path), src.location
+    if src.kind == "zoo":
+        require_installed(src.location)
+        source = str(package_dir(MODELS.entry(src.location).meta["module"]) / "model")
     st = require("sentence_transformers", feature=_FEATURE)
     try:
         return st.SentenceTransformer(
-            source, device=str(device), trust_remote_code=False, local_files_only=local_only
+            source, device=str(device), trust_remote_code=False, local_files_only=src.local_only
         )
     except OSError as exc:
         raise ModelUnavailableError(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -193,6 +194,29 @@ def recipe_path(name: str, config: Any | None = None) -> Path:
     key = cache_key(name, default if config is None else config)
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     return cache_dir("models", create=False) / family / digest
+
+
+def prepared_path(name: str, config: Any, overrides: dict[str, Any], *,
+                  prepare: Callable[..., Any] | None, takes: str) -> Path:
+    """The cache folder of recipe ``name`` trained with ``config`` (``overrides`` applied to its
+    registered recipe), ready to load: trained now by ``prepare(name, **overrides)`` when given,
+    else checked, with a :class:`~fmlab.exceptions.ModelUnavailableError` giving the command that
+    prepares it once (``takes``: how long that takes) when it is missing or corrupt."""
+    from fmlab._cache import check_cache
+    from fmlab.exceptions import ModelUnavailableError
+
+    path = recipe_path(name, config)
+    if prepare is not None:
+        prepare(name, **overrides)
+    elif check_cache(path, cache_key(name, config)) is not None:
+        args = "".join(f", {k}={v!r}" for k, v in overrides.items())
+        cmd = (f"fmlab models prepare {name}" if not overrides else
+               f"python -c \"from fmlab.models import prepare_model; "
+               f"prepare_model({name!r}{args})\"")
+        raise ModelUnavailableError(
+            f"The model {name!r} is trainable offline but not prepared on this machine. Prepare "
+            f"it once ({takes}) with: {cmd}   (or pass prepare=True)")
+    return path
 
 
 def card_of(path: Path) -> dict[str, Any] | None:

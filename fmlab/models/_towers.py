@@ -272,28 +272,3 @@ def emoji_features(image_size: int = 96) -> dict[str, Any]:
         out["path"] = paths["images"]
         _FEATURES[memo] = out
     return _FEATURES[memo]
-
-
-def hub_source(text: str, *, wrong_zoo_kind: str, missing: str) -> tuple[str, bool]:
-    """Where a non-zoo model name points: ``(source, local_files_only)`` for transformers.
-
-    ``hf:org/name`` goes to the hub (offline when the switch is on), an existing folder is read
-    locally; a zoo name of another kind raises ``ValueError(wrong_zoo_kind)``, an unknown name
-    the registry's close matches, anything else ``ModelUnavailableError(missing)``.
-    """
-    import os
-
-    from fmlab._paths import hf_offline
-    from fmlab.exceptions import ModelUnavailableError
-
-    if text.startswith("hf:"):
-        return text[3:], hf_offline()
-    if Path(text).expanduser().is_dir():
-        return str(Path(text).expanduser()), True
-    from fmlab.models._zoo import MODELS
-
-    if os.sep not in text and text not in MODELS:
-        MODELS.entry(text)  # UnknownNameError, with close matches
-    if text in MODELS:
-        raise ValueError(wrong_zoo_kind)
-    raise ModelUnavailableError(missing)

@@ -4,14 +4,18 @@ are installed. Nothing here imports torch or transformers, so listing the zoo st
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import os
+import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from fmlab._paths import cache_dir
 from fmlab._registry import Registry
-from fmlab.exceptions import MissingDependencyError
+from fmlab.exceptions import MissingDependencyError, ModelUnavailableError
 
 __all__ = ["MODELS", "ModelInfo", "list_models", "model_info", "package_dir"]
 
@@ -295,14 +299,84 @@ def require_installed(name: str) -> None:
         )
 
 
+def _wrong_kind(name: str, what: str, plural: str, accepted: Sequence[str]) -> ValueError:
+    return ValueError(f"The zoo model {name!r} is a {MODELS.entry(name).meta['kind']}, not "
+                      f"{what}; {plural} are: {', '.join(accepted)}.")
+
+
 def checked_entry(name: str, kind: str, what: str, plural: str) -> Any:
     """The registry entry of zoo model ``name``, after checking that it is of ``kind`` (``what``
     and ``plural`` name the kind in the message, e.g. "a causal LM", "causal LMs") and that its
     package is installed."""
     entry = MODELS.entry(name)
     if entry.meta["kind"] != kind:
-        raise ValueError(f"The zoo model {name!r} is a {entry.meta['kind']}, not {what}; {plural} "
-                         f"are: {', '.join(names_of_kind(kind))}.")
+        raise _wrong_kind(name, what, plural, names_of_kind(kind))
     require_installed(name)
     return entry
 
+
+#: ``org/name``: a Hugging Face repo id (after ``hf:``, or the hint to add it).
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a loader's ``name_or_path`` points, resolved once by :func:`resolve_source`.
+
+    Attributes:
+        kind: ``"zoo"`` (``location`` is a zoo name the loader accepts), ``"hub"`` (a Hugging
+            Face repo id), ``"dir"`` (an existing folder) or ``"gguf"`` (an existing file).
+        location: The zoo name, repo id or path.
+    """
+
+    kind: str
+    location: str
+
+    @functools.cached_property
+    def local_only(self) -> bool:
+        """transformers' ``local_files_only``: a hub id loads from the local Hugging Face cache
+        only when switched offline or when the hub does not answer a short probe (asked once,
+        when a loader reads it); everything else is local."""
+        from fmlab._paths import hf_local_only
+
+        return hf_local_only() if self.kind == "hub" else True
+
+
+def resolve_source(name_or_path: Any, *, owner: str, zoo: Sequence[str], what: str,
+                   plural: str, missing: str, gguf: bool = False) -> ModelSource:
+    """The one name resolver of the model loaders (causal LMs, sentence encoders, CLIP models,
+    captioners): run once at the loader's public boundary, which then dispatches on the kind.
+
+    ``hf:org/name`` is a hub id (checked for shape); a zoo name in ``zoo`` is accepted, another
+    zoo name is a ``ValueError`` naming ``what`` and the accepted ones (``plural``); then an
+    existing folder, an existing ``.gguf`` file when ``gguf``; a bare ``org/name`` gets the hint
+    to write ``hf:org/name``; another path is ``ModelUnavailableError(missing)`` (``{text}`` in
+    ``missing`` is replaced by the argument); an unknown plain name gets the registry's close
+    matches.
+    """
+    if not isinstance(name_or_path, str | os.PathLike):
+        raise TypeError(f"The 'name_or_path' parameter of {owner} must be a str or path. "
+                        f"Got {type(name_or_path).__name__} instead.")
+    text = os.fspath(name_or_path)
+    named = isinstance(name_or_path, str)  # a PathLike is never a zoo name or hub id
+    if named and text.startswith("hf:"):
+        if not HUB_ID.match(text[3:]):
+            raise ValueError(f"Invalid Hugging Face repo id {text[3:]!r} in {text!r}; expected "
+                             "'hf:org/name'.")
+        return ModelSource("hub", text[3:])
+    if named and text in MODELS:
+        if text not in zoo:
+            raise _wrong_kind(text, what, plural, zoo)
+        return ModelSource("zoo", text)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return ModelSource("dir", str(path))
+    if gguf and text.endswith(".gguf") and path.is_file():
+        return ModelSource("gguf", str(path))
+    if not named or os.sep in text and not HUB_ID.match(text):
+        raise ModelUnavailableError(missing.replace("{text}", repr(text)))
+    if HUB_ID.match(text):
+        raise ValueError(f"{text!r} is neither a zoo model nor a local directory, but looks like "
+                         f"a Hugging Face repo id. Use 'hf:{text}'.")
+    MODELS.entry(text)  # raises UnknownNameError with close matches
+    raise AssertionError("unreachable")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fmlab._device import eval_mode
 from fmlab.studies._base import Claim, Study, StudyContext, StudyResult
 from fmlab.studies._claims import NotComputed, Verdict, claim_check, mean_interval
 from fmlab.studies._options import Option
@@ -712,14 +713,11 @@ def sam_evens_weights(rows: list[dict[str, Any]]) -> Verdict:
 
 def _probe(model: Any, x: Any, attributes: dict[str, Any], seed: int) -> dict[str, float]:
     """Linear-probe accuracy of each attribute from penultimate features (half fit, half test)."""
-    import torch
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    with torch.no_grad():
-        model.eval()
+    with eval_mode(model):
         feats = model.features(x).numpy()
-        model.train()
     half = len(feats) // 2
     scaler = StandardScaler().fit(feats[:half])
     out = {}
@@ -748,29 +746,25 @@ def _weight_gini(model: Any, x: Any, y: Any, rho: float) -> dict[str, float]:
 
     from fmlab.sam._optim import SAM, frozen_bn_stats
 
-    model.eval()
-    opt = SAM(model.parameters(), torch.optim.SGD, rho=rho, lr=0.0)
-    logits = model(x)
-    torch.nn.functional.cross_entropy(logits, y).backward()
-    with torch.no_grad():
-        w_at = 1 - logits.softmax(1).gather(1, y[:, None]).squeeze(1)
-    opt.first_step()
-    with torch.no_grad(), frozen_bn_stats(model):
-        w_eps = 1 - model(x).softmax(1).gather(1, y[:, None]).squeeze(1)
-    opt.unperturb()
-    opt.zero_grad()
-    model.train()
+    with eval_mode(model, grad=True):  # BN and dropout in eval mode, gradients on
+        opt = SAM(model.parameters(), torch.optim.SGD, rho=rho, lr=0.0)
+        logits = model(x)
+        torch.nn.functional.cross_entropy(logits, y).backward()
+        with torch.no_grad():
+            w_at = 1 - logits.softmax(1).gather(1, y[:, None]).squeeze(1)
+        opt.first_step()
+        with torch.no_grad(), frozen_bn_stats(model):
+            w_eps = 1 - model(x).softmax(1).gather(1, y[:, None]).squeeze(1)
+        opt.unperturb()
+        opt.zero_grad()
     return {"w": _gini(w_at.numpy()), "w_eps": _gini(w_eps.numpy())}
 
 
 def _group_accuracy(model: Any, x: Any, labels: Any, groups: Any) -> dict[str, float]:
     import numpy as np
-    import torch
 
-    with torch.no_grad():
-        model.eval()
+    with eval_mode(model):
         pred = model(x).argmax(1).numpy()
-        model.train()
     return {f"group{g}": float(np.mean(pred[groups == g] == labels[groups == g]))
             for g in sorted(set(groups.tolist()))}
 

@@ -129,25 +129,47 @@ def mean_interval(values: Sequence[float], confidence: float = 0.95) -> Interval
     return Interval(m, m - half, m + half, int(x.size), confidence)
 
 
-def bootstrap_interval(values: Sequence[float], statistic: Callable[[Any], float] | None = None,
+def bootstrap_interval(values: Sequence[Any], statistic: Callable[[Any], float] | None = None,
                        *, n_boot: int = 2000, confidence: float = 0.95,
                        seed: int = 0) -> Interval:
-    """Percentile bootstrap interval of ``statistic`` (default: the mean) over ``values``."""
+    """Percentile bootstrap interval of ``statistic`` (default: the mean) over ``values``.
+
+    ``values`` are numbers (non-finite ones dropped; ``statistic`` gets a resampled array) or,
+    with a ``statistic``, any records such as per-task row dicts, resampled whole
+    (``statistic`` gets a list of them: a paired bootstrap over units). Replicates whose
+    statistic is not finite are dropped; when the point estimate is not finite or fewer than
+    half the replicates are, the interval is :class:`NotComputed`.
+    """
     import numpy as np
 
-    x = np.asarray(values, dtype=float)
-    x = x[np.isfinite(x)]
-    if x.size == 0:
-        raise NotComputed("no finite values to bootstrap")
     rng = np.random.default_rng(seed)
-    draws = x[rng.integers(0, x.size, size=(n_boot, x.size))]
-    if statistic is None:
-        point, boots = float(x.mean()), draws.mean(axis=1)
+    if statistic is not None and not all(isinstance(v, int | float | np.number) for v in values):
+        items = list(values)
+        if not items:
+            raise NotComputed("no records to bootstrap")
+        draws = rng.integers(0, len(items), size=(n_boot, len(items)))
+        point = float(statistic(items))  # type: ignore[misc]
+        boots = np.array([statistic([items[i] for i in row]) for row in draws],  # type: ignore[misc]
+                         dtype=float)
+        n = len(items)
     else:
-        point, boots = float(statistic(x)), np.array([statistic(d) for d in draws])
+        x = np.asarray(values, dtype=float)
+        x = x[np.isfinite(x)]
+        if x.size == 0:
+            raise NotComputed("no finite values to bootstrap")
+        sample = x[rng.integers(0, x.size, size=(n_boot, x.size))]
+        if statistic is None:
+            point, boots = float(x.mean()), sample.mean(axis=1)
+        else:
+            point, boots = float(statistic(x)), np.array([statistic(d) for d in sample])
+        n = int(x.size)
+    boots = boots[np.isfinite(boots)]
+    if not math.isfinite(point) or boots.size < n_boot // 2:
+        raise NotComputed(f"the statistic is undefined on {n_boot - boots.size} of {n_boot} "
+                          "bootstrap resamples (too few units on one side)")
     a = (1 - confidence) / 2
     return Interval(point, float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a)),
-                    int(x.size), confidence)
+                    n, confidence)
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -11,7 +11,6 @@ Each check raises ``AssertionError`` with a sentence naming the broken promise.
 
 from __future__ import annotations
 
-import copy
 import math
 import tempfile
 from collections.abc import Callable
@@ -33,7 +32,16 @@ class _Killed(Exception):
 
 
 def _fresh(attack: BaseAttack) -> BaseAttack:
-    return type(attack)(**copy.deepcopy(attack.get_params()))
+    """A new attack from ``attack``'s parameters: scikit-learn's ``clone`` (the parameter
+    contract of :class:`fmlab.base.BaseParams`), which also refuses a constructor that changes
+    what it stores."""
+    from sklearn.base import clone
+
+    try:
+        return clone(attack)
+    except RuntimeError as exc:
+        raise AssertionError(f"{type(attack).__name__} cannot be cloned from get_params(): "
+                             f"{exc}") from None
 
 
 def _same(a: AttackResult, b: AttackResult, what: str) -> None:
@@ -80,10 +88,11 @@ def check_attack(
 
     _require(isinstance(attack, BaseAttack), f"{type(attack).__name__} is not a BaseAttack.")
     params = attack.get_params()
+    twin = _fresh(attack)
     _require(
-        repr(_fresh(attack)) == repr(attack),
+        repr(twin) == repr(attack),
         "get_params() does not round-trip: building the attack from its own parameters gives "
-        f"{_fresh(attack)!r}, not {attack!r}.",
+        f"{twin!r}, not {attack!r}.",
     )
     x_before = x.clone()
     never: Callable[[torch.Tensor, float], bool] = lambda xx, ll: False  # noqa: E731

@@ -81,6 +81,27 @@ def test_pruner_is_fed_by_reports(task) -> None:
     assert all(t.value == t.intermediate_values[8] for t in complete)
 
 
+def test_a_trial_can_be_the_final_run(task) -> None:
+    """select='id_val' with the final run's steps, schedule and evaluation: the best trial's
+    OOD-validation value is that of run_method('autoft') with its objective (same weights,
+    same step picked on ID validation), so the search ranks the runs it hands over."""
+    with pytest.raises(ValueError, match="id_val_data"):
+        _search(task, n_trials=1, select="id_val")
+    s = AutoFT(n_trials=4, inner_steps=20, batch_size=32, space=SearchSpace(lr_base=1e-3),
+               eval_every=2, schedule="cosine", select="id_val", pruner="none",
+               random_state=0).fit(task.model, task.train, task.ood_val,
+                                   id_val_data=task.id_val)
+    final = run_method("autoft", task.model, task.train, task.id_val, steps=20, batch_size=32,
+                       params=s.best_params_)
+    assert evaluate(final.model, task.ood_val) == s.best_value_
+    last = finetune(task.model, s.best_params_, task.train, steps=20, batch_size=32,
+                    schedule="cosine")
+    assert final.best_step is not None
+    if final.best_step != 20:  # a picked earlier step is what was scored, not the last one
+        assert any(not torch.equal(p, q) for p, q in zip(
+            final.model.parameters(), last.model.parameters(), strict=True))
+
+
 def test_methods_and_wise_ft(task) -> None:
     zs = run_method("zero_shot", task.model, task.train, task.id_val, steps=0)
     erm = run_method("erm", task.model, task.train, task.id_val, steps=20, lr=1e-2)

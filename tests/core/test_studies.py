@@ -198,6 +198,14 @@ def test_claim_helpers_intervals_and_can_fail() -> None:
     assert mean_interval([1.0]).low == -np.inf
     b = bootstrap_interval(np.arange(100.0), seed=0)
     assert b.low < 49.5 < b.high
+    # records (per-task rows) are resampled whole: the same draws as the numbers they hold
+    rows = [{"v": float(v), "ok": v % 3 == 0} for v in range(30)]
+    paired = bootstrap_interval(rows, lambda s: float(np.mean([r["v"] for r in s])), seed=4)
+    plain = bootstrap_interval([r["v"] for r in rows], seed=4)
+    assert paired.n == plain.n == 30 and paired.bounds == pytest.approx(plain.bounds, abs=1e-9)
+    # a statistic undefined on the rows (no "ok" row) is not computed
+    with pytest.raises(NotComputed, match="undefined"):
+        bootstrap_interval(rows[1:3], lambda s: 1.0 if any(r["ok"] for r in s) else float("nan"))
     with pytest.raises(NotComputed):
         mean_interval([])
 
