@@ -29,6 +29,7 @@ def generate(
     them."""
     import torch
 
+    from fmlab._device import eval_mode
     from fmlab.context._lm import HFCausalLM
 
     limit = getattr(model.config, "max_position_embeddings", None)
@@ -43,17 +44,12 @@ def generate(
                 f"exceeds the model's context of {limit} tokens. Shorten it."
             )
     outs: list[str] = [""] * len(rows)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for batch in lm._batches([len(r) for r in rows]):
-                new = lm._greedy([rows[i] for i in batch], None)
-                texts = lm.tokenizer.batch_decode(new, skip_special_tokens=True)
-                for i, t in zip(batch, texts, strict=True):
-                    outs[i] = t
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.inference_mode():
+        for batch in lm._batches([len(r) for r in rows]):
+            new = lm._greedy([rows[i] for i in batch], None)
+            texts = lm.tokenizer.batch_decode(new, skip_special_tokens=True)
+            for i, t in zip(batch, texts, strict=True):
+                outs[i] = t
     return outs
 
 
