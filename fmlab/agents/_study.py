@@ -476,6 +476,7 @@ class AgentsStudy(Study):
         metrics["caption_exact_vs_steps"] = _exact_vs_steps(rows,
                                                             int(ctx.option("captioner_steps")))
         metrics.update(captioner_steps=int(ctx.option("captioner_steps")),
+                       captioner_step=format_eps(float(ctx.option("captioner_step"))),
                        clip_steps=int(ctx.option("clip_steps")), attacks=sorted(halves),
                        seconds_models=round(t_models, 1),
                        seconds_attacks={k: round(v, 1) for k, v in seconds.items()},
