@@ -126,12 +126,25 @@ class CaptionAgent:
         return str(self.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
                                                       tokenize=False))
 
-    def _continuation_logprobs(self, prompt: str, continuations: list[str]) -> list[float]:
-        """Summed log-probability of each continuation after ``prompt`` (prompt KV reused)."""
+    def _continuation_logprobs(self, prompts: list[str],
+                               continuations: list[str]) -> list[list[float]]:
+        """Summed log-probability of each continuation after each prompt.
+
+        The prompts' common token prefix (the system text and the page) runs through the LM
+        once; each prompt's own tail and its continuations reuse that KV cache.
+        """
+        import copy
+
         import torch
 
         tok = self.tokenizer
-        prompt_ids = tok(prompt, return_tensors="pt", add_special_tokens=False).input_ids
+        ids_per_prompt = [tok(p, add_special_tokens=False).input_ids for p in prompts]
+        common = 0
+        for column in zip(*ids_per_prompt, strict=False):
+            if any(c != column[0] for c in column):
+                break
+            common += 1
+        common = max(1, min(common, *(len(i) - 1 for i in ids_per_prompt)))  # each keeps a tail
         cont = [tok(c, add_special_tokens=False).input_ids for c in continuations]
         width = max(len(c) for c in cont)
         pad = tok.pad_token_id if tok.pad_token_id is not None else 0
@@ -143,17 +156,27 @@ class CaptionAgent:
         # transformers >= 5.3x names the cache argument 'cache' ('past_key_values' before)
         key = ("cache" if "cache" in inspect.signature(self.model.forward).parameters
                else "past_key_values")
+        out_all = []
         with torch.no_grad():
-            out = self.model(prompt_ids, use_cache=True)
-            first = out.logits[0, -1].log_softmax(-1)  # (V,) the token after the prompt
-            cache = out.past_key_values
-            cache.batch_repeat_interleave(len(cont))
-            attn = torch.ones(len(cont), prompt_ids.shape[1] + width, dtype=torch.long)
-            logp = self.model(ids, attention_mask=attn, **{key: cache}).logits.log_softmax(-1)
-        total = first[ids[:, 0]].clone()  # (N,)
-        nxt = logp[:, :-1].gather(-1, ids[:, 1:, None])[..., 0]  # (N, W-1): token t+1 given t
-        total += (nxt * mask[:, 1:]).sum(-1)
-        return [float(v) for v in total]
+            # logits_to_keep=1: the vocabulary projection only where a prediction is read
+            shared = self.model(torch.tensor([ids_per_prompt[0][:common]]), use_cache=True,
+                                logits_to_keep=1).past_key_values
+            for prompt_ids in ids_per_prompt:
+                cache = copy.deepcopy(shared)
+                tail = torch.tensor([prompt_ids[common:]])
+                n_prompt = len(prompt_ids)
+                out = self.model(tail, attention_mask=torch.ones(1, n_prompt, dtype=torch.long),
+                                 use_cache=True, logits_to_keep=1, **{key: cache})
+                first = out.logits[0, -1].log_softmax(-1)  # (V,) the token after the prompt
+                cache = out.past_key_values
+                cache.batch_repeat_interleave(len(cont))
+                attn = torch.ones(len(cont), n_prompt + width, dtype=torch.long)
+                logp = self.model(ids, attention_mask=attn, **{key: cache}).logits.log_softmax(-1)
+                total = first[ids[:, 0]].clone()  # (N,)
+                nxt = logp[:, :-1].gather(-1, ids[:, 1:, None])[..., 0]  # (N, W-1)
+                total += (nxt * mask[:, 1:]).sum(-1)
+                out_all.append([float(v) for v in total])
+        return out_all
 
     def scores(self, observation: Observation, intent: str) -> dict[str, float]:
         """Score of each ``click [N]`` on the page (higher is better).
@@ -167,8 +190,8 @@ class CaptionAgent:
         if not marks:
             return {}
         conts = [f"click [{m.id}] " + observation.describe(m).split("] ", 1)[1] for m in marks]
-        with_task = self._continuation_logprobs(self.prompt(observation, intent), conts)
-        neutral = self._continuation_logprobs(self.prompt(observation, _NEUTRAL), conts)
+        with_task, neutral = self._continuation_logprobs(
+            [self.prompt(observation, intent), self.prompt(observation, _NEUTRAL)], conts)
         return {f"click [{m.id}]": a - b
                 for m, a, b in zip(marks, with_task, neutral, strict=True)}
 

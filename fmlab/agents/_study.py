@@ -127,51 +127,61 @@ def claim_eps(rows: list[dict[str, Any]], small: str, large: str) -> Verdict:
                    (low, high))
 
 
-def attack_with_captioner(
-    captioner: Any, image: np.ndarray, target: str, *, eps: float, steps: int,
-    step_size: float = 1 / 255, decode_every: int = 10,
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """BIM on the captioner's teacher-forced target loss; returns the uint8 picture and a record.
-
-    The kept picture is the decoded one closest to the target (exact match stops the run), as in
-    Wu et al.; it is stored as uint8 without leaving the ε-ball.
-    """
+def _batch(images: list[np.ndarray]) -> Any:
+    """uint8 pictures ``(H, W, 3)`` as one float batch ``(B, 3, H, W)`` in [0, 1]."""
     import torch
 
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255.0
+
+
+def attack_with_captioner(
+    captioner: Any, images: list[np.ndarray], targets: list[str], *, eps: float, steps: int,
+    step_size: float = 1 / 255, decode_every: int = 10,
+) -> tuple[list[np.ndarray], list[dict[str, Any]], float]:
+    """BIM on the captioner's teacher-forced loss of each picture's target caption, all pictures
+    in one batch (one captioner pass per step); returns the uint8 pictures, one record each and
+    the seconds spent.
+
+    Each kept picture is its decoded version closest to its target (the run stops when every
+    picture's caption is exact), as in Wu et al.; it is stored as uint8 without leaving the ε-ball.
+    """
     from fmlab.attacks import BIM, CaptionerObjective, quantize
 
-    x0 = torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255.0
-    objective = CaptionerObjective(captioner, target, decode_every=decode_every)
+    x0 = _batch(images)  # (B, 3, H, W)
+    objective = CaptionerObjective(captioner, targets, decode_every=decode_every)
     result = BIM(eps=eps, step_size=step_size, steps=steps)(objective, x0, progress=False)
-    best = objective.best_image if objective.best_image is not None else result.x_adv
-    q = quantize(best, x0, eps)  # (3, H, W) uint8
-    rec = objective.best_record
-    return q.permute(1, 2, 0).numpy(), {
-        "target": target, "steps_run": result.n_steps, "success": bool(result.success),
-        "best_caption": rec.caption if rec else "", "best_similarity": rec.similarity if rec else 0,
-        "first_exact_call": next((r.call for r in objective.history if r.exact), None),
-        "losses": [round(v, 4) for v in result.losses], "seconds": result.elapsed_s,
-    }
+    advs, records = [], []
+    for i, (target, first) in enumerate(zip(targets, objective.first_exact(), strict=True)):
+        best = objective.best_images[i]
+        q = quantize(best if best is not None else result.x_adv[i], x0[i], eps)  # (3, H, W)
+        advs.append(q.permute(1, 2, 0).numpy())
+        rec = objective.best_records[i]
+        records.append({"target": target, "steps_run": result.n_steps,
+                        "success": bool(rec and rec.exact),
+                        "best_caption": rec.caption if rec else "",
+                        "best_similarity": rec.similarity if rec else 0.0,
+                        "first_exact_call": first})
+    return advs, records, result.elapsed_s
 
 
 def attack_with_clip(
-    members: list[Any], image: np.ndarray, positive: str, negative: str | None, *, eps: float,
-    steps: int, step_size: float = 1 / 255, ssa: int = 0, random_state: int = 0,
-) -> tuple[np.ndarray, dict[str, Any]]:
-    """PGD with momentum on the CLIP-ensemble loss (optionally with SSA gradients)."""
-    import torch
-
+    members: list[Any], images: list[np.ndarray], positives: list[str],
+    negatives: list[str] | None, *, eps: float, steps: int, step_size: float = 1 / 255,
+    ssa: int = 0, random_state: int = 0,
+) -> tuple[list[np.ndarray], float]:
+    """PGD with momentum on the CLIP-ensemble loss (optionally with SSA gradients), all pictures
+    in one batch, each towards its own concept; returns the uint8 pictures and the seconds."""
     from fmlab.attacks import PGD, ClipEnsembleObjective, SpectrumAugmented, quantize
 
-    x0 = torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255.0
-    objective: Any = ClipEnsembleObjective(members, positive, negative)
+    x0 = _batch(images)
+    objective: Any = ClipEnsembleObjective(members, positives, negatives)
     if ssa:
         objective = SpectrumAugmented(objective, n=ssa, random_state=random_state)
-    attack = PGD(eps=eps, step_size=step_size, steps=steps, momentum=1.0, random_start=False)
+    attack = PGD(eps=eps, step_size=step_size, steps=steps, momentum=1.0, random_start=False,
+                 keep_best=False)
     result = attack(objective, x0, success=lambda x, loss: False, progress=False)
-    q = quantize(result.x_final, x0, eps)
-    return q.permute(1, 2, 0).numpy(), {"losses": [round(v, 4) for v in result.losses],
-                                        "seconds": result.elapsed_s}
+    q = quantize(result.x_final, x0, eps)  # (B, 3, H, W)
+    return list(q.permute(0, 2, 3, 1).numpy()), result.elapsed_s
 
 
 _TYPES = ("wrong_object", "choose_me", "add_comment")
@@ -200,7 +210,10 @@ class _Models:
             env.captioner = load_captioner("captioner-emoji", prepare=True)
             env.captioner.eval()
             env.captioner.requires_grad_(False)
-            env.text_agent = CaptionAgent()
+            # the captioner's frozen LM is the agent's model: load SmolLM2 once
+            shares = getattr(getattr(env.captioner, "config", None), "lm_layers", None) == 0
+            env.text_agent = CaptionAgent((env.captioner.lm, env.captioner.tokenizer)
+                                          if shares else "smollm2-135m-instruct")
         if "clip" in halves:
             env.members = [load_clip(f"clip-emoji-{i}", prepare=True) for i in range(3)]
             for m in env.members:
@@ -214,70 +227,93 @@ class _Models:
         return list(self.captioner.generate(np.stack(images)))
 
 
-def _run_task(task: Any, env: _Models, site: Any, browser: Any, *, eps: float,
-              eps_grid: list[float], cap_steps: int, clip_steps: int) -> dict[str, Any]:
-    """Benign and attacked steps of one task: the row of judged outcomes, the attack seconds,
-    before/after examples, and an attacked picture that fooled an agent (for the screenshot)."""
+def _run_tasks(tasks: list[Any], env: _Models, site: Any, browser: Any, *, eps: float,
+               eps_grid: list[float], cap_steps: int, clip_steps: int,
+               clip_vs_caption_agent: bool = True) -> dict[str, Any]:
+    """Benign steps of every task, then each attack on the tasks its victim solves benignly (all
+    pictures of one attack optimised in one batch), then the attacked steps: the rows of judged
+    outcomes, the attack seconds, before/after examples, and an attacked picture that fooled an
+    agent (for the screenshot)."""
     from fmlab.agents import run_step
     from fmlab.attacks import format_eps
 
-    row: dict[str, Any] = {}
-    seconds: dict[str, float] = {}
+    rows: list[dict[str, Any]] = [{"task": t.task_id, "type": t.attack_type} for t in tasks]
+    seconds = {"captioner_attack": 0.0, "clip_attack": 0.0}
     examples: list[dict[str, Any]] = []
-    shot: tuple[np.ndarray, Any] | None = None
-    clean = site.image(task.trigger_pid)
-    listing = task.attack_type != "add_comment"
-    if env.captioner is not None:
+    shot: tuple[Any, np.ndarray, Any] | None = None
+    clean = [site.image(t.trigger_pid) for t in tasks]
+    listing = [t.attack_type != "add_comment" for t in tasks]
+    caption = env.caption if env.captioner is not None else None  # one captioner: one cache key
+    for i, (task, row) in enumerate(zip(tasks, rows, strict=True)):
+        if caption is not None:
+            row["text_benign"] = run_step(task, env.text_agent, site, browser,
+                                          captioner=caption).benign
+        if env.members and listing[i]:
+            row["pixel_benign"] = run_step(task, env.pixel_agent, site, browser).benign
+            row["wb_benign"] = run_step(task, env.whitebox_agent, site, browser).benign
+
+    if caption is not None:
         # captioner attack (white-box on the captioner) vs the captioner-augmented agent
-        row["text_benign"] = run_step(task, env.text_agent, site, browser,
-                                      captioner=env.caption).benign
-        adv, rec = attack_with_captioner(env.captioner, clean, task.target_caption, eps=eps,
-                                         steps=cap_steps)
-        seconds["captioner_attack"] = rec["seconds"]
-        step = run_step(task, env.text_agent, site, browser, captioner=env.caption, image=adv)
-        row.update(cap_attacked=step.attacked, cap_caption=rec["best_caption"],
-                   cap_exact=rec["success"], cap_first_exact=rec["first_exact_call"])
-        examples.append({"attack": "captioner", "task": task.task_id, "clean": clean,
-                         "adv": adv, "before": env.caption([clean])[0],
-                         "after": env.caption([adv])[0], "target": task.target_caption})
-        if step.attacked:
-            shot = (adv, env.caption)
-    if env.members and listing:
+        idx = [i for i, r in enumerate(rows) if r["text_benign"]]
+        if idx:
+            advs, recs, secs = attack_with_captioner(
+                env.captioner, [clean[i] for i in idx], [tasks[i].target_caption for i in idx],
+                eps=eps, steps=cap_steps)
+            seconds["captioner_attack"] += secs
+            after = caption(advs)
+            for i, adv, rec, cap_after in zip(idx, advs, recs, after, strict=True):
+                step = run_step(tasks[i], env.text_agent, site, browser, captioner=caption,
+                                image=adv)
+                rows[i].update(cap_attacked=step.attacked, cap_caption=rec["best_caption"],
+                               cap_exact=rec["success"], cap_first_exact=rec["first_exact_call"])
+                examples.append({"attack": "captioner", "task": tasks[i].task_id,
+                                 "clean": clean[i], "adv": adv, "after": cap_after,
+                                 "before": caption([clean[i]])[0],
+                                 "target": tasks[i].target_caption})
+                if shot is None and step.attacked:
+                    shot = (tasks[i], adv, caption)
+    if env.members:
         # CLIP-ensemble attack on members 0 and 1: transfer to the held-out member 2 (and to
         # the captioner, when that half runs)
-        row["pixel_benign"] = run_step(task, env.pixel_agent, site, browser).benign
-        row["wb_benign"] = run_step(task, env.whitebox_agent, site, browser).benign
-        seconds["clip_attack"] = 0.0
-        for e in eps_grid:
+        idx = [i for i, r in enumerate(rows) if listing[i] and (
+            r.get("pixel_benign") or r.get("wb_benign")
+            or (clip_vs_caption_agent and r.get("text_benign")))]
+        pictures = [clean[i] for i in idx]
+        concepts = [tasks[i].target_concept for i in idx]
+        for e in eps_grid if idx else ():
             # t+ only: pushing away from the true concept (t-) as well lowered how far the
             # picture rose towards t+ in trials, and the agent compares t+
-            adv_c, rec_c = attack_with_clip(env.members[:2], clean, task.target_concept, None,
-                                            eps=e, steps=clip_steps, step_size=_CLIP_STEP)
-            seconds["clip_attack"] += rec_c["seconds"]
+            advs, secs = attack_with_clip(env.members[:2], pictures, concepts, None, eps=e,
+                                          steps=clip_steps, step_size=_CLIP_STEP)
+            seconds["clip_attack"] += secs
             key = format_eps(e)
-            held = run_step(task, env.pixel_agent, site, browser, image=adv_c)
-            row[f"pixel_attacked@{key}"] = held.attacked
-            row[f"wb_attacked@{key}"] = run_step(task, env.whitebox_agent, site, browser,
-                                                 image=adv_c).attacked
-            if abs(e - eps) < 1e-12:
+            at_eps = abs(e - eps) < 1e-12
+            if at_eps:
                 # the same attack on member 0 alone: does the ensemble transfer better?
-                adv_s, rec_s = attack_with_clip(env.members[:1], clean, task.target_concept,
-                                                None, eps=e, steps=clip_steps,
-                                                step_size=_CLIP_STEP)
-                seconds["clip_attack"] += rec_s["seconds"]
+                singles, secs = attack_with_clip(env.members[:1], pictures, concepts, None,
+                                                 eps=e, steps=clip_steps, step_size=_CLIP_STEP)
+                seconds["clip_attack"] += secs
+            for j, i in enumerate(idx):
+                task, row = tasks[i], rows[i]
+                held = run_step(task, env.pixel_agent, site, browser, image=advs[j])
+                row[f"pixel_attacked@{key}"] = held.attacked
+                row[f"wb_attacked@{key}"] = run_step(task, env.whitebox_agent, site, browser,
+                                                     image=advs[j]).attacked
+                if not at_eps:
+                    continue
                 row[f"pixel_single@{key}"] = run_step(task, env.pixel_agent, site, browser,
-                                                      image=adv_s).attacked
-                if env.captioner is not None:
+                                                      image=singles[j]).attacked
+                if caption is not None and clip_vs_caption_agent and row.get("text_benign"):
                     row["text_clip_attacked"] = run_step(
-                        task, env.text_agent, site, browser, captioner=env.caption,
-                        image=adv_c).attacked
-                examples.append({"attack": "clip", "task": task.task_id, "clean": clean,
-                                 "adv": adv_c, "target": task.target_concept,
-                                 "before": _top_concept(env.members[2], clean, task),
-                                 "after": _top_concept(env.members[2], adv_c, task)})
+                        task, env.text_agent, site, browser, captioner=caption,
+                        image=advs[j]).attacked
+                examples.append({"attack": "clip", "task": task.task_id, "clean": clean[i],
+                                 "adv": advs[j], "target": task.target_concept,
+                                 "before": _top_concept(env.members[2], clean[i], task),
+                                 "after": _top_concept(env.members[2], advs[j], task)})
                 if shot is None and held.attacked:
-                    shot = (adv_c, None)
-    return {"row": row, "seconds": seconds, "examples": examples, "shot": shot}
+                    shot = (task, advs[j], None)
+    return {"rows": rows, "seconds": seconds, "examples": examples, "shot": shot}
 
 
 def _top_concept(encoder: Any, image: np.ndarray, task: Any) -> str:
@@ -294,8 +330,8 @@ def _top_concept(encoder: Any, image: np.ndarray, task: Any) -> str:
     return f"cos target {cos_target:.2f} / own {cos_source:.2f}"
 
 
-def _screenshot(task: Any, site: Any, browser: Any, adv: np.ndarray,
-                captioner: Any) -> dict[str, Any]:
+def _screenshot(task: Any, adv: np.ndarray, captioner: Any, *, site: Any,
+                browser: Any) -> dict[str, Any]:
     """The attacked page as the agent saw it, with the attacker's target element highlighted."""
     site.reset()
     site.set_image(task.trigger_pid, adv)
@@ -370,8 +406,9 @@ class AgentsStudy(Study):
         "SmolLM2-135M-Instruct agent that reads the accessibility tree with captions. CLIP "
         "attack: momentum PGD on the clip-emoji-0/1 ensemble, against a pixel-only agent on the "
         "held-out clip-emoji-2 (transfer) and on the attacked clip-emoji-0 (white-box). Success "
-        "rates are over tasks each agent solves benignly, with Wilson 95% intervals; quick scale "
-        "uses a stratified subset of the 52 tasks.")
+        "rates are over tasks each agent solves benignly (only those are attacked; all pictures of "
+        "one attack are optimised in one batch), with Wilson 95% intervals; quick scale uses a "
+        "stratified subset of the 52 tasks and fewer steps.")
     requires: ClassVar[tuple[str, ...]] = ("torch", "transformers", "playwright", "matplotlib",
                                            "PIL")
     options: ClassVar[tuple[Option, ...]] = (
@@ -381,10 +418,14 @@ class AgentsStudy(Study):
                     "reported as not computed"),
         Option("eps", float, 16 / 256, low=1e-6, high=1.0,
                help="L-inf budget of both attacks (pixels in [0, 1]; 16/256 in the paper)"),
-        Option("captioner_steps", int, 40, 300, low=1, help="BIM steps of the captioner attack"),
-        Option("clip_steps", int, 40, 200, low=1, help="PGD steps of the CLIP-ensemble attack"),
+        Option("captioner_steps", int, 20, 300, low=1,
+               help="BIM steps of the captioner attack (greedy decode every 10)"),
+        Option("clip_steps", int, 20, 200, low=1, help="PGD steps of the CLIP-ensemble attack"),
         Option("tasks_per_type", int, 2, 12, low=1, high=26,
                help="tasks of each attack type (wrong_object, choose_me, add_comment)"),
+        Option("clip_vs_caption_agent", bool, False, True,
+               help="also run the caption agent on the CLIP-attacked pictures (the paper's CLIP "
+                    "attack against a captioner-augmented agent; reported, not a claim)"),
         Option("eps_grid", list, [2 / 256, 16 / 256], [2 / 256, 4 / 256, 8 / 256, 16 / 256],
                item=float, low=1e-6, high=1.0, help="budgets of the CLIP-attack sweep"),
     )
@@ -407,24 +448,15 @@ class AgentsStudy(Study):
         env = _Models.load(halves)
         t_models = time.perf_counter() - t0
 
-        rows: list[dict[str, Any]] = []
-        examples: list[dict[str, Any]] = []
-        shot: dict[str, Any] = {}
-        seconds = {"captioner_attack": 0.0, "clip_attack": 0.0}
         with ShopSite(products) as site, Browser() as browser:
-            for task in ctx.progress(tasks, desc="tasks"):
-                row: dict[str, Any] = {"task": task.task_id, "type": task.attack_type}
-                out = _run_task(task, env, site, browser, eps=eps, eps_grid=eps_grid,
-                                cap_steps=int(ctx.option("captioner_steps")),
-                                clip_steps=int(ctx.option("clip_steps")))
-                row.update(out["row"])
-                for k, v in out["seconds"].items():
-                    seconds[k] += v
-                examples += out["examples"]
-                if not shot and out["shot"] is not None:
-                    adv, captioner = out["shot"]
-                    shot = _screenshot(task, site, browser, adv, captioner)
-                rows.append(row)
+            out = _run_tasks(tasks, env, site, browser, eps=eps, eps_grid=eps_grid,
+                             cap_steps=int(ctx.option("captioner_steps")),
+                             clip_steps=int(ctx.option("clip_steps")),
+                             clip_vs_caption_agent=bool(ctx.option("clip_vs_caption_agent")))
+            rows, seconds, examples = out["rows"], out["seconds"], out["examples"]
+            shot: dict[str, Any] = {}
+            if out["shot"] is not None:
+                shot = _screenshot(*out["shot"], site=site, browser=browser)
 
         metrics = _metrics(rows, eps, eps_grid)
         metrics["caption_exact_vs_steps"] = _exact_vs_steps(rows,

@@ -40,9 +40,10 @@ group for plugins) and check it with :func:`fmlab.testing.attacks.check_attack`.
 Conventions of the trace: ``losses[t]`` is the loss of the newest input evaluated in step
 ``t``: the selected candidate when ``select`` scored candidates (GCG), else the pre-step iterate
 whose loss ``propose`` revealed (PGD). The final iterate of a step-only attack is scored once at
-the end so that ``best_loss`` and ``x_adv`` always refer to an evaluated input. ``n_queries``
-counts objective evaluations of single inputs (a gradient pass counts one; scoring B candidates
-counts B).
+the end so that ``best_loss`` and ``x_adv`` always refer to an evaluated input (unless the
+attack's ``keeps_best()`` is ``False``: then ``x_adv`` is the last iterate and ``best_loss`` NaN).
+``n_queries`` counts objective evaluations of single inputs (a gradient pass counts one; scoring
+B candidates counts B).
 
 Snapshots: with ``snapshot_dir`` the loop writes ``state.safetensors`` (tensors: iterate, best
 input, start point, buffers, RNG state) and ``state.json`` (step, trace, counters, a fingerprint of
@@ -243,6 +244,12 @@ class BaseAttack(BaseParams):
         """Early-stop test on an evaluated input; default: ``objective.is_success(x)``, if any."""
         test = getattr(objective, "is_success", None)
         return bool(test(x)) if callable(test) else False
+
+    def keeps_best(self) -> bool:
+        """Whether the result's ``x_adv`` is the best evaluated input (default), for which the
+        loop scores a step-only attack's last iterate once at the end; ``False`` returns the
+        last iterate unscored (``best_loss`` NaN) and saves that objective evaluation."""
+        return True
 
     def finalize(self, objective: Any, result: AttackResult) -> AttackResult:
         """Turn the generic result into this attack's own (e.g. decode GCG's best string)."""
@@ -511,7 +518,11 @@ def run_attack(
             bar.set_postfix(loss=f"{state.losses[-1]:.4g}", best=f"{state.best_loss:.4g}")
             if folder is not None and state.step % snapshot_every == 0:
                 _save_snapshot(folder, state, x0, rng, fingerprint)
-        if state.x_loss is None and state.stop_reason != "success":
+        if (state.x_loss is None and state.stop_reason != "success" and state.step > 0
+                and not attack.keeps_best()):
+            # the caller wants the last iterate, unscored (as the textbook PGD returns it)
+            state.best_x, state.best_loss, state.best_step = state.x, math.nan, state.step - 1
+        elif state.x_loss is None and state.stop_reason != "success":
             # a step-only attack (PGD) never scored its last iterate: score it once
             with torch.no_grad():
                 state.x_loss = float(attack.losses(objective, state.x[None])[0])

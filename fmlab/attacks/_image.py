@@ -103,10 +103,13 @@ class PGD(BaseAttack):
         momentum: Decay μ of the L1-normalised gradient accumulator (MI-FGSM); 0 for none.
         max_queries, max_time_s: Optional extra budgets (objective evaluations, seconds).
         random_state: Seed of the random start.
+        keep_best: Return the evaluated input with the lowest loss as ``x_adv`` (scoring the last
+            iterate costs one extra forward pass); ``False`` returns the last iterate, as the
+            textbook PGD (and torchattacks) does, with ``best_loss`` NaN.
 
     The result's ``x_adv`` is the evaluated input with the lowest loss (or the first one that
-    passed the success test); ``x_final`` is the last iterate. Both stay in the ε-ball and in
-    [0, 1]. ``steps=0`` returns the input unchanged.
+    passed the success test; the last iterate with ``keep_best=False``); ``x_final`` is the last
+    iterate. Both stay in the ε-ball and in [0, 1]. ``steps=0`` returns the input unchanged.
 
     Example:
         >>> attack = PGD(eps=16 / 256, step_size=1 / 255, steps=50, random_state=0)
@@ -135,6 +138,7 @@ class PGD(BaseAttack):
         max_queries: int | None = None,
         max_time_s: float | None = None,
         random_state: int | None = None,
+        keep_best: bool = True,
     ) -> None:
         owner = type(self).__name__
         self.eps = check_real(eps, "eps", owner=owner, low=0.0, high=1.0, closed="right")
@@ -149,6 +153,7 @@ class PGD(BaseAttack):
         self.max_queries = max_queries
         self.max_time_s = max_time_s
         self.random_state = random_state
+        self.keep_best = check_bool(keep_best, "keep_best", owner=owner)
 
     def __repr__(self) -> str:
         params = self.get_params(deep=False)
@@ -157,6 +162,9 @@ class PGD(BaseAttack):
         return f"{type(self).__name__}({', '.join(f'{k}={v}' for k, v in shown.items())})"
 
     # -- the loop's hooks ---------------------------------------------------------------------
+    def keeps_best(self) -> bool:
+        return self.keep_best
+
     def init(
         self, objective: Any, x0: torch.Tensor, rng: torch.Generator
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

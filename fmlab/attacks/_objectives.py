@@ -72,12 +72,14 @@ def edit_similarity(a: str, b: str) -> float:
 
 @dataclass(frozen=True)
 class DecodeRecord:
-    """One greedy decode during an attack: call number, caption, exact match, similarity."""
+    """One greedy decode during an attack: call number, caption, exact match, similarity, and
+    which image of an attacked batch it belongs to."""
 
     call: int
     caption: str
     exact: bool
     similarity: float
+    image: int = 0
 
 
 class CaptionerObjective:
@@ -85,79 +87,127 @@ class CaptionerObjective:
 
     .. math:: \\mathcal{L}(x) = -\\sum_t \\log p(c^*_t \\mid x, c^*_{<t})
 
+    Several pictures can be attacked in one batch, each towards its own caption: pass a list of
+    ``B`` targets and attack a ``(B, 3, H, W)`` batch. The loss is the sum over the pictures (their
+    gradients stay separate: the captioner sees each picture alone), the captioner runs once per
+    step on the whole batch, and each picture keeps its own best decode.
+
     Args:
         captioner: Has ``caption_loss(images, texts, reduction="none") -> (N,)`` (differentiable
             w.r.t. float images in [0, 1]) and ``generate(images, max_new_tokens=...)`` (greedy),
             e.g. the zoo's ``captioner-emoji``; with a ``tokenizer``, the target's length is
             checked.
-        target: The caption the attacker wants.
+        target: The caption the attacker wants, or one per picture of the attacked batch.
         decode_every: Decode (greedy) and score every this many success tests (one per step).
         max_new_tokens: Length limit of the greedy decode; a target that cannot fit is refused.
 
     Attributes:
-        history: The :class:`DecodeRecord` of every decode.
-        best_image, best_record: The decoded image with the highest similarity so far (a later
-            one wins ties, as it has the lower loss along the run).
+        history: The :class:`DecodeRecord` of every decode (one per picture).
+        best_images, best_records: Per picture, the decoded version with the highest similarity
+            so far (a later one wins ties, as it has the lower loss along the run);
+            ``best_image`` and ``best_record`` are those of the first picture.
+
+    The success test passes when every picture's greedy caption is its exact target.
 
     Raises:
-        ValueError: an empty target, or one longer than the captioner's caption limit.
+        ValueError: an empty target, one longer than the captioner's caption limit, or a batch
+            whose size differs from the number of targets.
 
     References:
         Wu et al., Dissecting Adversarial Robustness of Multimodal LM Agents (arXiv:2406.12814).
     """
 
-    def __init__(self, captioner: Any, target: str, *, decode_every: int = 10,
+    def __init__(self, captioner: Any, target: str | Sequence[str], *, decode_every: int = 10,
                  max_new_tokens: int = 16) -> None:
-        if not isinstance(target, str) or not target.strip():
+        targets = [target] if isinstance(target, str) else list(target)
+        if not targets or not all(isinstance(t, str) and t.strip() for t in targets):
             raise ValueError(
-                f"The 'target' caption of CaptionerObjective must be a non-empty str. "
-                f"Got {target!r} instead."
+                f"The 'target' caption of CaptionerObjective must be a non-empty str (or a list "
+                f"of them, one per picture). Got {target!r} instead."
             )
         self.max_new_tokens = check_int(max_new_tokens, "max_new_tokens",
                                         owner="CaptionerObjective", low=1)
         tok = getattr(captioner, "tokenizer", None)
-        if tok is not None:
-            n = len(tok(target, add_special_tokens=False)["input_ids"])
+        for t in targets if tok is not None else ():
+            n = len(tok(t, add_special_tokens=False)["input_ids"])
             if n >= self.max_new_tokens:  # the end-of-caption token must fit too
                 raise ValueError(
-                    f"The target caption {target!r} is {n} tokens long; the captioner decodes at "
+                    f"The target caption {t!r} is {n} tokens long; the captioner decodes at "
                     f"most {self.max_new_tokens} tokens (max_new_tokens) including its end token, "
                     f"so it could never say it. Use a shorter target or raise max_new_tokens."
                 )
         self.captioner = captioner
         self.target = target
+        self.targets = targets
         self.decode_every = check_int(decode_every, "decode_every", owner="CaptionerObjective",
                                       low=1)
         self.history: list[DecodeRecord] = []
-        self.best_image: torch.Tensor | None = None
-        self.best_record: DecodeRecord | None = None
+        self.best_images: list[torch.Tensor | None] = [None] * len(targets)
+        self.best_records: list[DecodeRecord | None] = [None] * len(targets)
         self._calls = 0
+
+    @property
+    def best_image(self) -> torch.Tensor | None:
+        return self.best_images[0]
+
+    @property
+    def best_record(self) -> DecodeRecord | None:
+        return self.best_records[0]
+
+    def _targets_for(self, b: int) -> list[str]:
+        if len(self.targets) == 1:
+            return self.targets * b
+        if b != len(self.targets):
+            raise ValueError(
+                f"CaptionerObjective has {len(self.targets)} targets, one per picture, but the "
+                f"attacked batch holds {b} pictures. Attack a (B, 3, H, W) batch with B = "
+                f"{len(self.targets)}."
+            )
+        return self.targets
 
     def __call__(self, xs: torch.Tensor) -> torch.Tensor:
         flat, n, b = _flat(xs)
-        loss = self.captioner.caption_loss(flat, [self.target] * flat.shape[0],
+        loss = self.captioner.caption_loss(flat, self._targets_for(b) * n,
                                            reduction="none")  # (N*B,)
         return loss.reshape(n, b).sum(-1)
 
-    def decode(self, x: torch.Tensor) -> DecodeRecord:
-        """Greedy caption of ``x`` (one image) scored against the target; updates the best."""
+    def decode(self, x: torch.Tensor) -> list[DecodeRecord]:
+        """Greedy captions of ``x`` (one picture or a batch) scored against the targets; updates
+        each picture's best."""
         import torch
 
+        pictures = x.reshape(-1, *x.shape[-3:])
+        targets = self._targets_for(pictures.shape[0])
         with torch.no_grad():
-            caption = str(self.captioner.generate(
-                x.reshape(-1, *x.shape[-3:]), max_new_tokens=self.max_new_tokens)[0]).strip()
-        rec = DecodeRecord(self._calls, caption, caption == self.target,
-                           edit_similarity(caption, self.target))
-        self.history.append(rec)
-        if self.best_record is None or rec.similarity >= self.best_record.similarity:
-            self.best_record, self.best_image = rec, x.detach().clone()
-        return rec
+            captions = self.captioner.generate(pictures, max_new_tokens=self.max_new_tokens)
+        grow = len(targets) - len(self.best_records)  # one target broadcast to a batch
+        self.best_records += [None] * grow
+        self.best_images += [None] * grow
+        records = []
+        for i, (caption, target) in enumerate(zip(captions, targets, strict=True)):
+            caption = str(caption).strip()
+            rec = DecodeRecord(self._calls, caption, caption == target,
+                               edit_similarity(caption, target), i)
+            records.append(rec)
+            self.history.append(rec)
+            best = self.best_records[i]
+            if best is None or rec.similarity >= best.similarity:
+                self.best_records[i], self.best_images[i] = rec, pictures[i].detach().clone()
+        return records
+
+    def first_exact(self) -> list[int | None]:
+        """Per picture, the call at which its decode first matched the target (``None``: never)."""
+        out: list[int | None] = [None] * len(self.best_records)
+        for rec in self.history:
+            if rec.exact and rec.image < len(out) and out[rec.image] is None:
+                out[rec.image] = rec.call
+        return out
 
     def is_success(self, x: torch.Tensor) -> bool:
         self._calls += 1
         if (self._calls - 1) % self.decode_every:
             return False
-        return self.decode(x).exact
+        return all(r.exact for r in self.decode(x))
 
 
 class ClipEnsembleObjective:
@@ -169,12 +219,20 @@ class ClipEnsembleObjective:
 
     where :math:`t_f` is member f's normalised mean text feature over ``templates``.
 
+    Several pictures can be attacked in one batch, each towards its own concept: pass lists of
+    ``B`` concepts and attack a ``(B, 3, H, W)`` batch (the loss sums over the pictures). Members
+    whose image side starts with the same frozen trunk (equal ``image_trunk_key()``, e.g. the
+    ``clip-emoji-*`` members on one EfficientNet-Lite0) run that trunk once per evaluation and
+    only their own heads after it.
+
     Args:
         encoders: Dual encoders with ``encode_images(images) -> (N, d)`` (differentiable w.r.t.
             float images in [0, 1], own preprocessing inside) and ``encode_texts(texts)``, such
-            as the zoo's ``clip-emoji-*`` members.
-        positive: The adversarial concept t⁺ (``"slice of pizza"``).
-        negative: Optional concept t⁻ to push away from (the image's true caption).
+            as the zoo's ``clip-emoji-*`` members; optionally ``image_trunk``, ``image_head``
+            and ``image_trunk_key`` (see :class:`fmlab.models.DualEncoder`).
+        positive: The adversarial concept t⁺ (``"slice of pizza"``), or one per picture.
+        negative: Optional concept t⁻ to push away from (the image's true caption), or one per
+            picture.
         templates: Prompt templates with one ``{}``.
 
     References:
@@ -184,8 +242,8 @@ class ClipEnsembleObjective:
     def __init__(
         self,
         encoders: Sequence[Any],
-        positive: str,
-        negative: str | None = None,
+        positive: str | Sequence[str],
+        negative: str | Sequence[str] | None = None,
         *,
         templates: Sequence[str] = CLIP_TEMPLATES,
     ) -> None:
@@ -198,31 +256,73 @@ class ClipEnsembleObjective:
             raise ValueError(
                 f"Each template must contain '{{}}' exactly once. Got {list(bad or templates)!r}."
             )
+        pos = [positive] if isinstance(positive, str) else list(positive)
+        neg = None if negative is None else (
+            [negative] if isinstance(negative, str) else list(negative))
+        for name, value in (("positive", pos), ("negative", neg)):
+            if value is not None and (not value or not all(isinstance(v, str) for v in value)):
+                raise ValueError(f"The {name!r} concept of ClipEnsembleObjective must be a str "
+                                 f"or a non-empty list of str. Got {value!r} instead.")
+        if neg is not None and len(pos) != len(neg) and 1 not in (len(pos), len(neg)):
+            raise ValueError(f"ClipEnsembleObjective got {len(pos)} positive and {len(neg)} "
+                             "negative concepts; give one per picture, or one for all.")
         self.encoders = list(encoders)
         self.positive, self.negative = positive, negative
         self.templates = tuple(templates)
         with torch.no_grad():
-            self.t_pos = [self._text(e, positive) for e in self.encoders]
-            self.t_neg = [self._text(e, negative) for e in self.encoders] if negative else None
+            self.t_pos = [self._texts(e, pos) for e in self.encoders]  # each (1 or B, d)
+            self.t_neg = [self._texts(e, neg) for e in self.encoders] if neg else None
+        self._groups = self._trunk_groups()
 
-    def _text(self, encoder: Any, concept: str) -> torch.Tensor:
+    def _texts(self, encoder: Any, concepts: list[str]) -> torch.Tensor:
         from torch.nn import functional as F
 
-        z = encoder.encode_texts([t.format(concept) for t in self.templates])  # (K, d)
-        return F.normalize(F.normalize(z.float(), dim=-1).mean(0), dim=0)  # (d,)
+        k = len(self.templates)
+        z = encoder.encode_texts([t.format(c) for c in concepts for t in self.templates])
+        z = F.normalize(z.float(), dim=-1).reshape(len(concepts), k, -1).mean(1)
+        return F.normalize(z, dim=-1)  # (C, d)
+
+    def _trunk_groups(self) -> list[list[int]]:
+        """Member indices grouped by a shared image trunk (singletons when not shareable)."""
+        groups: dict[Any, list[int]] = {}
+        for k, enc in enumerate(self.encoders):
+            key_fn = getattr(enc, "image_trunk_key", None)
+            key = key_fn() if callable(key_fn) and callable(getattr(enc, "image_head", None)) \
+                else None
+            groups.setdefault(("shared", key) if key is not None else ("own", k), []).append(k)
+        return list(groups.values())
+
+    def _embeddings(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        """Each member's unnormalised image embedding ``(M, d)``, shared trunks run once."""
+        out: list[torch.Tensor | None] = [None] * len(self.encoders)
+        for group in self._groups:
+            first = self.encoders[group[0]]
+            if len(group) == 1:
+                out[group[0]] = first.encode_images(flat)
+                continue
+            h = first.image_trunk(flat)
+            for k in group:
+                out[k] = self.encoders[k].image_head(h)
+        return out  # type: ignore[return-value]
 
     def member_losses(self, xs: torch.Tensor) -> list[torch.Tensor]:
         """The loss ``(N,)`` of each member separately."""
         from torch.nn import functional as F
 
         flat, n, b = _flat(xs)
+        if self.t_pos[0].shape[0] not in (1, b):
+            raise ValueError(
+                f"ClipEnsembleObjective has {self.t_pos[0].shape[0]} concepts, one per picture, "
+                f"but the attacked batch holds {b} pictures. Attack a (B, 3, H, W) batch with "
+                f"B = {self.t_pos[0].shape[0]}."
+            )
         out = []
-        for k, enc in enumerate(self.encoders):
-            z = F.normalize(enc.encode_images(flat).float(), dim=-1)  # (N*B, d)
-            loss = -(z @ self.t_pos[k])
+        for k, emb in enumerate(self._embeddings(flat)):
+            z = F.normalize(emb.float(), dim=-1).reshape(n, b, -1)  # (N, B, d)
+            loss = -(z * self.t_pos[k]).sum(-1)  # texts (1 or B, d) broadcast over N
             if self.t_neg is not None:
-                loss = loss + z @ self.t_neg[k]
-            out.append(loss.reshape(n, b).sum(-1))
+                loss = loss + (z * self.t_neg[k]).sum(-1)
+            out.append(loss.sum(-1))
         return out
 
     def __call__(self, xs: torch.Tensor) -> torch.Tensor:

@@ -119,6 +119,20 @@ class DualEncoder(nn.Module):
         z = torch.cat(chunks)
         return F.normalize(z, dim=-1) if normalize else z
 
+    # -- the image side as trunk + head: members sharing a trunk compute it once ------------
+    def image_trunk(self, images: Any) -> torch.Tensor:
+        """The first part of the image side (differentiable): here, the pixel values."""
+        return self.preprocess(images).to(self.logit_scale.device)
+
+    def image_head(self, h: torch.Tensor) -> torch.Tensor:
+        """The rest of the image side: unnormalised embeddings ``(B, D)`` from ``image_trunk``."""
+        return self.get_image_features(pixel_values=h)
+
+    def image_trunk_key(self) -> str | None:
+        """Equal keys mean equal ``image_trunk`` outputs for every input (so an ensemble may
+        compute it once for several members); ``None``: never shared."""
+        return None
+
     def encode_texts(self, texts: list[str], *, normalize: bool = True,
                      batch_size: int = 256) -> torch.Tensor:
         """Embeddings ``(N, D)`` of texts."""
@@ -231,6 +245,26 @@ class ClipEmoji(DualEncoder):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         return self.text_projection(self.text_model(input_ids, attention_mask))
+
+    def image_trunk(self, images: Any) -> torch.Tensor:
+        """EfficientNet-Lite0's frozen trunk on the preprocessed images, ``(B, 192, h, w)``."""
+        return self.vision_model.trunk(self.preprocess(images).to(self.logit_scale.device))
+
+    def image_head(self, h: torch.Tensor) -> torch.Tensor:
+        return self.visual_projection(self.vision_model.top(h))
+
+    def image_trunk_key(self) -> str | None:
+        """A digest of the input size, the normalisation and the trunk's current weights."""
+        import hashlib
+
+        b = self.vision_model.backbone
+        digest = hashlib.sha256(json.dumps([self._processor.image_size, self._processor.mean,
+                                            self._processor.std]).encode())
+        for mod in (b._conv_stem, b._bn0, *b._blocks[: self.vision_model.split]):
+            for name, t in mod.state_dict().items():
+                digest.update(name.encode())
+                digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()
 
     def vision_parameters(self) -> list[nn.Parameter]:
         """Parameters of the image side (tower and projection), e.g. to fine-tune it."""

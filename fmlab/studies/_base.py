@@ -119,7 +119,10 @@ class StudyResult:
     """What :meth:`Study.run` returns.
 
     Args:
-        metrics: JSON-serialisable numbers and tables (nested dicts and lists).
+        metrics: JSON-serialisable numbers and tables (nested dicts and lists). A study that
+            runs in part (a task whose data or model is not installed) names the parts it
+            skipped in ``metrics["skipped_tasks"]`` (name -> reason): the runner's status line
+            then says the run is partial, and each claim should name them too.
         claims: The claim checks, in the order they should appear in the report.
         figures: File names of PNG figures written into ``ctx.out_dir``, with captions.
         tables: Optional small tables for the report: title -> list of row dicts.

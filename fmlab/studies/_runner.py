@@ -287,12 +287,16 @@ def _split_options(selected: Sequence[str], options: dict[str, Any], scale: Scal
 
 
 def _verdict_line(record: dict[str, Any]) -> str:
-    """``empirical 3/4 hold; consistency 2/2 pass; not computed: 1``."""
+    """``empirical claims 3/4 hold; consistency checks 2/2 pass; 1 not computed``, and the parts
+    a study skipped (``metrics["skipped_tasks"]``: name -> reason) when it ran only in part."""
     n = count_claims([record])
     parts = [f"empirical claims {n['empirical_hold']}/{n['empirical']} hold"]
     if n["consistency"]:
         parts.append(f"consistency checks {n['consistency_pass']}/{n['consistency']} pass")
     if n["not_computed"]:
         parts.append(f"{n['not_computed']} not computed")
+    skipped = (record.get("metrics") or {}).get("skipped_tasks") or {}
+    if skipped:  # a part whose data or model is not installed: the verdicts cover the rest only
+        parts.append(f"PARTIAL, skipped (not installed): {', '.join(sorted(skipped))}")
     return "; ".join(parts)
 

@@ -64,6 +64,17 @@ def test_zero_steps_returns_the_input_unchanged(objective, image):
         assert torch.equal(result.x_adv, image) and torch.equal(result.x_final, image)
 
 
+def test_keep_best_false_returns_the_last_iterate_and_saves_the_final_scoring(objective, image):
+    kept = PGD(eps=0.1, step_size=0.05, steps=5, random_state=0)(objective, image, progress=False)
+    last = PGD(eps=0.1, step_size=0.05, steps=5, random_state=0, keep_best=False)(
+        objective, image, progress=False)
+    assert torch.equal(last.x_adv, last.x_final) and torch.equal(last.x_final, kept.x_final)
+    assert last.n_queries == kept.n_queries - 1 and last.best_loss != last.best_loss  # NaN
+    assert kept.best_loss == pytest.approx(float(objective(kept.x_adv[None])[0]))
+    with pytest.raises(TypeError, match="keep_best"):
+        PGD(keep_best="no")
+
+
 def test_bim_starts_from_the_clean_image_and_pgd_from_a_random_point(objective, image):
     assert BIM().random_start is False and PGD().random_start is True
     assert create_attack("bim", steps=3).random_start is False
@@ -228,6 +239,76 @@ def test_clip_ensemble_objective_sums_members_and_averages_templates():
         ClipEnsembleObjective(members, "blue", templates=("no slot",))
     with pytest.raises(ValueError, match="at least one encoder"):
         ClipEnsembleObjective([], "blue")
+
+
+class ToyTrunkEncoder(ToyDualEncoder):
+    """A ToyDualEncoder split as trunk (mean colour, counted) + head (its own projection)."""
+
+    calls = 0
+
+    def __init__(self, seed, key="rgb-mean"):
+        super().__init__(seed)
+        self.key = key
+
+    def image_trunk(self, images):
+        ToyTrunkEncoder.calls += 1
+        return images.reshape(images.shape[0], 3, -1).mean(-1)
+
+    def image_head(self, h):
+        return h @ self.proj
+
+    def image_trunk_key(self):
+        return self.key
+
+
+def test_members_sharing_a_trunk_run_it_once_with_the_same_losses_and_gradients():
+    from fmlab.attacks import ClipEnsembleObjective
+
+    shared = ClipEnsembleObjective([ToyTrunkEncoder(0), ToyTrunkEncoder(1)], "blue", "red")
+    alone = ClipEnsembleObjective([ToyTrunkEncoder(0, None), ToyTrunkEncoder(1, None)], "blue",
+                                  "red")
+    x = torch.rand(3, 3, 6, 6, generator=torch.Generator().manual_seed(0))
+    ToyTrunkEncoder.calls = 0
+    xs = x.clone().requires_grad_(True)
+    loss = shared(xs)
+    assert ToyTrunkEncoder.calls == 1
+    (g_shared,) = torch.autograd.grad(loss.sum(), xs)
+    xa = x.clone().requires_grad_(True)
+    (g_alone,) = torch.autograd.grad(alone(xa).sum(), xa)
+    assert torch.allclose(loss, alone(x)) and torch.allclose(g_shared, g_alone)
+
+
+def test_one_concept_per_picture_equals_separate_attacks():
+    from fmlab.attacks import ClipEnsembleObjective
+
+    members = [ToyDualEncoder(0), ToyDualEncoder(1)]
+    x = torch.rand(2, 3, 6, 6, generator=torch.Generator().manual_seed(0))
+    batched = ClipEnsembleObjective(members, ["blue", "green"])
+    one = [ClipEnsembleObjective(members, c) for c in ("blue", "green")]
+    assert torch.allclose(batched(x[None]), one[0](x[:1]) + one[1](x[1:]))
+    attack = PGD(eps=0.2, step_size=0.02, steps=4, random_start=False)
+    res = attack(batched, x, progress=False)
+    for i in range(2):
+        assert torch.allclose(res.x_final[i], attack(one[i], x[i], progress=False).x_final)
+    with pytest.raises(ValueError, match="2 concepts, one per picture, but the attacked batch "
+                                         "holds 3"):
+        batched(torch.rand(1, 3, 3, 6, 6))
+
+
+def test_captioner_objective_attacks_a_batch_towards_one_caption_per_picture():
+    from fmlab.attacks import CaptionerObjective
+
+    x = torch.zeros(2, 3, 6, 6)
+    x[0, 0], x[1, 1] = 0.6, 0.6  # a red and a green picture
+    objective = CaptionerObjective(ToyCaptioner(), ["blue", "red"], decode_every=2)
+    result = BIM(eps=0.5, step_size=0.05, steps=60)(objective, x, progress=False)
+    assert result.success
+    assert [r.caption for r in objective.best_records] == ["blue", "red"]
+    assert ToyCaptioner().generate(torch.stack(objective.best_images)) == ["blue", "red"]
+    first = objective.first_exact()
+    assert all(f is not None for f in first) and max(first) == objective.history[-1].call
+    with pytest.raises(ValueError, match="2 targets, one per picture"):
+        objective(torch.zeros(1, 3, 3, 6, 6))
 
 
 def test_cwa_passes_the_contract_on_an_ensemble_and_refuses_a_single_objective(objective, image):

@@ -363,3 +363,16 @@ def test_readme_results_table_matches_the_published_results() -> None:
         for fig in r.get("figures", {}):
             png = root / "docs" / "results" / r["study"] / fig
             assert png.is_file() and png.stat().st_size < 300_000, png
+
+
+def test_status_line_says_when_a_study_ran_in_part() -> None:
+    # ood.agreement skips its MNIST task when MNIST is not installed; its claims then cover the
+    # text task only, which the one-line status must say (it read "3/4 hold" like a full run)
+    from fmlab.studies._runner import _verdict_line
+
+    claim = {"claim": "c", "measured": "m", "holds": True, "kind": "empirical"}
+    full = {"claims": [claim], "metrics": {"skipped_tasks": {}}}
+    part = {"claims": [claim], "metrics": {"skipped_tasks": {"mnist": "DataUnavailableError: x"}}}
+    assert _verdict_line(full) == "empirical claims 1/1 hold"
+    assert _verdict_line(part) == ("empirical claims 1/1 hold; PARTIAL, skipped (not installed): "
+                                   "mnist")
