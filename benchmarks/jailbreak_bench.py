@@ -8,11 +8,19 @@
    - ``nanogcg``: PyPI ``nanogcg==0.3.0`` in its OWN virtual environment, created here on first
      use (it pins ``transformers<=4.47.1``; torch 2.13.0 is installed into it first from the local
      wheel so that nothing pulls a CUDA build). nanoGCG is never a dependency of fmlab.
-   Reported: wall seconds per step (whole run, model load excluded, divided by steps), the loss
-   after the same number of steps (best loss; seeds differ in what they sample, so this compares
-   levels, not trajectories), peak resident memory of the process.
+   Both optimise the same tokens from the same candidates: the same seed drives the same
+   sampling calls (``torch.rand`` then ``torch.randint``), the peer's excluded-token list is set
+   to fmlab's rule (non-printable-ASCII, empty and special tokens), and the peer's tokenizer copy
+   declares no BOS token (nanoGCG deletes every occurrence of the BOS text from the rendered chat,
+   and SmolLM2's BOS ``<|im_start|>`` opens every turn). Their loss traces then agree step by step
+   up to float rounding, so "equal loss after the same steps" is checked exactly, and the speed
+   ratio is the implementation's alone.
+   Reported: wall and CPU seconds per step (whole run, model load excluded, divided by steps; at
+   one thread CPU seconds are the figure that survives a loaded machine), the loss after the
+   same number of steps, the steps on which both traces agree, peak resident memory.
 2. **DPO step time with LoRA** (r=4, alpha=32, q_proj/v_proj; batch 4 purple preference pairs)
-   through :func:`fmlab.jailbreak.train_dpo`.
+   through :func:`fmlab.jailbreak.train_dpo`, on every layer (the paper's recipe) and on the
+   last 4 layers (the quick study's recipe).
 
 Writes ``benchmarks/results/jailbreak.json``. Run: ``python benchmarks/jailbreak_bench.py`` (a few
 minutes on 2 cores, plus the one-off venv build); ``--quick`` for a smoke run. On a shared, loaded
@@ -49,9 +57,22 @@ model.eval()
 with torch.no_grad():  # the same weights in both processes: compare a probe of the logits
     probe = model(torch.tensor([[1, 504, 3459, 314, 260, 7148]])).logits[0, -1, :4].tolist()
 messages = [{"role": "user", "content": cfg["prompt"] + "{optim_str}"}]
-t0 = time.perf_counter()
+def cpu_s():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 if cfg["tool"] == "nanogcg":
     import nanogcg
+    import nanogcg.gcg
+    def excluded(tokenizer, device="cpu"):  # fmlab's allowed-token rule, so both draw the same top-k
+        n = model.get_input_embeddings().weight.shape[0]
+        texts = tokenizer.batch_decode([[i] for i in range(min(len(tokenizer), n))])
+        bad = [i for i, t in enumerate(texts) if not (t and t.isascii() and t.isprintable())]
+        bad += [i for i in tokenizer.all_special_ids if i is not None and i < n]
+        bad += list(range(len(tokenizer), n))
+        return torch.tensor(sorted(set(bad)), device=device)
+    nanogcg.gcg.get_nonascii_toks = excluded
+t0, c0 = time.perf_counter(), cpu_s()
+if cfg["tool"] == "nanogcg":
     conf = nanogcg.GCGConfig(num_steps=cfg["steps"], optim_str_init=cfg["init"],
         search_width=cfg["search_width"], topk=cfg["topk"], n_replace=1, seed=cfg["seed"],
         use_prefix_cache=True, allow_non_ascii=False, filter_ids=True, early_stop=False,
@@ -64,8 +85,9 @@ else:
     res = GCG(num_steps=cfg["steps"], optim_str_init=cfg["init"], search_width=cfg["search_width"],
               topk=cfg["topk"], n_replace=1, random_state=cfg["seed"])(obj, progress=False)
     losses, best = list(res.losses), float(res.best_loss)
-wall = time.perf_counter() - t0
-print("RESULT " + json.dumps({"wall_s": wall, "s_per_step": wall / cfg["steps"], "losses": losses,
+wall, cpu = time.perf_counter() - t0, cpu_s() - c0
+print("RESULT " + json.dumps({"wall_s": wall, "s_per_step": wall / cfg["steps"],
+      "cpu_s_per_step": cpu / cfg["steps"], "losses": losses,
       "best_loss": best, "probe": probe, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 '''
 
@@ -102,6 +124,10 @@ def peer_model_dir(model_dir: Path, root: Path) -> Path:
     (out / "config.json").write_text(json.dumps(config, indent=1))
     tok = json.loads((model_dir / "tokenizer_config.json").read_text())
     tok["tokenizer_class"] = "PreTrainedTokenizerFast"
+    # nanoGCG deletes every occurrence of the tokenizer's bos_token from the rendered chat;
+    # SmolLM2 declares <|im_start|> (which opens every turn) as its BOS but never adds one, so
+    # the peer's copy declares none and both tools optimise the same token sequence
+    tok["bos_token"] = None
     tok["chat_template"] = (model_dir / "chat_template.jinja").read_text()
     (out / "tokenizer_config.json").write_text(json.dumps(tok, indent=1))
     return out
@@ -120,16 +146,28 @@ def run_worker(python: Path, cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def dpo_step_time(steps: int) -> dict[str, Any]:
+    """Seconds (wall and CPU) per DPO step of 4 pairs: the paper's recipe (LoRA on every layer's
+    q/v) and the quick study's (the last 4 layers, frozen layers run once per sequence)."""
+    import copy
+    import resource
+
     from fmlab.jailbreak import train_dpo
     from fmlab.models import load_causal_lm
 
+    def cpu_s() -> float:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
     model, tok = load_causal_lm("smollm2-135m-instruct")
-    t = time.perf_counter()
-    _, info = train_dpo(model, tok, split="train", max_steps=steps, batch_size=4, progress=False)
-    wall = time.perf_counter() - t
-    return {"steps": steps, "batch_size": 4, "s_per_step": wall / steps,
-            "lora": {"r": 4, "alpha": 32, "modules": ["q_proj", "v_proj"]},
-            "final_loss": info["losses"][-1]}
+    out: dict[str, Any] = {"steps": steps, "batch_size": 4,
+                           "lora": {"r": 4, "alpha": 32, "modules": ["q_proj", "v_proj"]}}
+    for label, last in (("every_layer", None), ("last_4_layers", 4)):
+        t, c = time.perf_counter(), cpu_s()
+        _, info = train_dpo(copy.deepcopy(model), tok, split="train", max_steps=steps,
+                            batch_size=4, last_layers=last, progress=False)
+        out[label] = {"s_per_step": (time.perf_counter() - t) / steps,
+                      "cpu_s_per_step": (cpu_s() - c) / steps, "final_loss": info["losses"][-1]}
+    return out
 
 
 def main() -> None:
@@ -139,7 +177,7 @@ def main() -> None:
     ap.add_argument("--topk", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--dpo-steps", type=int, default=5)
+    ap.add_argument("--dpo-steps", type=int, default=3)
     ap.add_argument("--venv-root", type=Path,
                     default=Path.home() / ".cache" / "fmlab" / "bench-venvs")
     ap.add_argument("--quick", action="store_true")
@@ -163,13 +201,16 @@ def main() -> None:
                    "topk": args.topk, "seed": rep, "threads": args.threads}
             r = run_worker(python, cfg)
             runs[tool].append(r)
-            print(f"{tool:8s} seed {rep}: {r['s_per_step']:.2f} s/step, best loss "
-                  f"{r['best_loss']:.3f}, peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
+            print(f"{tool:8s} seed {rep}: {r['s_per_step']:.2f} s/step wall, "
+                  f"{r['cpu_s_per_step']:.2f} CPU-s/step, best loss {r['best_loss']:.4f}, peak "
+                  f"RSS {r['peak_rss_mb']:.0f} MB (load {os.getloadavg()[0]:.1f})", flush=True)
 
     def summary(tool: str) -> dict[str, float]:
         rs = runs[tool]
         return {"s_per_step_median": statistics.median(r["s_per_step"] for r in rs),
+                "cpu_s_per_step_median": statistics.median(r["cpu_s_per_step"] for r in rs),
                 "best_loss_mean": statistics.fmean(r["best_loss"] for r in rs),
+                "final_loss_mean": statistics.fmean(r["losses"][-1] for r in rs),
                 "peak_rss_mb_max": max(r["peak_rss_mb"] for r in rs)}
 
     a, b = runs["fmlab"][0]["probe"], runs["nanogcg"][0]["probe"]
@@ -178,8 +219,19 @@ def main() -> None:
     gcg: dict[str, Any] = {t: summary(t) for t in runs}
     gcg["steps_per_second_ratio_fmlab_over_nanogcg"] = (
         gcg["nanogcg"]["s_per_step_median"] / gcg["fmlab"]["s_per_step_median"])
+    # both run at one thread, so CPU seconds are the contention-robust measure of work per step
+    gcg["steps_per_cpu_second_ratio_fmlab_over_nanogcg"] = (
+        gcg["nanogcg"]["cpu_s_per_step_median"] / gcg["fmlab"]["cpu_s_per_step_median"])
+    # same seed, same allowed tokens, same prompt tokens: the two tools sample the same
+    # candidates, so their loss traces agree step by step up to float rounding (a tie broken
+    # differently in the top-k or the argmin makes them part)
+    pairs = list(zip(runs["fmlab"], runs["nanogcg"], strict=True))
+    gcg["same_trajectory_steps"] = [
+        sum(abs(x - y) < 1e-3 for x, y in zip(f["losses"], n["losses"], strict=False))
+        for f, n in pairs]
+    gcg["best_loss_fmlab_minus_nanogcg"] = [f["best_loss"] - n["best_loss"] for f, n in pairs]
     out: dict[str, Any] = {
-        "machine": f"{os.cpu_count()} CPUs, load average {load_start:.1f} at the start, "
+        "machine": f"{os.cpu_count()} CPUs (shared), load average {load_start:.1f} at the start, "
                    f"{os.getloadavg()[0]:.1f} at the end",
         "settings": {"model": "smollm2-135m-instruct", "prompt": PROMPT, "target": TARGET,
                      "suffix_tokens": 20, "steps": args.steps, "search_width": args.search_width,

@@ -115,6 +115,7 @@ class CaptionAgent:
 
             self.model, self.tokenizer = load_causal_lm(model)
         self.model.eval()
+        self._last: tuple[list[int], Any] | None = None  # the last prompt prefix and its cache
 
     def prompt(self, observation: Observation, intent: str) -> str:
         """The chat prompt (with the generation prompt) the LM answers."""
@@ -158,9 +159,7 @@ class CaptionAgent:
                else "past_key_values")
         out_all = []
         with torch.no_grad():
-            # logits_to_keep=1: the vocabulary projection only where a prediction is read
-            shared = self.model(torch.tensor([ids_per_prompt[0][:common]]), use_cache=True,
-                                logits_to_keep=1).past_key_values
+            shared = self._prefix_cache(ids_per_prompt[0][:common], key)
             for prompt_ids in ids_per_prompt:
                 cache = copy.deepcopy(shared)
                 tail = torch.tensor([prompt_ids[common:]])
@@ -177,6 +176,36 @@ class CaptionAgent:
                 total += (nxt * mask[:, 1:]).sum(-1)
                 out_all.append([float(v) for v in total])
         return out_all
+
+    def _prefix_cache(self, ids: list[int], key: str) -> Any:
+        """The LM's KV cache after ``ids``, reusing the previous call's where they agree (the
+        system text and the page up to the first changed element: an attacked page differs
+        from the benign one in one caption)."""
+        import copy
+
+        import torch
+
+        n = 0
+        if self._last is not None:
+            for a, b in zip(self._last[0], ids, strict=False):
+                if a != b:
+                    break
+                n += 1
+        if n == 0:
+            cache = None
+        else:
+            cache = copy.deepcopy(self._last[1])  # type: ignore[index]
+            extra = cache.get_seq_length() - n
+            if extra > 0:
+                cache.crop(-extra)  # a negative count removes that many tokens (every version)
+        if n < len(ids):
+            # logits_to_keep=1: the vocabulary projection only where a prediction is read
+            kwargs = {key: cache} if cache is not None else {}
+            cache = self.model(torch.tensor([ids[n:]]), use_cache=True, logits_to_keep=1,
+                               attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                               **kwargs).past_key_values
+        self._last = (list(ids), cache)
+        return cache
 
     def scores(self, observation: Observation, intent: str) -> dict[str, float]:
         """Score of each ``click [N]`` on the page (higher is better).

@@ -223,12 +223,22 @@ class _Models:
             env.whitebox_agent = PixelAgent(env.members[0])
         return env
 
+    _captions: dict[bytes, str] = field(default_factory=dict)
+
     def caption(self, images: list[np.ndarray]) -> list[str]:
-        return list(self.captioner.generate(np.stack(images)))
+        """Greedy captions, each picture captioned once per run (cached by its pixels)."""
+        keys = [np.ascontiguousarray(im).tobytes() for im in images]
+        todo = list(dict.fromkeys(k for k in keys if k not in self._captions))
+        if todo:
+            first = {k: i for i, k in reversed(list(enumerate(keys)))}
+            new = self.captioner.generate(np.stack([images[first[k]] for k in todo]))
+            self._captions.update(zip(todo, (str(c) for c in new), strict=True))
+        return [self._captions[k] for k in keys]
 
 
 def _run_tasks(tasks: list[Any], env: _Models, site: Any, browser: Any, *, eps: float,
                eps_grid: list[float], cap_steps: int, clip_steps: int,
+               cap_step_size: float = 1 / 255,
                clip_vs_caption_agent: bool = True) -> dict[str, Any]:
     """Benign steps of every task, then each attack on the tasks its victim solves benignly (all
     pictures of one attack optimised in one batch), then the attacked steps: the rows of judged
@@ -258,7 +268,7 @@ def _run_tasks(tasks: list[Any], env: _Models, site: Any, browser: Any, *, eps: 
         if idx:
             advs, recs, secs = attack_with_captioner(
                 env.captioner, [clean[i] for i in idx], [tasks[i].target_caption for i in idx],
-                eps=eps, steps=cap_steps)
+                eps=eps, steps=cap_steps, step_size=cap_step_size)
             seconds["captioner_attack"] += secs
             after = caption(advs)
             for i, adv, rec, cap_after in zip(idx, advs, recs, after, strict=True):
@@ -418,8 +428,11 @@ class AgentsStudy(Study):
                     "reported as not computed"),
         Option("eps", float, 16 / 256, low=1e-6, high=1.0,
                help="L-inf budget of both attacks (pixels in [0, 1]; 16/256 in the paper)"),
-        Option("captioner_steps", int, 20, 300, low=1,
+        Option("captioner_steps", int, 10, 300, low=1,
                help="BIM steps of the captioner attack (greedy decode every 10)"),
+        Option("captioner_step", float, 2 / 255, 1 / 255, low=1e-6, high=1.0,
+               help="BIM step size of the captioner attack (1/255 in the paper, with up to "
+                    "4000 steps; quick takes larger steps to cross the budget in few)"),
         Option("clip_steps", int, 20, 200, low=1, help="PGD steps of the CLIP-ensemble attack"),
         Option("tasks_per_type", int, 2, 12, low=1, high=26,
                help="tasks of each attack type (wrong_object, choose_me, add_comment)"),
@@ -452,6 +465,7 @@ class AgentsStudy(Study):
             out = _run_tasks(tasks, env, site, browser, eps=eps, eps_grid=eps_grid,
                              cap_steps=int(ctx.option("captioner_steps")),
                              clip_steps=int(ctx.option("clip_steps")),
+                             cap_step_size=float(ctx.option("captioner_step")),
                              clip_vs_caption_agent=bool(ctx.option("clip_vs_caption_agent")))
             rows, seconds, examples = out["rows"], out["seconds"], out["examples"]
             shot: dict[str, Any] = {}
@@ -462,6 +476,7 @@ class AgentsStudy(Study):
         metrics["caption_exact_vs_steps"] = _exact_vs_steps(rows,
                                                             int(ctx.option("captioner_steps")))
         metrics.update(captioner_steps=int(ctx.option("captioner_steps")),
+                       captioner_step=format_eps(float(ctx.option("captioner_step"))),
                        clip_steps=int(ctx.option("clip_steps")), attacks=sorted(halves),
                        seconds_models=round(t_models, 1),
                        seconds_attacks={k: round(v, 1) for k, v in seconds.items()},

@@ -145,6 +145,9 @@ class _Prompt:
     after_embeds: torch.Tensor | None = None  # (1, La, d)
     target_embeds: torch.Tensor | None = None  # (1, m, d)
     before_embeds: torch.Tensor | None = None  # (1, Lb, d)
+    # the last single suffix run through the prefix cache, and its keys and values (prefix +
+    # suffix): the reference of the next packed scoring
+    suffix_kv: tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]] | None = None
 
 
 class TargetObjective:
@@ -352,15 +355,23 @@ class TargetObjective:
         dev = suffixes.device
         B, L = suffixes.shape
         Lb, La, m = p.before_ids.shape[1], p.after_ids.shape[1], p.target_ids.shape[1]
-        T = L + La + m  # tokens of suffix + template tail + target
+        # tokens of suffix + template tail + target but its last token, which is predicted
+        # and never read
+        T = L + La + m - 1
         ref = suffixes.mode(dim=0).values  # (L,)
         diff = suffixes != ref  # (B, L)
         first = torch.where(diff.any(dim=1), diff.int().argmax(dim=1), L)  # (B,)
-        cache = self._cache(p, 1)
-        self.model(inputs_embeds=embed(ref[None]), logits_to_keep=1, **{self._cache_kw: cache})
-        past = [(layer.keys, layer.values) for layer in cache.layers]  # (1, h, Lb + L, d)
+        first = first.clamp(max=T - 1)  # every candidate runs at least its last input token
         P = Lb + L
-        rows = torch.cat([suffixes, p.after_ids.expand(B, -1), p.target_ids.expand(B, -1)], 1)
+        if p.suffix_kv is not None and torch.equal(p.suffix_kv[0], ref):
+            past = p.suffix_kv[1]  # the gradient pass ran this suffix already
+        else:
+            cache = self._cache(p, 1)
+            self.model(inputs_embeds=embed(ref[None]), logits_to_keep=1,
+                       **{self._cache_kw: cache})
+            past = [(layer.keys[:, :, :P], layer.values[:, :, :P]) for layer in cache.layers]
+        rows = torch.cat([suffixes, p.after_ids.expand(B, -1),
+                          p.target_ids[:, :-1].expand(B, -1)], 1)  # (B, T)
         col = torch.arange(T, device=dev)
         n_tok = T - first  # (B,) tokens each candidate runs
         # chunks of whole candidates: at most ``batch_size`` candidates and _PACK_TOKENS tokens
@@ -460,11 +471,13 @@ class TargetObjective:
 
         B, L = suffix_ids.shape
         m, La = p.target_ids.shape[1], p.after_ids.shape[1]
-        parts = [suffix_embeds, p.after_embeds.expand(B, -1, -1), p.target_embeds.expand(B, -1, -1)]
+        # the target's last token is predicted, never read: it is not fed
+        parts = [suffix_embeds, p.after_embeds.expand(B, -1, -1),
+                 p.target_embeds[:, :-1].expand(B, -1, -1)]
         kwargs: dict[str, Any] = {}
         offset = 0
         if use_prefix_cache and p.kv is not None:
-            kwargs[self._cache_kw] = self._cache(p, B)
+            kwargs[self._cache_kw] = cache = self._cache(p, B)
         else:
             parts.insert(0, p.before_embeds.expand(B, -1, -1))
             offset = p.before_ids.shape[1]
@@ -474,7 +487,7 @@ class TargetObjective:
                 f"Prompt, suffix ({L} tokens) and target take {total} tokens, more than the "
                 f"model's context of {self._limit}. Use a shorter suffix or prompt."
             )
-        embeds = torch.cat(parts, dim=1)  # (B, [Lb +] L + La + m, d)
+        embeds = torch.cat(parts, dim=1)  # (B, [Lb +] L + La + m - 1, d)
         # positions (in this forward) whose logits predict the target tokens, and the suffix's
         tgt_pos = torch.arange(m, device=embeds.device) + offset + L + La - 1
         keep = tgt_pos
@@ -484,6 +497,11 @@ class TargetObjective:
             logits = self.model(inputs_embeds=embeds, logits_to_keep=keep, **kwargs).logits
         except TypeError:  # a model without logits_to_keep
             logits = self.model(inputs_embeds=embeds, **kwargs).logits[:, keep]
+        if B == 1 and self._cache_kw in kwargs:  # keep the suffix's keys and values for
+            P = p.before_ids.shape[1] + L  # the packed scoring of the candidates around it
+            p.suffix_kv = (suffix_ids[0].detach().clone(), [
+                (layer.keys[:, :, :P].detach(), layer.values[:, :, :P].detach())
+                for layer in cache.layers])
         logits = logits.float()
         target = p.target_ids.expand(B, -1)
         loss = F.cross_entropy(
@@ -511,9 +529,14 @@ class TargetObjective:
         ppl_weight: float = 0.0,
         batch_size: int | None = None,
     ) -> torch.Tensor:
-        """Loss ``(B,)`` of each suffix in ``suffixes`` ``(B, L)``, scored in batched forwards."""
+        """Loss ``(B,)`` of each suffix in ``suffixes`` ``(B, L)``, scored in batched forwards
+        (each distinct suffix once)."""
         import torch
 
+        uniq, inverse = torch.unique(suffixes, dim=0, return_inverse=True)
+        if uniq.shape[0] < suffixes.shape[0]:
+            return self.losses(uniq, use_prefix_cache=use_prefix_cache, ppl_weight=ppl_weight,
+                               batch_size=batch_size)[inverse]
         self._prepare()
         embed = self.model.get_input_embeddings()
         out = torch.zeros(suffixes.shape[0], device=suffixes.device)
@@ -542,22 +565,24 @@ class TargetObjective:
         embed = self.model.get_input_embeddings()
         weight = embed.weight  # (V, d)
         scale = getattr(embed, "embed_scale", None)  # Gemma multiplies embeddings by sqrt(d)
-        one_hot = torch.zeros(suffix.shape[0], weight.shape[0], device=weight.device,
-                              dtype=weight.dtype)
-        one_hot[torch.arange(suffix.shape[0]), suffix] = 1.0
-        one_hot.requires_grad_(True)
-        embeds = (one_hot @ weight)[None]  # (1, L, d)
-        if scale is not None:
-            embeds = embeds * scale
-        total, grad = 0.0, torch.zeros_like(one_hot)
-        for j, p in enumerate(self._prompts):
+        # e = scale * (one_hot @ W), so dL/d one_hot = scale * (dL/de) @ W^T: look the suffix up,
+        # take the gradient w.r.t. its embeddings (summed over prompts), and multiply by W^T
+        # once, instead of a (L, V) @ (V, d) one-hot product in the forward pass as well
+        with torch.no_grad():
+            embeds = embed(suffix[None])  # (1, L, d)
+        embeds.requires_grad_(True)
+        total, g_embeds = 0.0, torch.zeros_like(embeds)
+        for p in self._prompts:
             loss = self._forward_loss(
                 p, embeds, suffix[None], use_prefix_cache=use_prefix_cache, ppl_weight=ppl_weight
             )[0] / len(self._prompts)
-            # gradients for the one-hot only: the model's parameters accumulate nothing
-            (g,) = torch.autograd.grad(loss, one_hot, retain_graph=j < len(self._prompts) - 1)
-            grad += g
+            # gradients for the embeddings only: the model's parameters accumulate nothing
+            (g,) = torch.autograd.grad(loss, embeds)
+            g_embeds += g
             total += float(loss.detach())
+        if scale is not None:
+            g_embeds = g_embeds * scale
+        grad = g_embeds[0].to(weight.dtype) @ weight.T  # (L, V)
         return grad, total
 
     def is_success(self, suffix: torch.Tensor) -> bool:

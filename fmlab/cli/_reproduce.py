@@ -62,6 +62,10 @@ class ReproduceCommand(Command):
             metavar="NAME",
             help="show a study's summary and its options (type, quick/full default, constraint)",
         )
+        parser.add_argument(
+            "--jobs", type=Int(1), default=None, metavar="N",
+            help="studies run at once, each in its own process with its share of the cores "
+            "(default: 2 on a machine with 2 or more cores; progress bars only with --jobs 1)")
         parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
         parser.add_argument("--quiet", action="store_true", help="no per-study status lines")
         parser.add_argument("--json", action="store_true", help="print the outcome as JSON")
@@ -99,6 +103,7 @@ class ReproduceCommand(Command):
             options=parse_options(args.option),
             show_progress=not args.no_progress,
             verbose=not args.quiet,
+            jobs=args.jobs,
         )
         summary = {
             "out": str(result.out),

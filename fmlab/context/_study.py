@@ -168,11 +168,12 @@ class InversionStudy(Study):
         "Every k steps it is probed on CF_Capitals (log-likelihood choice between the context's "
         "answer and the real one) and on held-out instructions (target NLL). LoRA tunes the last "
         "4 layers; the 26 frozen layers below run once per sequence (FrozenPrefix, exact). Full "
-        "scale adds context-critical filtering (counterfactual augmentation and query/key-only "
-        "tuning are options: --set conditions=...). The §5 toy runs beside it. Quick: 8 steps "
+        "scale adds the three mitigations: context-critical filtering, counterfactual "
+        "augmentation and query/key-only tuning (--set conditions=... picks them). The §5 toy "
+        "runs beside it. Quick: 8 steps "
         "(batch 8, 80 tokens), probe at steps 0, 4, 8 on 16 items, 3 seeds: too short to expect "
         "the inversion; full: 40 steps, probe every 8 steps on 48 items, 3 seeds, baseline and "
-        "filtered.")
+        "each mitigation.")
     requires: ClassVar[tuple[str, ...]] = ("torch", "transformers", "peft", "matplotlib")
     options = (
         Option("model", str, "smollm2-135m-instruct",
@@ -191,7 +192,7 @@ class InversionStudy(Study):
                help="LoRA on the last N layers only (null: all layers)"),
         Option("batch_size", int, 8, low=1, help="examples per step"),
         Option("max_length", int, 80, 96, low=16, help="tokens per example (prompt + target)"),
-        Option("conditions", list, ["baseline"], ["baseline", "filtered"], item=str,
+        Option("conditions", list, ["baseline"], list(CONDITIONS), item=str,
                choices=CONDITIONS, help="baseline and the mitigations to run"),
     )
 

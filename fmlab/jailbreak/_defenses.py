@@ -228,6 +228,8 @@ class DPODefense(BaseDefense):
             q_proj/v_proj).
         suffixes: Adversarial training: append one of these strings to a ``adversarial_fraction``
             of the prompts (see :class:`AdversarialTraining`).
+        last_layers: Adapt only the last ``last_layers`` decoder layers (``None``: all; see
+            :func:`fmlab.jailbreak.train_dpo`).
         random_state: Seed of shuffling and suffix assignment.
         cache: Keep the trained adapter in the fmlab cache and reuse it for the same model,
             data and settings (see :func:`fmlab.jailbreak.train_dpo`).
@@ -238,12 +240,14 @@ class DPODefense(BaseDefense):
     def __init__(self, max_steps: int = 100, batch_size: int = 4, lr: float = 3e-4,
                  beta: float = 0.3, r: int = 4, alpha: int = 32, dropout: float = 0.05,
                  suffixes: list[str] | None = None, adversarial_fraction: float = 0.5,
-                 max_length: int = 96, random_state: int = 0, cache: bool = False) -> None:
+                 max_length: int = 96, random_state: int = 0, cache: bool = False,
+                 last_layers: int | None = None) -> None:
         super().__init__()
         self.max_steps, self.batch_size, self.lr, self.beta = max_steps, batch_size, lr, beta
         self.r, self.alpha, self.dropout = r, alpha, dropout
         self.suffixes, self.adversarial_fraction = suffixes, adversarial_fraction
         self.max_length, self.random_state, self.cache = max_length, random_state, cache
+        self.last_layers = last_layers
 
     def fit(self, model: Any, tokenizer: Any, task: Any) -> DPODefense:
         from fmlab.jailbreak._dpo import train_dpo
@@ -254,6 +258,7 @@ class DPODefense(BaseDefense):
             dropout=self.dropout, suffixes=self.suffixes,
             adversarial_fraction=self.adversarial_fraction, max_length=self.max_length,
             random_state=self.random_state, progress=False, cache=self.cache,
+            last_layers=self.last_layers,
         )
         return self
 

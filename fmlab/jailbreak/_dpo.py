@@ -24,15 +24,15 @@ from fmlab._validation import check_int, check_real
 
 __all__ = ["train_dpo"]
 
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2  # 2: left padding, last_layers
 
 
-def _encode_pairs(tokenizer: Any, batch: list[dict[str, str]], max_length: int) -> dict[str, Any]:
-    import torch
-
+def _encode_pairs(tokenizer: Any, batch: list[dict[str, str]], max_length: int
+                  ) -> tuple[list[list[int]], list[int]]:
+    """Token rows (chosen, rejected per pair, interleaved) and each row's answer length."""
     from fmlab.jailbreak._generate import render
 
-    seqs, starts = [], []
+    rows, n_answer = [], []
     end = tokenizer.eos_token or ""
     for pair in batch:
         prompt_ids = tokenizer(render(tokenizer, [{"role": "user", "content": pair["prompt"]}]),
@@ -40,33 +40,48 @@ def _encode_pairs(tokenizer: Any, batch: list[dict[str, str]], max_length: int) 
         for answer in (pair["chosen"], pair["rejected"]):
             ans = tokenizer(answer + end, add_special_tokens=False)["input_ids"]
             ids = (prompt_ids + ans)[-max_length:]
-            seqs.append(ids)
-            starts.append(max(len(ids) - len(ans), 1))
-    width = max(len(s) for s in seqs)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    answer = torch.zeros((len(seqs), width), dtype=torch.bool)
-    for i, (s, st) in enumerate(zip(seqs, starts, strict=True)):
-        ids[i, : len(s)] = torch.tensor(s)
-        mask[i, : len(s)] = 1
-        answer[i, st : len(s)] = True
-    return {"input_ids": ids, "attention_mask": mask, "answer": answer}
+            rows.append(ids)
+            n_answer.append(min(len(ans), len(ids) - 1))
+    return rows, n_answer
 
 
-def _answer_logps(model: Any, enc: dict[str, Any]) -> Any:
-    """Sum of log-probabilities of the answer tokens, per sequence ``(2B,)``."""
+def _left_pad(rows: list[list[int]], pad: int, device: Any) -> tuple[Any, Any, Any]:
+    """Left-padded ids, attention mask and position ids ``(B, width)`` of token rows."""
     import torch
 
-    answer = enc["answer"][:, 1:]  # (2B, T-1): the logit at t predicts token t + 1
-    cols = torch.nonzero(answer.any(dim=0)).flatten()  # positions whose logits are needed
-    # the LM head (a fifth of SmolLM2's weights) and the log-softmax only where an answer is
-    logits = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"],
-                   logits_to_keep=cols).logits  # (2B, C, V)
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    tok = enc["input_ids"][:, 1:][:, cols]
-    picked = logp.gather(-1, tok[..., None])[..., 0]  # (2B, C)
-    return (picked * answer[:, cols]).sum(dim=1)
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, width - len(r):] = torch.as_tensor(r)
+        mask[i, width - len(r):] = 1
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    return ids.to(device), mask.to(device), pos.to(device)
+
+
+def _answer_logps(model: Any, rows: list[list[int]], n_answer: list[int], pad: int,
+                  prefix: Any = None) -> Any:
+    """Sum of log-probabilities of the answer tokens, per row ``(2B,)``.
+
+    Rows are left-padded, so every answer sits in the last ``n_max`` positions and the LM head
+    (a fifth of SmolLM2's weights) and the log-softmax run there only. With a
+    :class:`fmlab.context.FrozenPrefix` the frozen layers' states are reused and only the
+    trained tail runs."""
+    import torch
+
+    device = next(model.parameters()).device
+    ids, mask, pos = _left_pad(rows, pad, device)
+    n_max = max(n_answer)
+    if prefix is not None:
+        logits = prefix.logits(model, rows, mask, pos, n_max + 1)
+    else:
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos,
+                       logits_to_keep=n_max + 1, use_cache=False).logits
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # (2B, n_max, V)
+    picked = logp.gather(-1, ids[:, -n_max:, None])[..., 0]  # (2B, n_max)
+    keep = torch.arange(n_max, device=device)[None] >= (
+        n_max - torch.as_tensor(n_answer, device=device))[:, None]
+    return (picked * keep).sum(dim=1)
 
 
 def train_dpo(
@@ -83,6 +98,7 @@ def train_dpo(
     alpha: int = 32,
     dropout: float = 0.05,
     target_modules: tuple[str, ...] = ("q_proj", "v_proj"),
+    last_layers: int | None = None,
     suffixes: list[str] | None = None,
     adversarial_fraction: float = 0.5,
     max_length: int = 96,
@@ -95,6 +111,11 @@ def train_dpo(
     Args:
         model, tokenizer: The causal LM to defend (modified: the adapter is merged into it).
         pairs: ``{"prompt", "chosen", "rejected"}`` dicts; default: the Purple Questions ``split``.
+        last_layers: Put the adapter on the last ``last_layers`` decoder layers only (``None``:
+            every layer, the paper's recipe). The layers below then never change, so their
+            hidden states are computed once per sequence and shared by the reference and policy
+            passes (:class:`fmlab.context.FrozenPrefix`, exact) and the backward pass stops at
+            the tail: a cheap recipe for smoke-scale runs.
         suffixes: Adversarial training: each prompt gets a random one of these appended with
             probability ``adversarial_fraction``.
         cache: Keep the trained adapter (a few hundred kB of safetensors) in the fmlab cache,
@@ -117,12 +138,18 @@ def train_dpo(
         pairs = load_task("purple_questions").pairs(split)
     if not pairs:
         raise ValueError("train_dpo needs at least one preference pair.")
+    n_layers = int(model.config.num_hidden_layers)
+    layers = None
+    if last_layers is not None:
+        check_int(last_layers, "last_layers", owner="train_dpo", low=1, high=n_layers)
+        layers = list(range(n_layers - last_layers, n_layers))
     config = peft.LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout,
-                             target_modules=list(target_modules), task_type="CAUSAL_LM")
+                             target_modules=list(target_modules), task_type="CAUSAL_LM",
+                             layers_to_transform=layers)
     settings = {"max_steps": max_steps, "batch_size": batch_size, "lr": lr, "beta": beta, "r": r,
                 "alpha": alpha, "dropout": dropout, "target_modules": list(target_modules),
                 "adversarial_fraction": adversarial_fraction, "max_length": max_length,
-                "random_state": random_state}
+                "random_state": random_state, "last_layers": last_layers}
     if cache:
         return _cached_dpo(model, tokenizer, pairs, suffixes, config, settings, progress)
     lora, info = _train(model, tokenizer, pairs, suffixes, config, settings, progress)
@@ -147,7 +174,15 @@ def _train(model: Any, tokenizer: Any, pairs: list[dict[str, str]], suffixes: li
             if rng.random() < settings["adversarial_fraction"]:
                 sfx = rng.choice(suffixes)  # verbatim when it carries its own space (GCG's do)
                 p["prompt"] = p["prompt"] + (sfx if sfx[:1].isspace() else " " + sfx)
+    n_frozen = (int(model.config.num_hidden_layers) - settings["last_layers"]
+                if settings.get("last_layers") else 0)
     lora = peft.get_peft_model(model, config)
+    prefix = None
+    if n_frozen >= 1:
+        from fmlab.context._lm import FrozenPrefix
+
+        prefix = FrozenPrefix(lora, n_frozen)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     params = [p for p in lora.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=settings["lr"])
     lora.train()
@@ -161,10 +196,10 @@ def _train(model: Any, tokenizer: Any, pairs: list[dict[str, str]], suffixes: li
             rng.shuffle(fresh)
             order += fresh
         batch = [data[order.pop()] for _ in range(batch_size)]
-        enc = _encode_pairs(tokenizer, batch, max_length)
+        rows, n_answer = _encode_pairs(tokenizer, batch, max_length)
         with torch.no_grad(), lora.disable_adapter():
-            ref = _answer_logps(lora, enc)
-        pol = _answer_logps(lora, enc)
+            ref = _answer_logps(lora, rows, n_answer, pad, prefix)
+        pol = _answer_logps(lora, rows, n_answer, pad, prefix)
         margin = (pol[0::2] - ref[0::2]) - (pol[1::2] - ref[1::2])
         loss = -torch.nn.functional.logsigmoid(beta * margin).mean()
         opt.zero_grad()

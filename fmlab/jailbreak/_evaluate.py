@@ -173,6 +173,7 @@ def evaluate(
     defense_name: str | None = None,
     attack_name: str | None = None,
     fitted: bool = False,
+    answers: dict[tuple[int, int, str], str] | None = None,
 ) -> JailbreakReport:
     """Defense success rate of ``defense`` against ``attack`` on ``task``'s ``split``.
 
@@ -180,6 +181,10 @@ def evaluate(
     against the defended system; each test prompt is attacked, defended, answered greedily and
     judged. Records ``{defense, attack, index, prompt, suffix, input, blocked, output, unsafe}``
     go to ``out_dir/records.jsonl`` (appended as they are made; a rerun skips the ones present).
+
+    ``answers`` is an optional memo shared by several calls on the same model object: a
+    prompt whose defended input was answered before (same model, same ``max_new_tokens``) is
+    not generated again, e.g. a raw cell and the same cell behind an output filter.
 
     Raises:
         RuntimeError: the judge raised on an output (the output is named).
@@ -224,11 +229,15 @@ def evaluate(
         open_idx = [j for j, b in enumerate(blocked) if not b]
         from fmlab.jailbreak._generate import generate
 
-        raw = generate(m, tokenizer, [chats[j] for j in open_idx],
+        memo = answers if answers is not None else {}
+        keys = {j: (id(m), max_new_tokens, render(tokenizer, chats[j])) for j in open_idx}
+        new_idx = [j for j in open_idx if keys[j] not in memo]
+        raw = generate(m, tokenizer, [chats[j] for j in new_idx],
                        max_new_tokens=max_new_tokens, batch_size=batch_size)
+        memo.update({keys[j]: o for j, o in zip(new_idx, raw, strict=True)})
         outputs = [task.refusal] * len(chats)
-        for j, o in zip(open_idx, raw, strict=True):
-            outputs[j] = o
+        for j in open_idx:
+            outputs[j] = memo[keys[j]]
         outputs = d.filter(outputs, judge_obj, task.refusal)
         timings["answer_s"] = time.perf_counter() - t
         new = []

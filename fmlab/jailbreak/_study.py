@@ -163,10 +163,14 @@ class PurpleStudy(Study):
         Option("model", str, "smollm2-135m-instruct",
                help="the causal LM to defend (zoo name, hf:org/name or a folder)"),
         Option("n_test", int, 8, 100, low=1, high=285, help="test prompts per cell"),
-        Option("max_new_tokens", int, 24, 64, low=1, help="greedy answer length"),
-        Option("dpo_steps", int, 16, 200, low=1,
+        Option("max_new_tokens", int, 16, 64, low=1, help="greedy answer length"),
+        Option("dpo_steps", int, 12, 200, low=1,
                help="DPO steps (batch 4 pairs; trained once per setting, then cached)"),
-        Option("dpo_lr", float, 1e-3, low=0.0, help="DPO learning rate (LoRA r=4 on q/v)"),
+        Option("dpo_lr", float, 2e-3, 1e-3, low=0.0,
+               help="DPO learning rate (LoRA r=4 on q/v)"),
+        Option("dpo_last_layers", int, 4, 0, low=0,
+               help="adapt only the last N layers, the frozen ones run once per sequence "
+                    "(0: every layer, the paper's recipe)"),
         Option("gcg_steps", int, 8, 150, low=1, help="GCG steps per suffix"),
         Option("search_width", int, 32, 128, low=1, help="GCG candidates per step"),
         Option("topk", int, 32, 128, low=1, help="GCG tokens per position"),
@@ -203,18 +207,19 @@ class PurpleStudy(Study):
                "random_state": ctx.seed}
         n_train = o("n_train_prompts")
         dpo_kw = {"max_steps": o("dpo_steps"), "lr": o("dpo_lr"), "random_state": ctx.seed,
-                  "cache": True}
+                  "cache": True, "last_layers": o("dpo_last_layers") or None}
 
         t0 = time.perf_counter()
         model, tok = load_causal_lm(o("model"))
         task = load_task("purple_questions")
         rows: list[Row] = []
         none = NoDefense()
+        answers: dict[Any, str] = {}  # cells that feed a model the same input share the answer
 
         def cell(m: Any, defense: Any, attack: Any, dname: str, aname: str) -> Row:
             r = evaluate(m, tok, defense=defense, attack=attack, task=task, limit=n_test,
                          max_new_tokens=new_tokens, out_dir=ctx.out_dir, defense_name=dname,
-                         attack_name=aname, fitted=True)
+                         attack_name=aname, fitted=True, answers=answers)
             row = dict(r.rows[0])
             recs = _read_records(ctx.out_dir / "records.jsonl")
             row["unsafe"] = [recs[(dname, aname, i)]["unsafe"] for i in range(row["n"])]

@@ -99,7 +99,8 @@ def short_table(records: list[dict[str, Any]], *, width: int = 110) -> str:
 
 def publish_results(out: str | Path, dest: str | Path = "docs/results") -> Path:
     """Copy the finished studies under ``out`` (metrics.json and PNG figures) into ``dest``,
-    render ``dest/report.html`` and write ``dest/README.md`` (the summary); return ``dest``."""
+    render ``dest/report.html`` and write ``dest/README.md`` (the summary, after the hand-written
+    ``dest/NOTES.md`` when there is one); return ``dest``."""
     out, dest = Path(out), Path(dest)
     records = load_results(out)
     if not records:
@@ -117,6 +118,9 @@ def publish_results(out: str | Path, dest: str | Path = "docs/results") -> Path:
     header = (f"# Published study results\n\nRe-create with `fmlab reproduce --full --out DIR` "
               f"and `fmlab report --out DIR --publish docs/results`. Published "
               f"{time.strftime('%Y-%m-%d %H:%M %Z')}.\n\n")
+    notes = dest / "NOTES.md"  # hand-written context (machine, commits) kept across publishes
+    if notes.is_file():
+        header += notes.read_text().strip() + "\n\n"
     with atomic_write(dest / "README.md") as fh:
         fh.write(header + summary_markdown(load_results(dest)) + "\n")
     return dest

@@ -166,6 +166,7 @@ def reproduce(
     show_progress: bool = True,
     report: bool = True,
     verbose: bool = True,
+    jobs: int | None = 1,
 ) -> ReproduceResult:
     """Run studies (all registered ones by default) and render ``out/report.html``.
 
@@ -191,6 +192,10 @@ def reproduce(
         show_progress: Show progress bars inside studies.
         report: Render ``out/report.html`` at the end.
         verbose: Print one status line per study (started, skipped, done with verdicts, failed).
+        jobs: Studies run at once, each in its own process with ``cpu_count // jobs`` threads
+            (``None``: two when there are two or more CPU cores). Small models use two cores
+            better as two one-thread studies than as one two-thread study. Progress bars are
+            shown only when ``jobs`` is 1; results are the same either way.
     """
     check_option(scale, "scale", ("quick", "full"), owner="reproduce")
     selected: list[str] = []
@@ -208,51 +213,139 @@ def reproduce(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     result = ReproduceResult(out=out, report=None)
-    for i, name in enumerate(selected, 1):
+    todo: list[str] = []
+    for name in selected:
         cls = get_study(name)
         if not force and _finished(out / name, cls, scale, seed, per_study[name][1]) is not None:
             with file_lock(out / name):  # leftovers of a killed re-run, next to a good result
                 clean_stale(out / name)
             result.skipped.append(name)
             if verbose:
-                print(
-                    f"[{i}/{len(selected)}] {name}: finished before, skipped "
-                    "(use --force to re-run)"
-                )
-            continue
+                print(f"[{selected.index(name) + 1}/{len(selected)}] {name}: finished before, "
+                      "skipped (use --force to re-run)")
+        else:
+            todo.append(name)
+    jobs = _resolve_jobs(jobs, len(todo))
+    calls = [(name, str(out), scale, seed, per_study[name][0], show_progress and jobs == 1)
+             for name in todo]
+
+    def started(name: str) -> None:
         if verbose:
-            print(f"[{i}/{len(selected)}] {name}: running at {scale} scale", flush=True)
+            print(f"[{selected.index(name) + 1}/{len(selected)}] {name}: running at {scale} "
+                  f"scale" + (f" (one of {jobs} parallel jobs)" if jobs > 1 else ""), flush=True)
+
+    def finished(name: str, outcome: tuple[str, Any, str]) -> None:
+        status, payload, text = outcome
         error_file = out / f"{name}.error.txt"
         missing_file = out / f"{name}.unavailable.txt"
-        try:
-            record = run_study(
-                name, out, scale=scale, seed=seed, options=per_study[name][0],
-                show_progress=show_progress
-            )
-        except KeyboardInterrupt:
-            raise
-        except DataUnavailableError as exc:  # not installed here (licence): say how to get it
-            result.unavailable[name] = str(exc)
-            missing_file.write_text(str(exc))
+        if status == "unavailable":  # not installed here (licence): say how to get it
+            result.unavailable[name] = payload
+            missing_file.write_text(payload)
             error_file.unlink(missing_ok=True)
             if verbose:
-                print(f"    not run: {exc}", flush=True)
-            continue
-        except Exception as exc:  # one failed study must not stop the others
-            result.failed[name] = f"{type(exc).__name__}: {exc}"
-            error_file.write_text(traceback.format_exc())
+                print(f"    {name} not run: {payload}", flush=True)
+        elif status == "failed":  # one failed study must not stop the others
+            result.failed[name] = payload
+            error_file.write_text(text)
             missing_file.unlink(missing_ok=True)
             if verbose:
-                print(f"    failed: {type(exc).__name__}: {exc}", flush=True)
-            continue
-        error_file.unlink(missing_ok=True)
-        missing_file.unlink(missing_ok=True)
-        result.ran.append(name)
-        if verbose:
-            print(f"    done in {record['seconds']:.0f} s; {_verdict_line(record)}", flush=True)
+                print(f"    {name} failed: {payload}", flush=True)
+        else:
+            error_file.unlink(missing_ok=True)
+            missing_file.unlink(missing_ok=True)
+            result.ran.append(name)
+            if verbose:
+                print(f"    {name} done in {payload['seconds']:.0f} s; {_verdict_line(payload)}",
+                      flush=True)
+
+    if jobs == 1:
+        for call in calls:
+            started(call[0])
+            finished(call[0], _run_guarded(*call))
+    else:
+        _run_parallel(calls, jobs, started, finished)
     if report:
         result.report = render_report(out, failed=result.failed)
     return result
+
+
+def _run_guarded(name: str, out: str, scale: Scale, seed: int, options: dict[str, Any],
+                 show_progress: bool, cls: type[Study] | None = None) -> tuple[str, Any, str]:
+    """Run one study and return ``(status, payload, traceback text)``: ``("ok", record, "")``,
+    ``("unavailable", how to get the file, "")`` or ``("failed", "Type: message", traceback)``.
+    Returns rather than raises so that it crosses a process boundary intact. ``cls`` (passed to
+    a worker process) registers a study the parent registered at run time, not by entry point."""
+    if cls is not None and (name not in STUDIES or STUDIES.get(name) is not cls):
+        STUDIES.register(name, cls, override=True)
+    try:
+        record = run_study(name, out, scale=scale, seed=seed, options=options,
+                           show_progress=show_progress)
+    except KeyboardInterrupt:
+        raise
+    except DataUnavailableError as exc:
+        return "unavailable", str(exc), ""
+    except Exception as exc:
+        return "failed", f"{type(exc).__name__}: {exc}", traceback.format_exc()
+    return "ok", record, ""
+
+
+def _resolve_jobs(jobs: int | None, n_todo: int) -> int:
+    """The number of study processes: ``jobs`` (validated), or two on a machine with two or more
+    cores when ``None``; never more than there are studies to run."""
+    import os
+
+    if jobs is None:
+        jobs = 2 if (os.cpu_count() or 1) >= 2 else 1
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"reproduce: jobs must be a positive integer (the number of studies run "
+                         f"at once), got {jobs!r}. Use jobs=1 to run them one after another.")
+    return max(1, min(jobs, n_todo))
+
+
+def _worker_init(threads: int) -> None:
+    """Give each study process its share of the cores (before torch is imported)."""
+    import os
+
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import sys
+
+    if "torch" in sys.modules:  # imported already (by a plugin): set its pool directly
+        sys.modules["torch"].set_num_threads(threads)
+
+
+def _run_parallel(calls: list[tuple[Any, ...]], jobs: int, started: Any, finished: Any) -> None:
+    """Run ``calls`` (arguments of :func:`_run_guarded`) in ``jobs`` spawned processes, reporting
+    each start and finish in the parent; Ctrl-C cancels what has not started."""
+    import multiprocessing
+    import os
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_worker_init, initargs=(threads,))
+    pending: dict[Any, str] = {}
+    queue = list(calls)
+    try:
+        while queue or pending:
+            while queue and len(pending) < jobs:
+                call = queue.pop(0)
+                started(call[0])
+                pending[pool.submit(_run_guarded, *call, get_study(call[0]))] = call[0]
+            done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+            for fut in done:
+                name = pending.pop(fut)
+                try:
+                    outcome = fut.result()
+                except Exception as exc:  # the worker process itself died (e.g. out of memory)
+                    outcome = ("failed", f"{type(exc).__name__}: {exc}",
+                               traceback.format_exc())
+                finished(name, outcome)
+    except KeyboardInterrupt:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
 
 
 def _split_options(selected: Sequence[str], options: dict[str, Any], scale: Scale

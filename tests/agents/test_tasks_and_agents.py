@@ -110,3 +110,27 @@ def test_pixel_agent_clicks_the_picture_closest_to_the_intent(products, fresh_si
     record = run_step(task, agent, fresh_site, browser)
     assert record.benign, record
     assert isinstance(task, Task)
+
+
+def test_caption_agent_reuses_the_page_prefix_without_changing_its_scores(
+    products, fresh_site, browser
+):
+    """The KV cache of the previous prompt's common part (system text and page up to the first
+    changed caption) is reused; scores equal those of an agent that computes everything."""
+    from fmlab.agents import CaptionAgent
+
+    task = load_tasks()[0]
+    reusing = CaptionAgent()
+    model = (reusing.model, reusing.tokenizer)
+    benign = browser.goto(fresh_site.url + task.start_url).observe(catalog_captioner(products))
+    adv = fresh_site.image(task.trigger_pid).copy()
+    adv[0, 0] ^= 1
+    fresh_site.set_image(task.trigger_pid, adv)
+    attacked = browser.goto(fresh_site.url + task.start_url).observe(_fooled(products, task))
+    assert attacked.text != benign.text  # one caption changed
+    for o in (benign, attacked):
+        got = reusing.scores(o, task.intent)
+        fresh = CaptionAgent(model).scores(o, task.intent)
+        assert got.keys() == fresh.keys()
+        assert np.allclose(list(got.values()), list(fresh.values()), atol=1e-3)
+    assert reusing._last is not None and len(reusing._last[0]) > 50

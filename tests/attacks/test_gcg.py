@@ -48,6 +48,10 @@ def test_shared_prefix_scoring_is_exact(objective):
     cands[5] = x
     full = objective.losses(cands, use_prefix_cache=False)
     torch.testing.assert_close(objective.losses(cands), full, rtol=1e-4, atol=1e-5)
+    # after a gradient pass at x, the packed scoring reuses its keys and values of the suffix
+    objective.token_gradients(x)
+    assert torch.equal(objective._prompts[0].suffix_kv[0], x)
+    torch.testing.assert_close(objective.losses(cands), full, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(objective.losses(cands, batch_size=5), full, rtol=1e-4, atol=1e-5)
     assert objective._packed_ok and objective._segments  # the segment attention was used
     # the block-mask packing (models the segment attention cannot serve) is exact too
@@ -66,6 +70,42 @@ def test_shared_prefix_scoring_is_exact(objective):
                           ["What colour is a plum?", "Name a royal colour."], "Purple")
     torch.testing.assert_close(uni.losses(cands), uni.losses(cands, use_prefix_cache=False),
                                rtol=1e-4, atol=1e-5)
+
+
+def test_losses_match_a_plain_forward_of_the_whole_sequence(objective):
+    """Reference: the model run on prompt + suffix + template tail + target in one plain forward,
+    and the mean cross-entropy at the target positions; duplicates are scored once."""
+    p = objective._prompts[0]
+    xs = torch.stack([objective.encode_suffix(s) for s in ("x x x x x", "a b c d e", "x x x x x")])
+    m = p.target_ids.shape[1]
+    assert m > 1  # the tiny byte vocabulary spells "Purple" over several tokens
+    ref = []
+    for x in xs:
+        ids = torch.cat([p.before_ids[0], x, p.after_ids[0], p.target_ids[0]])[None]
+        with torch.no_grad():
+            logits = objective.model(input_ids=ids).logits[0, -m - 1:-1]
+        ref.append(torch.nn.functional.cross_entropy(logits, p.target_ids[0]))
+    torch.testing.assert_close(objective.losses(xs), torch.stack(ref), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(objective.losses(xs, use_prefix_cache=False), torch.stack(ref),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_token_gradient_equals_the_one_hot_gradient(objective):
+    x = objective.encode_suffix("x x y x x")
+    p = objective._prompts[0]
+    W = objective.model.get_input_embeddings().weight
+    one_hot = torch.nn.functional.one_hot(x, W.shape[0]).to(W.dtype).requires_grad_(True)
+    e = torch.cat([p.before_ids[0], x, p.after_ids[0], p.target_ids[0]])
+    embeds = objective.model.get_input_embeddings()(e[None]).detach()
+    Lb = p.before_ids.shape[1]
+    embeds = torch.cat([embeds[:, :Lb], (one_hot @ W)[None], embeds[:, Lb + len(x):]], dim=1)
+    m = p.target_ids.shape[1]
+    logits = objective.model(inputs_embeds=embeds).logits[0, -m - 1:-1]
+    loss = torch.nn.functional.cross_entropy(logits, p.target_ids[0])
+    (want,) = torch.autograd.grad(loss, one_hot)
+    grad, value = objective.token_gradients(x)
+    assert value == pytest.approx(float(loss.detach()), rel=1e-5)
+    torch.testing.assert_close(grad, want, rtol=1e-4, atol=1e-6)
 
 
 def test_token_gradient_matches_finite_difference_direction(objective):

@@ -39,7 +39,7 @@ def test_registered_with_options():
     assert cls.capability == "context" and "2410.10796" in cls.paper
     quick, full = cls.resolve_options({}, "quick"), cls.resolve_options({}, "full")
     assert quick["seeds"] >= 3 and full["steps"] > quick["steps"]
-    assert set(full["conditions"]) == {"baseline", "filtered"}
+    assert set(full["conditions"]) == {"baseline", "filtered", "augmented", "qk_only"}
     assert cls.resolve_options({"conditions": ["augmented", "qk_only"]}, "full")["conditions"]
     with pytest.raises(ValueError):
         cls.resolve_options({"agree_share": 1.5}, "quick")

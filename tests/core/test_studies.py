@@ -85,6 +85,10 @@ def _not_computable(rows: list) -> Verdict:
     raise NotComputed(f"{len(rows)} residual rows kept")
 
 
+class OtherLine(LineStudy):
+    name = "test.line2"
+
+
 @pytest.fixture()
 def line_study(monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setitem(STUDIES._entries, "test.line", Entry("test.line", LineStudy, "test study"))
@@ -363,6 +367,30 @@ def test_readme_results_table_matches_the_published_results() -> None:
         for fig in r.get("figures", {}):
             png = root / "docs" / "results" / r["study"] / fig
             assert png.is_file() and png.stat().st_size < 300_000, png
+
+
+def test_parallel_jobs_give_the_same_records(tmp_path: Path, line_study: str,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """``jobs=2`` runs studies in two spawned processes (a study registered at run time
+    included) and gives the records, verdicts and report one process gives; a failing study
+    is recorded as failed there too, and a bad ``jobs`` names the parameter."""
+    monkeypatch.setitem(STUDIES._entries, "test.line2", Entry("test.line2", OtherLine, "test"))
+    names = [line_study, "test.line2"]
+    one = reproduce(names, out=tmp_path / "one", show_progress=False, verbose=False)
+    two = reproduce(names, out=tmp_path / "two", show_progress=False, verbose=False, jobs=2)
+    assert sorted(two.ran) == sorted(one.ran) == sorted(names)
+    for name in names:
+        a = json.loads((tmp_path / "one" / name / "metrics.json").read_text())
+        b = json.loads((tmp_path / "two" / name / "metrics.json").read_text())
+        assert a["claims"] == b["claims"] and a["metrics"] == b["metrics"]
+        assert (tmp_path / "two" / name / "fit.png").is_file()
+    assert (tmp_path / "two" / "report.html").is_file()
+    bad = reproduce(names, out=tmp_path / "bad", show_progress=False, verbose=False, jobs=2,
+                    options={"fail": True}, force=True)
+    assert sorted(bad.failed) == sorted(names) and "asked to fail" in bad.failed[line_study]
+    assert "RuntimeError" in (tmp_path / "bad" / f"{line_study}.error.txt").read_text()
+    with pytest.raises(ValueError, match="jobs must be a positive integer"):
+        reproduce(names, out=tmp_path / "x", show_progress=False, verbose=False, jobs=0)
 
 
 def test_status_line_says_when_a_study_ran_in_part() -> None:

@@ -157,4 +157,4 @@ def test_study_runs_on_small_subsets(tmp_path):
               options={"n_sts": 20, "n_probe": 30, "n_toy": 5, "n_word": 30},
               show_progress=False)
     metrics = json.loads((tmp_path / "embeddings.echo" / "metrics.json").read_text())
-    assert metrics["status"] == "ok" and len(metrics["claims"]) == 3
+    assert metrics["status"] == "ok" and len(metrics["claims"]) == 4

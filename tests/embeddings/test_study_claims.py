@@ -41,3 +41,24 @@ def test_cost_claim_reads_measured_time_not_tokens() -> None:
     assert held.interval[1] <= 2.2 < failed.interval[1]
     # the token ratio alone never decides it
     assert not st.echo_time_ratio([2.6, 2.7, 2.65], token_ratio=2.0).holds
+
+
+def test_cost_timing_runs_the_model_every_round(tiny):
+    """The cost claim times the model, not the encoder's cache: the study's sentences were encoded
+    before they are timed, so every timed round must still reach the LM (a cache hit took ~0.2 ms
+    and gave echo/classical ratios below 1 although echo's prompt is twice as long)."""
+    from fmlab.embeddings import EchoEncoder
+    from fmlab.embeddings._study import _time_templates
+
+    classical = EchoEncoder(*tiny, template="classical")
+    echo = EchoEncoder(*tiny, template="echo")
+    texts = [f"sentence number {i} about a cat." for i in range(6)]
+    classical.encode(texts), echo.encode(texts)  # as the study's STS pass leaves them cached
+    calls = []
+    hook = tiny[0].model.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        timing = _time_templates(classical, echo, texts, rounds=2)
+    finally:
+        hook.remove()
+    assert len(calls) == 2 * 3  # (warm-up + 2 rounds) x two templates, one batch each
+    assert len(timing["ratios"]) == 2

@@ -59,6 +59,47 @@ def test_output_filter_is_always_safe_and_records_resume(lm, task, tmp_path):
     assert again["n"] == len(PROMPTS) and again["dsr"] == 1.0
 
 
+def test_generation_and_perplexity_match_plain_transformers(lm):
+    """The shared-prefix greedy decoding and log-perplexity equal transformers' own generate
+    and a plain per-text forward."""
+    from fmlab.jailbreak._generate import log_perplexity, render
+
+    model, tok = lm
+    chats = [[{"role": "system", "content": "Be brief. " * 4}, {"role": "user", "content": p}]
+             for p in PROMPTS]
+    got = generate(model, tok, chats, max_new_tokens=6, batch_size=3)
+    for c, g in zip(chats, got, strict=True):
+        ids = tok(render(tok, c), add_special_tokens=False, return_tensors="pt")["input_ids"]
+        want = model.generate(ids, max_new_tokens=6, do_sample=False, pad_token_id=0)
+        assert g == tok.decode(want[0, ids.shape[1]:], skip_special_tokens=True)
+    texts = [render(tok, c) for c in chats]
+    ref = []
+    for t in texts:
+        ids = tok(t, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            logits = model(ids).logits[0, :-1]
+        ref.append(float(torch.nn.functional.cross_entropy(logits, ids[0, 1:])))
+    assert log_perplexity(model, tok, texts) == pytest.approx(ref, rel=1e-4)
+    assert log_perplexity(model, tok, texts, batch_size=1) == pytest.approx(ref, rel=1e-4)
+
+
+def test_cells_on_the_same_inputs_share_answers(lm, task, monkeypatch):
+    import fmlab.jailbreak._generate as gen
+
+    model, tok = lm
+    calls = []
+    real = gen.generate
+    monkeypatch.setattr(gen, "generate", lambda *a, **k: calls.append(len(a[2])) or real(*a, **k))
+    answers: dict = {}
+    raw = evaluate(model, tok, task=task, max_new_tokens=8, answers=answers).rows[0]
+    enforced = evaluate(model, tok, task=task, defense="output_filter", max_new_tokens=8,
+                        answers=answers).rows[0]
+    assert calls == [len(PROMPTS), 0] and len(answers) == len(PROMPTS)
+    assert raw["dsr"] < 1.0 and enforced["dsr"] == 1.0  # the filter still judged the answers
+    evaluate(model, tok, task=task, max_new_tokens=9, answers=answers)  # another length: new
+    assert calls[-1] == len(PROMPTS)
+
+
 def test_perplexity_filter_blocks_and_calibrates(lm, task):
     model, tok = lm
     row = evaluate(model, tok, task=task, defense=PerplexityFilter(threshold=0.0),
@@ -116,6 +157,27 @@ def test_dpo_with_lora_lowers_its_loss_and_merges(lm, task):
     assert not any("lora" in k for k in merged.state_dict())
     changed = [k for k, v in merged.state_dict().items() if not torch.equal(v, before[k])]
     assert changed and all("q_proj" in k or "v_proj" in k for k in changed)
+
+
+def test_dpo_on_the_last_layers_reuses_the_frozen_states_exactly(task):
+    from fmlab.context import FrozenPrefix
+    from fmlab.jailbreak._dpo import _answer_logps, _encode_pairs
+
+    model, tok = tiny_causal_lm(seed=1, num_hidden_layers=4)
+    rows, n_answer = _encode_pairs(tok, task.pairs("train")[:3], 96)
+    pad = tok.pad_token_id or 0
+    with torch.no_grad():
+        full = _answer_logps(model, rows, n_answer, pad)
+        tail = _answer_logps(model, rows, n_answer, pad, FrozenPrefix(model, 3))
+    torch.testing.assert_close(tail, full, rtol=1e-4, atol=1e-4)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    merged, info = train_dpo(model, tok, task.pairs("train"), max_steps=4, batch_size=2, lr=1e-2,
+                             last_layers=1)
+    assert info["losses"][-1] < info["losses"][0]
+    changed = {k for k, v in merged.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed and all(k.startswith("model.layers.3.") for k in changed)
+    with pytest.raises(ValueError, match="last_layers"):
+        train_dpo(model, tok, task.pairs("train"), max_steps=1, last_layers=5)
 
 
 def test_dpo_adapter_cache_reuses_the_same_weights(task, tmp_path, monkeypatch):
