@@ -45,21 +45,7 @@ def _encode_pairs(tokenizer: Any, batch: list[dict[str, str]], max_length: int
     return rows, n_answer
 
 
-def _left_pad(rows: list[list[int]], pad: int, device: Any) -> tuple[Any, Any, Any]:
-    """Left-padded ids, attention mask and position ids ``(B, width)`` of token rows."""
-    import torch
-
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, width - len(r):] = torch.as_tensor(r)
-        mask[i, width - len(r):] = 1
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    return ids.to(device), mask.to(device), pos.to(device)
-
-
-def _answer_logps(model: Any, rows: list[list[int]], n_answer: list[int], pad: int,
+def _answer_logps(model: Any, tokenizer: Any, rows: list[list[int]], n_answer: list[int],
                   prefix: Any = None) -> Any:
     """Sum of log-probabilities of the answer tokens, per row ``(2B,)``.
 
@@ -69,8 +55,10 @@ def _answer_logps(model: Any, rows: list[list[int]], n_answer: list[int], pad: i
     trained tail runs."""
     import torch
 
-    device = next(model.parameters()).device
-    ids, mask, pos = _left_pad(rows, pad, device)
+    from fmlab.context._lm import HFCausalLM
+
+    ids, mask, pos = HFCausalLM(model, tokenizer)._left_pad(rows)
+    device = ids.device
     n_max = max(n_answer)
     if prefix is not None:
         logits = prefix.logits(model, rows, mask, pos, n_max + 1)
@@ -182,7 +170,6 @@ def _train(model: Any, tokenizer: Any, pairs: list[dict[str, str]], suffixes: li
         from fmlab.context._lm import FrozenPrefix
 
         prefix = FrozenPrefix(lora, n_frozen)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     params = [p for p in lora.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=settings["lr"])
     lora.train()
@@ -198,8 +185,8 @@ def _train(model: Any, tokenizer: Any, pairs: list[dict[str, str]], suffixes: li
         batch = [data[order.pop()] for _ in range(batch_size)]
         rows, n_answer = _encode_pairs(tokenizer, batch, max_length)
         with torch.no_grad(), lora.disable_adapter():
-            ref = _answer_logps(lora, rows, n_answer, pad, prefix)
-        pol = _answer_logps(lora, rows, n_answer, pad, prefix)
+            ref = _answer_logps(lora, tokenizer, rows, n_answer, prefix)
+        pol = _answer_logps(lora, tokenizer, rows, n_answer, prefix)
         margin = (pol[0::2] - ref[0::2]) - (pol[1::2] - ref[1::2])
         loss = -torch.nn.functional.logsigmoid(beta * margin).mean()
         opt.zero_grad()

@@ -165,10 +165,9 @@ def test_dpo_on_the_last_layers_reuses_the_frozen_states_exactly(task):
 
     model, tok = tiny_causal_lm(seed=1, num_hidden_layers=4)
     rows, n_answer = _encode_pairs(tok, task.pairs("train")[:3], 96)
-    pad = tok.pad_token_id or 0
     with torch.no_grad():
-        full = _answer_logps(model, rows, n_answer, pad)
-        tail = _answer_logps(model, rows, n_answer, pad, FrozenPrefix(model, 3))
+        full = _answer_logps(model, tok, rows, n_answer)
+        tail = _answer_logps(model, tok, rows, n_answer, FrozenPrefix(model, 3))
     torch.testing.assert_close(tail, full, rtol=1e-4, atol=1e-4)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     merged, info = train_dpo(model, tok, task.pairs("train"), max_steps=4, batch_size=2, lr=1e-2,
