@@ -4,10 +4,15 @@
    nine terms but flyp, and with all nine, against a plain PyTorch loop (cross-entropy + AdamW,
    what a user would write) and against the unfused path (every term on its own through
    autograd, ``objective_loss``). Goal: the eight terms without flyp within 1.2x of ce alone.
-2. Search throughput: trials per hour of one worker, and the search's cost as a multiple of one
-   full fine-tuning run (``--final-steps`` steps).
+   Two configurations of the study's task: the image projection over cached features (what the
+   study tunes: a 1280x256 linear map, so a step is a few memory passes over its weights) and
+   the tower top (last MBConv block + head conv + projection over cached trunk maps).
+2. Search throughput in the study's configuration (each trial = the final run: ``--final-steps``
+   steps, cosine schedule, step picked on ID validation, median pruner): trials per hour of one
+   worker, and the search's cost as a multiple of one ERM run of the same steps.
 3. Two worker processes against one on a real PostgreSQL server (started here): the same fixed
-   trials (enqueued), trials per hour of each. Goal: >= 1.8x with two workers on 2 cores.
+   trials (enqueued), trials per hour of each, each worker on one thread. Goal: >= 1.8x with two
+   workers on 2 cores.
 
 Timings are medians over interleaved repeats (1) or single runs (2, 3). Writes
 ``benchmarks/results/autoft.json``.
@@ -22,6 +27,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,10 +38,10 @@ EMOJI = {"tune": "projection", "corruptions": []}
 TOY = {"n_train": 2048, "dim": 64}
 
 
-def _task(name: str):
+def _task(name: str, tune: str = "projection"):
     from fmlab.autoft import make_task
 
-    return make_task(name, **(EMOJI if name == "emoji-shift" else TOY))
+    return make_task(name, **({**EMOJI, "tune": tune} if name == "emoji-shift" else TOY))
 
 
 def bench_loss_overhead(task, batch_size: int, steps: int, repeats: int) -> dict:
@@ -108,22 +114,34 @@ def bench_loss_overhead(task, batch_size: int, steps: int, repeats: int) -> dict
             "goal": "8 terms without flyp <= 1.2x ce alone"}
 
 
-def bench_search(task, n_trials: int, inner: int, final_steps: int, batch_size: int) -> dict:
-    from fmlab.autoft import AutoFT, SearchSpace, run_method
+def _study_search(n_trials: int, steps: int, batch_size: int, **kw):
+    """The study's search: each trial is the final run (steps, cosine, step picked on ID
+    validation) scored on OOD validation; median pruner; a third of the trials random."""
+    from fmlab.autoft import AutoFT, SearchSpace
 
-    t0 = time.perf_counter()
-    # the study's search settings (median pruner, a third of the trials random)
-    s = AutoFT(n_trials=n_trials, inner_steps=inner, batch_size=batch_size, random_state=0,
-               space=SearchSpace(lr_base=1e-4), n_startup_trials=max(1, n_trials // 3)
-               ).fit(task.model, task.train, task.ood_val)
-    search = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    run_method("autoft", task.model, task.train, task.id_val, steps=final_steps,
-               batch_size=batch_size, params=s.best_params_)
-    final = time.perf_counter() - t0
-    return {"n_trials": n_trials, "inner_steps": inner, "search_seconds": search,
-            "trials_per_hour": n_trials / search * 3600, "final_steps": final_steps,
-            "final_run_seconds": final, "search_cost_x_final_run": search / final}
+    return AutoFT(n_trials=n_trials, inner_steps=steps, batch_size=batch_size,
+                  space=SearchSpace(lr_base=1e-4), schedule="cosine", select="id_val",
+                  eval_every=max(1, steps // 10), n_startup_trials=max(1, n_trials // 3), **kw)
+
+
+def bench_search(task, n_trials: int, final_steps: int, batch_size: int) -> dict:
+    from fmlab.autoft import run_method
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    s = _study_search(n_trials, final_steps, batch_size, random_state=0).fit(
+        task.model, task.train, task.ood_val, id_val_data=task.id_val)
+    search, search_cpu = time.perf_counter() - t0, time.process_time() - c0
+    pruned = sum(t.state.name == "PRUNED" for t in s.study_.trials)
+    t0, c0 = time.perf_counter(), time.process_time()
+    run_method("erm", task.model, task.train, task.id_val, steps=final_steps,
+               batch_size=batch_size, lr=1e-3)
+    erm, erm_cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"n_trials": n_trials, "pruned": pruned, "steps_per_trial": final_steps,
+            "search_seconds": search, "search_cpu_seconds": search_cpu,
+            "trials_per_hour_1_worker": n_trials / search * 3600,
+            "erm_run_seconds": erm, "erm_run_cpu_seconds": erm_cpu,
+            "search_cost_x_erm_run_wall": search / erm,
+            "search_cost_x_erm_run_cpu": search_cpu / erm_cpu}
 
 
 def _objectives(n: int) -> list[dict]:
@@ -142,7 +160,6 @@ def _objectives(n: int) -> list[dict]:
 
 
 def bench_workers(task_name: str, n_trials: int, inner: int, batch_size: int) -> dict:
-    from fmlab.autoft import AutoFT, SearchSpace
     from fmlab.testing._postgres import postgres_missing, postgres_server
 
     reason = postgres_missing()
@@ -154,15 +171,20 @@ def bench_workers(task_name: str, n_trials: int, inner: int, batch_size: int) ->
     with postgres_server() as url:
         for workers in (1, 2):
             name = f"w{workers}"
-            study = AutoFT(n_trials=n_trials, inner_steps=inner, batch_size=batch_size,
-                           space=SearchSpace(lr_base=1e-4), pruner="none", storage=url,
-                           study_name=name, heartbeat=5).create(task_name, **opts)
+            study = _study_search(n_trials, inner, batch_size, pruner="none", storage=url,
+                                  study_name=name, heartbeat=5).create(task_name, **opts)
             for p in objectives:
                 study.enqueue_trial(p)
-            code = ("import torch; torch.set_num_threads(1); "
-                    "from fmlab.autoft import run_autoft_worker; "
-                    f"run_autoft_worker({url!r}, {name!r}, heartbeat=5, poll=0.2)")
-            # the workers build the task first; the clock starts at the first trial
+            # each worker builds the task first (memoised in the process), then waits at a
+            # barrier, so the clock (first trial start to last trial end) holds only work
+            ready = Path(tempfile.mkdtemp(prefix="autoft-bench-"))
+            code = "\n".join([
+                "import os, time, torch", "torch.set_num_threads(1)",
+                "from fmlab.autoft import make_task, run_autoft_worker",
+                f"make_task({task_name!r}, **{opts!r})",
+                f"open(os.path.join({str(ready)!r}, str(os.getpid())), 'w').close()",
+                f"while len(os.listdir({str(ready)!r})) < {workers}:", "    time.sleep(0.05)",
+                f"run_autoft_worker({url!r}, {name!r}, heartbeat=5, poll=0.2)"])
             procs = [subprocess.Popen([sys.executable, "-c", code]) for _ in range(workers)]
             for p in procs:
                 p.wait()
@@ -171,6 +193,7 @@ def bench_workers(task_name: str, n_trials: int, inner: int, batch_size: int) ->
             end = max(t.datetime_complete for t in trials)
             secs = (end - start).total_seconds()
             out[name] = {"trials": len(trials), "seconds": secs,
+                         "load_avg_after": os.getloadavg(),
                          "trials_per_hour": len(trials) / secs * 3600,
                          "workers_used": len({t.user_attrs["worker"] for t in trials})}
     out["speedup_2_vs_1"] = out["w2"]["trials_per_hour"] / out["w1"]["trials_per_hour"]
@@ -184,10 +207,12 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--steps", type=int, default=50, help="steps per timing (overhead)")
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--trials", type=int, default=12)
-    ap.add_argument("--inner-steps", type=int, default=20)
-    ap.add_argument("--final-steps", type=int, default=200)
+    ap.add_argument("--trials", type=int, default=15, help="trials of the search benchmark")
+    ap.add_argument("--final-steps", type=int, default=100,
+                    help="steps of every run (the study's quick budget; a trial is a run)")
     ap.add_argument("--worker-trials", type=int, default=12)
+    ap.add_argument("--top-steps", type=int, default=20,
+                    help="steps per timing of the tower-top overhead configuration")
     ap.add_argument("--skip", default="", help="comma list of: overhead,search,workers")
     args = ap.parse_args()
     torch.set_num_threads(1)  # per process: the worker comparison gives each worker one core
@@ -200,13 +225,19 @@ def main() -> None:
     if "overhead" not in skip:
         res["loss_overhead"] = bench_loss_overhead(task, args.batch_size, args.steps,
                                                    args.repeats)
+        res["loss_overhead"]["config"] = "image projection (1280x256) over cached features"
         print(json.dumps(res["loss_overhead"], indent=2))
+        if args.task == "emoji-shift":
+            res["loss_overhead_tower_top"] = bench_loss_overhead(
+                _task(args.task, "top"), args.batch_size, args.top_steps, args.repeats)
+            res["loss_overhead_tower_top"]["config"] = ("tower top: last MBConv block + head "
+                                                        "conv + projection, cached trunk maps")
+            print(json.dumps(res["loss_overhead_tower_top"], indent=2))
     if "search" not in skip:
-        res["search"] = bench_search(task, args.trials, args.inner_steps, args.final_steps,
-                                     args.batch_size)
+        res["search"] = bench_search(task, args.trials, args.final_steps, args.batch_size)
         print(json.dumps(res["search"], indent=2))
     if "workers" not in skip:
-        res["workers"] = bench_workers(args.task, args.worker_trials, args.inner_steps,
+        res["workers"] = bench_workers(args.task, args.worker_trials, args.final_steps,
                                        args.batch_size)
         print(json.dumps(res["workers"], indent=2))
     res["machine"]["load_avg_end"] = os.getloadavg()
@@ -215,7 +246,7 @@ def main() -> None:
     # sections run separately (--skip) are merged into the file, each with its own machine load
     old = json.loads(out.read_text()) if out.exists() else {}
     old = old if old.get("task") == args.task else {}
-    for k in ("loss_overhead", "search", "workers"):
+    for k in ("loss_overhead", "loss_overhead_tower_top", "search", "workers"):
         if k in res:
             res[k]["load_avg"] = [res["machine"]["load_avg_start"], res["machine"]["load_avg_end"]]
     old.update(res)
