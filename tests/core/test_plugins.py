@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from fmlab.testing import require_or_skip
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -44,7 +44,7 @@ def test_readme_plugin_installs_and_joins_the_registry(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=300,
     )
     if pip.returncode != 0 and "setuptools" in pip.stderr and "No module named" in pip.stderr:
-        pytest.skip("setuptools is needed to build the example plugin")
+        require_or_skip("setuptools is needed to build the example plugin: pip install setuptools")
     assert pip.returncode == 0, pip.stderr
     assert list(target.glob("fmlab_confidence-*.dist-info/entry_points.txt"))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), str(ROOT)])}

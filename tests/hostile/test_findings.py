@@ -232,7 +232,8 @@ def test_W11_evaluate_loss_refuses_max_tokens_below_seq_len() -> None:
 
 
 def test_W12_sweep_spec_refuses_repeated_grid_values() -> None:
-    pytest.importorskip("optuna")
+    import optuna  # noqa: F401  (fmlab[hpo], installed by setup: fail, never skip, without it)
+
     from fmlab.quant import SweepSpec
 
     with pytest.raises(ValueError, match="'seeds' axis of SweepSpec repeats 0"):
@@ -259,13 +260,16 @@ def test_W13_feature_cache_corruption_rebuilds(tmp_path, monkeypatch) -> None:
 
 
 def test_W13_token_cache_is_under_the_manifest(tmp_path, monkeypatch) -> None:
-    pytest.importorskip("tokenizers")
+    import tokenizers  # noqa: F401  (fmlab[hf], installed by setup)
+
     from fmlab._cache import MANIFEST, CacheRebuildWarning
     from fmlab.data import dataset_info
     from fmlab.quant import load_token_data
+    from fmlab.testing import require_or_skip
 
-    if not dataset_info("lee-background").available:
-        pytest.skip("lee-background text missing")
+    info = dataset_info("lee-background")
+    if not info.available:
+        require_or_skip(f"lee-background text missing: {info.install}")
     monkeypatch.setenv("FMLAB_CACHE", str(tmp_path))
     data = load_token_data(["lee-background"], vocab_size=300)
     (folder,) = [d for d in (tmp_path / "quant" / "tokens").iterdir()
@@ -371,7 +375,7 @@ def test_D10_sam_base_optimizer_fails_early() -> None:
 
 
 def test_D11_sweep_table_unknown_study_creates_nothing(capsys, tmp_path) -> None:
-    pytest.importorskip("optuna")
+    import optuna  # noqa: F401  (fmlab[hpo], installed by setup)
     db = tmp_path / "none.db"
     code, err = _run(capsys, "sweep", "table", "--storage", f"sqlite:///{db}")
     assert code == 1 and "does not exist" in err and not db.exists()
@@ -488,8 +492,10 @@ def test_X_api_refuses_bad_numbers_found_by_fuzzing() -> None:
 
 def test_X_sam_train_refuses_more_examples_than_the_split_holds(capsys) -> None:
     from fmlab.data import dataset_info
+    from fmlab.testing import require_or_skip
 
-    if not dataset_info("mnist").available:
-        pytest.skip("mnist missing")
+    info = dataset_info("mnist")
+    if not info.available:
+        require_or_skip(f"mnist missing: {info.install}")
     code, err = _run(capsys, "sam", "train", "--dataset", "mnist", "--n-train", "99999999")
     assert code == 2 and "--n-train 99999999 exceeds the 60,000 examples" in err
