@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import platform
+import sys
 import time
 import traceback
 from collections.abc import Iterator, Sequence
@@ -292,8 +294,6 @@ def _run_guarded(name: str, out: str, scale: Scale, seed: int, options: dict[str
 def _resolve_jobs(jobs: int | None, n_todo: int) -> int:
     """The number of study processes: ``jobs`` (validated), or two on a machine with two or more
     cores when ``None``; never more than there are studies to run."""
-    import os
-
     if jobs is None:
         jobs = 2 if (os.cpu_count() or 1) >= 2 else 1
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
@@ -304,13 +304,9 @@ def _resolve_jobs(jobs: int | None, n_todo: int) -> int:
 
 def _worker_init(threads: int) -> None:
     """Give each study process its share of the cores (before torch is imported)."""
-    import os
-
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(threads)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import sys
-
     if "torch" in sys.modules:  # imported already (by a plugin): set its pool directly
         sys.modules["torch"].set_num_threads(threads)
 
@@ -319,7 +315,6 @@ def _run_parallel(calls: list[tuple[Any, ...]], jobs: int, started: Any, finishe
     """Run ``calls`` (arguments of :func:`_run_guarded`) in ``jobs`` spawned processes, reporting
     each start and finish in the parent; Ctrl-C cancels what has not started."""
     import multiprocessing
-    import os
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     threads = max(1, (os.cpu_count() or 1) // jobs)
