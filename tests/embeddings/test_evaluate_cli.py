@@ -45,6 +45,29 @@ def test_evaluate_tasks_and_pair_objects(enc, need):
     assert evaluate_sts(enc, pairs).n == 3
 
 
+def test_each_distinct_text_is_encoded_once(enc):
+    from fmlab.data import PairDataset
+
+    seen: list[list[str]] = []
+
+    class Counting:
+        def encode(self, texts, **kw):
+            seen.append(list(texts))
+            return enc.encode(texts, **kw)
+
+    t1, t2 = ["a cat", "a car", "a cat", "the sea"], ["a kitten", "a cat", "a dog", "a car"]
+    pairs = PairDataset(t1, t2, np.array([4.0, 2.5, 1.0, 0.5]), "dupes")
+    r = evaluate_sts(Counting(), pairs)
+    assert seen == [["a cat", "a car", "the sea", "a kitten", "a dog"]]  # first-seen order
+    assert r.score == pytest.approx(evaluate_sts(enc, pairs).score, abs=1e-6)
+    a = enc.encode(t1, normalize_embeddings=True)
+    b = enc.encode(t2, normalize_embeddings=True)
+    cos = (a * b).sum(1)  # the same cosines as encoding every text, duplicates included
+    from scipy.stats import spearmanr
+
+    assert r.score == pytest.approx(100 * spearmanr(cos, [4.0, 2.5, 1.0, 0.5])[0], abs=1e-4)
+
+
 @pytest.mark.parametrize(
     ("call", "error", "match"),
     [
