@@ -181,3 +181,21 @@ def test_study_runs_on_small_subsets(tmp_path):
               show_progress=False)
     metrics = json.loads((tmp_path / "embeddings.echo" / "metrics.json").read_text())
     assert metrics["status"] == "ok" and len(metrics["claims"]) == 4
+
+
+@pytest.mark.parametrize("template", ["classical", "echo"])
+def test_study_scores_both_poolings_from_one_forward(tiny, template):
+    from fmlab.embeddings._study import _OnePass
+
+    texts = ["a cat sat", "", "the sea is wide today", "a cat sat"]
+    store: dict = {}
+    calls: list[int] = []
+    mean = EchoEncoder(*tiny, template=template, pooling="mean")
+    real_states = mean.token_embeddings
+    mean.token_embeddings = lambda t, **kw: calls.append(len(t)) or real_states(t, **kw)
+    for pooling in ("mean", "last"):
+        got = _OnePass(mean, pooling, store).encode(texts, normalize_embeddings=True)
+        ref = EchoEncoder(*tiny, template=template, pooling=pooling).encode(
+            texts, normalize_embeddings=True)
+        np.testing.assert_allclose(got, ref, atol=1e-5)
+    assert calls == [3]  # one forward for the three distinct texts, both poolings
