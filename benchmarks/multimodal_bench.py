@@ -50,13 +50,15 @@ MEMBERS = ("clip-emoji-0", "clip-emoji-1", "clip-emoji-2")
 PREPARED = (*MEMBERS, "captioner-emoji")
 
 
-def _time(fn: Callable[[], Any], repeat: int) -> float:
-    times = []
+def _time(fn: Callable[[], Any], repeat: int) -> tuple[float, float]:
+    """Median wall seconds and median CPU seconds (this process) of ``fn()`` over ``repeat``."""
+    walls, cpus = [], []
     for _ in range(repeat):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        walls.append(time.perf_counter() - start)
+        cpus.append(time.process_time() - cpu)
+    return statistics.median(walls), statistics.median(cpus)
 
 
 def _child(args: list[str]) -> dict[str, float]:
@@ -126,17 +128,21 @@ def throughput(repeat: int) -> dict[str, Any]:
     images = load_dataset("emoji", "openmoji").images[:64]
     clip = load_clip("clip-emoji-0")
     px = clip.preprocess(images)
+    load = os.getloadavg()[0]
     with torch.inference_mode():
         clip.encode_images(images)  # warm-up
-        t_clip = _time(lambda: clip.encode_images(images, normalize=False), repeat)
-        t_back = _time(lambda: clip.vision_model(px), repeat)
-        t_pre = _time(lambda: clip.preprocess(images), repeat)
+        t_clip, c_clip = _time(lambda: clip.encode_images(images, normalize=False), repeat)
+        t_back, c_back = _time(lambda: clip.vision_model(px), repeat)
+        t_pre, _ = _time(lambda: clip.preprocess(images), repeat)
     del np
-    return {"batch": 64, "image_size": int(px.shape[-1]),
+    return {"batch": 64, "image_size": int(px.shape[-1]), "load_avg_1min_at_start": load,
             "clip_emoji_images_per_s": 64 / t_clip,
             "efficientnet_lite0_images_per_s": 64 / t_back,
+            "clip_emoji_images_per_cpu_s": 64 / c_clip,
+            "efficientnet_lite0_images_per_cpu_s": 64 / c_back,
             "preprocess_images_per_s": 64 / t_pre,
-            "clip_over_backbone_time": t_clip / t_back}
+            "clip_over_backbone_time": t_clip / t_back,
+            "clip_over_backbone_cpu": c_clip / c_back}
 
 
 def captioner_speed(repeat: int) -> dict[str, Any]:
@@ -159,8 +165,9 @@ def captioner_speed(repeat: int) -> dict[str, Any]:
         names = load_dataset("emoji", "google").attributes["name"]
         cap = EmojiCaptioner(cfg, load_efficientnet_tower(), lm, tok,
                              _slot_labels(tok, names, cfg.prefix_length)[0]).eval()
+    load = os.getloadavg()[0]
     cap.generate(images[:4])
-    t_gen = _time(lambda: cap.generate(images, max_new_tokens=12), max(1, repeat - 1))
+    t_gen, c_gen = _time(lambda: cap.generate(images, max_new_tokens=12), max(1, repeat - 1))
     x = torch.from_numpy(images[:8]).float().div(255).requires_grad_(True)
 
     def fwd_bwd() -> None:
@@ -168,9 +175,12 @@ def captioner_speed(repeat: int) -> dict[str, Any]:
         cap.caption_loss(x, ["a painting of a woman"]).backward()
 
     fwd_bwd()
-    t_loss = _time(fwd_bwd, repeat)
-    return {"trained_mapper": trained, "captions_per_s_greedy_batch64": 64 / t_gen,
-            "caption_loss_fwd_bwd_s_per_image_batch8": t_loss / 8}
+    t_loss, c_loss = _time(fwd_bwd, repeat)
+    return {"trained_mapper": trained, "load_avg_1min_at_start": load,
+            "captions_per_s_greedy_batch64": 64 / t_gen,
+            "captions_per_cpu_s_greedy_batch64": 64 / c_gen,
+            "caption_loss_fwd_bwd_s_per_image_batch8": t_loss / 8,
+            "caption_loss_fwd_bwd_cpu_s_per_image_batch8": c_loss / 8}
 
 
 def quality() -> dict[str, Any]:
@@ -234,13 +244,17 @@ def report(result: dict[str, Any]) -> str:
                          + (f"  load from cache {r['load_s']:.1f} s" if "load_s" in r else ""))
         lines.append(f"  total            {p['total_cpu_s']:6.1f} CPU-s  wall "
                      f"{p['total_wall_s']:6.1f} s  (budget {p['budget_cpu_s']:.0f} CPU-s)")
-    lines.append(f"zero-shot embedding (batch {t['batch']}): clip-emoji-0 "
-                 f"{t['clip_emoji_images_per_s']:.0f} img/s vs EfficientNet-Lite0 "
-                 f"{t['efficientnet_lite0_images_per_s']:.0f} img/s (time ratio "
-                 f"{t['clip_over_backbone_time']:.2f})")
-    lines.append(f"captioner: {c['captions_per_s_greedy_batch64']:.1f} captions/s greedy; "
-                 f"caption_loss fwd+bwd {1000 * c['caption_loss_fwd_bwd_s_per_image_batch8']:.0f}"
-                 " ms/image")
+    lines.append(f"zero-shot embedding (batch {t['batch']}, load {t['load_avg_1min_at_start']:.1f}):"
+                 f" clip-emoji-0 {t['clip_emoji_images_per_s']:.0f} img/s "
+                 f"({t['clip_emoji_images_per_cpu_s']:.0f} per CPU-s) vs EfficientNet-Lite0 "
+                 f"{t['efficientnet_lite0_images_per_s']:.0f} img/s "
+                 f"({t['efficientnet_lite0_images_per_cpu_s']:.0f} per CPU-s); ratio wall "
+                 f"{t['clip_over_backbone_time']:.2f}, CPU {t['clip_over_backbone_cpu']:.2f}")
+    lines.append(f"captioner (load {c['load_avg_1min_at_start']:.1f}): "
+                 f"{c['captions_per_s_greedy_batch64']:.1f} captions/s greedy "
+                 f"({c['captions_per_cpu_s_greedy_batch64']:.1f} per CPU-s); caption_loss "
+                 f"fwd+bwd {1000 * c['caption_loss_fwd_bwd_s_per_image_batch8']:.0f} ms/image "
+                 f"({1000 * c['caption_loss_fwd_bwd_cpu_s_per_image_batch8']:.0f} CPU-ms)")
     a = result["quality"]["agreement"]
     if a is not None:
         for kind in ("category", "subcategory"):
