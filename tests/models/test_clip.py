@@ -178,3 +178,36 @@ def test_prediction_agreement_and_kappa() -> None:
     assert a["all_agree"] == 0.0 and a["mean_agreement"] == pytest.approx(1 / 3)
     with pytest.raises(ValueError, match="same, non-zero"):
         prediction_agreement({"a": [0, 1], "b": [0]})
+
+
+def test_member_agreement_in_models_info(tmp_path, monkeypatch, capsys) -> None:
+    """Prepared members' stored held-out predictions -> agreement in 'fmlab models info'."""
+    import json
+
+    import fmlab.models._clip as clip_module
+    from fmlab.cli import main
+    from fmlab.models._recipes import member_agreement
+
+    monkeypatch.setenv("FMLAB_CACHE", str(tmp_path))
+    preds = {"clip-emoji-0": [0, 0, 1, 1], "clip-emoji-1": [0, 1, 1, 1], "clip-emoji-2": [1, 1, 0, 0]}
+
+    def build(folder, name, config) -> None:  # what _build_member stores, without training
+        (folder / "predictions.json").write_text(json.dumps(
+            {"category": preds[name], "subcategory": preds[name]}))
+        quality = {"style": "openmoji", "n_images": 4, "zero_shot_category": 0.5,
+                   "zero_shot_subcategory": 0.25}
+        (folder / "model_card.json").write_text(json.dumps({"quality": quality}))
+        (folder / "MODEL_CARD.md").write_text(f"# {name}\n")
+
+    monkeypatch.setattr(clip_module, "_build_member", build)
+    prepare_model("clip-emoji-0")
+    assert member_agreement() is None  # one member prepared: nothing to compare
+    prepare_model("clip-emoji-1")
+    prepare_model("clip-emoji-2")
+    a = member_agreement()
+    assert a["members"] == list(preds) and a["n_images"] == 4
+    assert a["category"]["agreement"]["clip-emoji-0~clip-emoji-1"] == 0.75
+    assert a["category"]["accuracy"]["clip-emoji-2"] == 0.5
+    assert main(["models", "info", "clip-emoji-1"]) == 0
+    out = capsys.readouterr().out
+    assert "Zero-shot agreement" in out and "| category | clip-emoji-0~clip-emoji-2 | 0.000 |" in out
