@@ -72,11 +72,15 @@ class EchoStudy(Study):
                 encoders[f"{template}-{pooling}"] = EchoEncoder(
                     echo.model, echo.tokenizer, template=template, pooling=pooling)
         minilm = load_sentence_encoder("all-minilm-l6-v2")
+        # scoring: one forward per template and text gives both poolings (full scale has two)
+        states: dict[str, dict[str, Any]] = {"classical": {}, "echo": {}}
+        scorers = {k: _OnePass(encoders[f"{k.split('-')[0]}-mean"], k.split("-")[1],
+                               states[k.split("-")[0]]) for k in encoders}
 
         rows: list[dict[str, Any]] = []
         sts_tasks, missing = _available_sts_tasks()
         tasks = [(t, n_sts) for t in sts_tasks] + [(w, n_word) for w in word_tasks]
-        jobs = [(k, e) for k, e in encoders.items()] + [("all-MiniLM-L6-v2", minilm)]
+        jobs = [(k, e) for k, e in scorers.items()] + [("all-MiniLM-L6-v2", minilm)]
         cosines: dict[str, dict[str, Any]] = {}
         for key, enc in ctx.progress(jobs, desc="encoders"):
             for task, n in tasks:
@@ -217,6 +221,30 @@ _HOW_TO_GET = {
     "stsb": "STS-B is missing from this install; reinstall fmlab or set FMLAB_SHARED to a folder "
             "holding sts/stsb.tsv",
 }
+
+
+class _OnePass:
+    """``encode`` over token states computed once per text and template: the mean and last
+    poolings of one template share a forward pass (the study scores both at full scale)."""
+
+    def __init__(self, encoder: Any, pooling: str, store: dict[str, Any]) -> None:
+        self.encoder, self.pooling, self.store = encoder, pooling, store
+
+    def encode(self, texts: list[str], batch_size: int = 32, normalize_embeddings: bool = True,
+               **_: Any) -> Any:
+        import numpy as np
+
+        todo = list(dict.fromkeys(t for t in texts if t not in self.store))
+        if todo:
+            for t, h in zip(todo, self.encoder.token_embeddings(todo, batch_size=batch_size),
+                            strict=True):
+                zero = np.zeros(self.encoder.get_sentence_embedding_dimension(), np.float32)
+                self.store[t] = (h.mean(0), h[-1]) if len(h) else (zero, zero)
+        emb = np.stack([self.store[t][self.pooling == "last"] for t in texts])
+        if normalize_embeddings:
+            norms = np.linalg.norm(emb, axis=1, keepdims=True)
+            emb = emb / np.where(norms > 0, norms, 1.0)
+        return emb
 
 
 def _spearman(a: Any, b: Any) -> float:

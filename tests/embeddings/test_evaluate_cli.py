@@ -45,6 +45,29 @@ def test_evaluate_tasks_and_pair_objects(enc, need):
     assert evaluate_sts(enc, pairs).n == 3
 
 
+def test_each_distinct_text_is_encoded_once(enc):
+    from fmlab.data import PairDataset
+
+    seen: list[list[str]] = []
+
+    class Counting:
+        def encode(self, texts, **kw):
+            seen.append(list(texts))
+            return enc.encode(texts, **kw)
+
+    t1, t2 = ["a cat", "a car", "a cat", "the sea"], ["a kitten", "a cat", "a dog", "a car"]
+    pairs = PairDataset(t1, t2, np.array([4.0, 2.5, 1.0, 0.5]), "dupes")
+    r = evaluate_sts(Counting(), pairs)
+    assert seen == [["a cat", "a car", "the sea", "a kitten", "a dog"]]  # first-seen order
+    assert r.score == pytest.approx(evaluate_sts(enc, pairs).score, abs=1e-6)
+    a = enc.encode(t1, normalize_embeddings=True)
+    b = enc.encode(t2, normalize_embeddings=True)
+    cos = (a * b).sum(1)  # the same cosines as encoding every text, duplicates included
+    from scipy.stats import spearmanr
+
+    assert r.score == pytest.approx(100 * spearmanr(cos, [4.0, 2.5, 1.0, 0.5])[0], abs=1e-4)
+
+
 @pytest.mark.parametrize(
     ("call", "error", "match"),
     [
@@ -158,3 +181,21 @@ def test_study_runs_on_small_subsets(tmp_path):
               show_progress=False)
     metrics = json.loads((tmp_path / "embeddings.echo" / "metrics.json").read_text())
     assert metrics["status"] == "ok" and len(metrics["claims"]) == 4
+
+
+@pytest.mark.parametrize("template", ["classical", "echo"])
+def test_study_scores_both_poolings_from_one_forward(tiny, template):
+    from fmlab.embeddings._study import _OnePass
+
+    texts = ["a cat sat", "", "the sea is wide today", "a cat sat"]
+    store: dict = {}
+    calls: list[int] = []
+    mean = EchoEncoder(*tiny, template=template, pooling="mean")
+    real_states = mean.token_embeddings
+    mean.token_embeddings = lambda t, **kw: calls.append(len(t)) or real_states(t, **kw)
+    for pooling in ("mean", "last"):
+        got = _OnePass(mean, pooling, store).encode(texts, normalize_embeddings=True)
+        ref = EchoEncoder(*tiny, template=template, pooling=pooling).encode(
+            texts, normalize_embeddings=True)
+        np.testing.assert_allclose(got, ref, atol=1e-5)
+    assert calls == [3]  # one forward for the three distinct texts, both poolings
