@@ -175,7 +175,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--search-width", type=int, default=64)
     ap.add_argument("--topk", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--dpo-steps", type=int, default=3)
     ap.add_argument("--venv-root", type=Path,
@@ -209,6 +209,8 @@ def main() -> None:
         rs = runs[tool]
         return {"s_per_step_median": statistics.median(r["s_per_step"] for r in rs),
                 "cpu_s_per_step_median": statistics.median(r["cpu_s_per_step"] for r in rs),
+                "cpu_s_per_step_min": min(r["cpu_s_per_step"] for r in rs),
+                "cpu_s_per_step_max": max(r["cpu_s_per_step"] for r in rs),
                 "best_loss_mean": statistics.fmean(r["best_loss"] for r in rs),
                 "final_loss_mean": statistics.fmean(r["losses"][-1] for r in rs),
                 "peak_rss_mb_max": max(r["peak_rss_mb"] for r in rs)}
@@ -222,6 +224,10 @@ def main() -> None:
     # both run at one thread, so CPU seconds are the contention-robust measure of work per step
     gcg["steps_per_cpu_second_ratio_fmlab_over_nanogcg"] = (
         gcg["nanogcg"]["cpu_s_per_step_median"] / gcg["fmlab"]["cpu_s_per_step_median"])
+    # the spread: the ratio of each interleaved pair (same seed, run back to back)
+    gcg["steps_per_cpu_second_ratio_per_pair"] = [
+        n["cpu_s_per_step"] / f["cpu_s_per_step"]
+        for f, n in zip(runs["fmlab"], runs["nanogcg"], strict=True)]
     # same seed, same allowed tokens, same prompt tokens: the two tools sample the same
     # candidates, so their loss traces agree step by step up to float rounding (a tie broken
     # differently in the top-k or the argmin makes them part)

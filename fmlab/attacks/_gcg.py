@@ -64,11 +64,36 @@ def _as_chat(messages: Messages) -> list[dict[str, str]]:
 
 @dataclass
 class _Segments:
-    """Where each candidate sits in a packed scoring sequence (see ``_segment_attention``)."""
+    """Where each candidate sits in a packed scoring sequence (see ``_segment_attention``).
+
+    The candidates' tokens lie end to end in the packed sequence; the attention lays them out
+    padded, one row of ``n`` per candidate, runs one fused attention over the rows, and packs
+    the result back. The gather index, the mask and the pack-back index depend only on the
+    layout, so they are built once per forward (on the first layer) and reused by every layer.
+    """
 
     idx: torch.Tensor  # (b, n) packed position of each candidate's j-th token; -1 past its end
     past: torch.Tensor  # (b,) cached positions the candidate may see (prefix + shared suffix)
     n_past: int  # cached positions in the cache before this forward
+    _layout: tuple[int, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    def layout(self, g: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Gather index ``(b n,)``, boolean mask ``(b, 1, g n, P + n)`` (query rows of the ``g``
+        heads sharing a key/value head stacked) and the padded rows that hold real tokens."""
+        if self._layout is None or self._layout[0] != g:
+            import torch
+
+            b, n = self.idx.shape
+            dev = self.idx.device
+            valid = self.idx >= 0  # (b, n)
+            see_past = torch.arange(self.n_past, device=dev)[None] < self.past[:, None]  # (b, P)
+            causal = torch.ones(n, n, dtype=torch.bool, device=dev).tril()
+            see_own = causal[None] & valid[:, None, :]  # (b, n, n)
+            mask = torch.cat([see_past[:, None].expand(b, n, -1), see_own], dim=2)
+            mask = mask[:, None].expand(b, g, n, -1).reshape(b, 1, g * n, -1)
+            rows = valid.flatten().nonzero().squeeze(1)  # packed order: candidate, then token
+            self._layout = (g, self.idx.clamp(min=0).flatten(), mask, rows)
+        return self._layout[1:]
 
 
 _SEGMENT_ATTENTION = "fmlab_gcg_segments"
@@ -82,11 +107,15 @@ def _segment_attention(module: Any, query: torch.Tensor, key: torch.Tensor, valu
     positions and the earlier tokens of its own candidate, and nothing else is computed.
 
     A block mask over one long packed sequence would cost ``Q x (P + Q)`` per head; here the
-    cached part costs ``Q x P`` and each candidate's own part ``n x n``, so a pack of any size
-    costs what its candidates need. Shapes: query ``(1, H, Q, d)``, key/value
-    ``(1, Hkv, P + Q, d)``; returns ``(1, Q, H, d)`` as transformers' attention functions do.
+    candidates are laid out as padded rows ``(b, n)`` (gathered from the pack), each row sees
+    the cache (shared, expanded, never copied per head) and its own ``n`` keys, and one fused
+    ``scaled_dot_product_attention`` call does the rest: the ``g`` query heads that share a
+    key/value head are stacked as extra query rows, so grouped-query models need no repeat of
+    the keys. Shapes: query ``(1, H, Q, d)``, key/value ``(1, Hkv, P + Q, d)``; returns
+    ``(1, Q, H, d)`` as transformers' attention functions do.
     """
     import torch
+    import torch.nn.functional as F
 
     seg = fmlab_segments
     if seg is None:  # not a packed GCG forward: the model's usual attention
@@ -98,29 +127,21 @@ def _segment_attention(module: Any, query: torch.Tensor, key: torch.Tensor, valu
     Hkv = key.shape[1]
     g = H // Hkv
     P = seg.n_past
-    scale = scaling if scaling is not None else d ** -0.5
-    q = query[0].reshape(Hkv, g, Q, d)  # heads grouped by their shared key/value head
-    k_past, v_past = key[0, :, :P], value[0, :, :P]  # (Hkv, P, d)
-    k_new, v_new = key[0, :, P:], value[0, :, P:]  # (Hkv, Q, d)
-    valid = seg.idx >= 0  # (b, n)
-    idx = seg.idx.clamp(min=0)
-    b, n = idx.shape
-    qp = q[:, :, idx]  # (Hkv, g, b, n, d)
-    s_past = torch.einsum("hgbnd,hpd->hgbnp", qp, k_past) * scale  # (Hkv, g, b, n, P)
-    kn, vn = k_new[:, idx], v_new[:, idx]  # (Hkv, b, n, d)
-    s_own = torch.einsum("hgbnd,hbmd->hgbnm", qp, kn) * scale  # (Hkv, g, b, n, n)
-    see_past = torch.arange(P, device=idx.device)[None] < seg.past[:, None]  # (b, P)
-    causal = torch.ones(n, n, dtype=torch.bool, device=idx.device).tril()
-    see_own = causal[None] & valid[:, None, :]  # (b, n, n)
-    neg = torch.finfo(s_past.dtype).min
-    s_past = s_past.masked_fill(~see_past[None, None, :, None, :], neg)
-    s_own = s_own.masked_fill(~see_own[None, None], neg)
-    w = torch.softmax(torch.cat([s_past, s_own], dim=-1), dim=-1)
-    out = (torch.einsum("hgbnp,hpd->hgbnd", w[..., :P], v_past)
-           + torch.einsum("hgbnm,hbmd->hgbnd", w[..., P:], vn))  # (Hkv, g, b, n, d)
-    packed = out.new_empty(Hkv, g, Q, d)
-    packed[:, :, seg.idx[valid]] = out[:, :, valid]
-    return packed.reshape(1, H, Q, d).transpose(1, 2).contiguous(), None
+    b, n = seg.idx.shape
+    flat, mask, rows = seg.layout(g)
+    # (Hkv, g, b n, d) -> (b, Hkv, g n, d): the g heads of a group stacked as query rows
+    q = query[0].reshape(Hkv, g, Q, d)[:, :, flat].reshape(Hkv, g, b, n, d)
+    q = q.permute(2, 0, 1, 3, 4).reshape(b, Hkv, g * n, d)
+
+    def kv(t: torch.Tensor) -> torch.Tensor:  # (b, Hkv, P + n, d): the cache, then own keys
+        own = t[0, :, P:][:, flat].reshape(Hkv, b, n, d).transpose(0, 1)
+        return torch.cat([t[0, :, :P][None].expand(b, -1, -1, -1), own], dim=2)
+
+    out = F.scaled_dot_product_attention(q, kv(key), kv(value), attn_mask=mask,
+                                         scale=scaling if scaling is not None else d ** -0.5)
+    # (b, Hkv, g n, d) -> (b n, H, d) -> the real tokens, in packed order
+    out = out.reshape(b, Hkv, g, n, d).permute(0, 3, 1, 2, 4).reshape(b * n, H, d)
+    return out[rows][None], None
 
 
 def _register_segment_attention() -> bool:

@@ -160,32 +160,46 @@ class PurpleStudy(Study):
         "perplexity filter calibrated on clean train prompts (99th percentile), output "
         "enforcement, and (full scale) adversarial training on GCG suffixes. Attacks: a universal "
         "GCG suffix optimised against the defended model on train prompts, and the "
-        "low-perplexity prefix attack. Quick scale uses tiny counts (stated in the metrics), so "
-        "its intervals are wide and its claims may fail; full scale is where they are tested.")
+        "low-perplexity prefix attack. Every GCG run stops early once each train prompt emits "
+        "the target. Quick scale uses tiny counts (stated in the metrics), so its intervals are "
+        "wide and its claims may fail; full scale is where they are tested: 100 test prompts "
+        "per cell, GCG at width and top-k 64 on a 20-token suffix over 3 train prompts (32 "
+        "steps; 64 for the fresh attack on adversarial training), DPO 40 steps on the last 4 "
+        "layers, adversarial training on 2 GCG suffixes. Its cost, estimated from per-step "
+        "costs at one thread: GCG about 9 CPU-s a step (3 prompts x 3 s) x (32 + 32 + 64) "
+        "steps = 1,150 s at most; two DPO fits 2 x 40 x 3.5 = 280 s; 8 answer cells of 100 "
+        "prompts x 32 tokens about 300 s; about 1,800 CPU-s in all (the former full defaults, "
+        "150 to 300 GCG steps at width 128 over 5 prompts and 200 DPO steps on every layer, "
+        "cost about 32,000).")
     requires: ClassVar[tuple[str, ...]] = ("torch", "transformers", "peft", "matplotlib", "scipy")
     options: ClassVar[tuple[Option, ...]] = (
         Option("model", str, "smollm2-135m-instruct",
                help="the causal LM to defend (zoo name, hf:org/name or a folder)"),
         Option("n_test", int, 8, 100, low=1, high=285, help="test prompts per cell"),
-        Option("max_new_tokens", int, 16, 64, low=1, help="greedy answer length"),
-        Option("dpo_steps", int, 12, 200, low=1,
-               help="DPO steps (batch 4 pairs; trained once per setting, then cached)"),
-        Option("dpo_lr", float, 2e-3, 1e-3, low=0.0,
+        Option("max_new_tokens", int, 16, 32, low=1,
+               help="greedy answer length (full: 32, where the answers name their colour)"),
+        Option("dpo_steps", int, 12, 40, low=1,
+               help="DPO steps (batch 4 pairs; trained once per setting, then cached; full: "
+                    "about 3.5 CPU-s a step on the last 4 layers)"),
+        Option("dpo_lr", float, 2e-3, 2e-3, low=0.0,
                help="DPO learning rate (LoRA r=4 on q/v)"),
-        Option("dpo_last_layers", int, 4, 0, low=0,
+        Option("dpo_last_layers", int, 4, 4, low=0,
                help="adapt only the last N layers, the frozen ones run once per sequence "
-                    "(0: every layer, the paper's recipe)"),
-        Option("gcg_steps", int, 8, 150, low=1, help="GCG steps per suffix"),
-        Option("search_width", int, 32, 128, low=1, help="GCG candidates per step"),
-        Option("topk", int, 32, 128, low=1, help="GCG tokens per position"),
+                    "(0: every layer, the paper's recipe, about 2.5x the CPU a step)"),
+        Option("gcg_steps", int, 8, 32, low=1,
+               help="GCG steps per suffix, with early stop once every train prompt emits the "
+                    "target (the fresh attack on adversarial training gets twice as many)"),
+        Option("search_width", int, 32, 64, low=1, help="GCG candidates per step"),
+        Option("topk", int, 32, 64, low=1, help="GCG tokens per position"),
         Option("suffix_tokens", int, 8, 20, low=1, help="length of the adversarial suffix"),
-        Option("n_train_prompts", int, 2, 5, low=1,
-               help="train prompts the universal suffix is optimised on"),
+        Option("n_train_prompts", int, 2, 3, low=1,
+               help="train prompts the universal suffix is optimised on (full: about 3 CPU-s "
+                    "per prompt and GCG step at width 64, 20 tokens)"),
         Option("n_calibration", int, 16, 128, low=2,
                help="clean train prompts calibrating the perplexity filter"),
         Option("adversarial_training", bool, False, True,
-               help="also train on GCG suffixes and attack again (three more GCG runs)"),
-        Option("n_adv_suffixes", int, 3, low=1,
+               help="also train on GCG suffixes and attack again (more GCG runs and a DPO fit)"),
+        Option("n_adv_suffixes", int, 3, 2, low=1,
                help="GCG suffixes (seeds) adversarial training sees"),
     )
 
@@ -208,7 +222,7 @@ class PurpleStudy(Study):
         n_test, new_tokens = o("n_test"), o("max_new_tokens")
         gcg = {"num_steps": o("gcg_steps"), "search_width": o("search_width"),
                "topk": o("topk"), "optim_str_init": " x" * o("suffix_tokens"),
-               "random_state": ctx.seed}
+               "random_state": ctx.seed, "early_stop": True}
         n_train = o("n_train_prompts")
         dpo_kw = {"max_steps": o("dpo_steps"), "lr": o("dpo_lr"), "random_state": ctx.seed,
                   "cache": True, "last_layers": o("dpo_last_layers") or None}
