@@ -54,6 +54,13 @@ class ModelsCommand(Command):
                 text += ("\n\n" + card.read_text() if minfo.cached and card.is_file() else
                          f"\n\nNot prepared yet; train it once with: fmlab models prepare "
                          f"{args.name}")
+                if minfo.kind == "dual-encoder" and minfo.cached:
+                    from fmlab.models._recipes import agreement_markdown, member_agreement
+
+                    agreement = member_agreement()
+                    if agreement is not None:
+                        info["agreement"] = agreement
+                        text += "\n" + agreement_markdown(agreement)
             emit(info, as_json=args.json, text=text)
             return 0
         infos = [model_info(n) for n in list_models(args.pattern)]

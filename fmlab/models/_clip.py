@@ -393,12 +393,20 @@ def _image_embeddings(model: ClipEmoji, feats: dict[str, Any], mask: np.ndarray)
     return F.normalize(model.visual_projection(pooled), dim=-1)
 
 
+#: the class prompts the model cards score zero-shot category / subcategory accuracy with
+#: (``zero_shot_classifier(names, CATEGORY_TEMPLATES)`` reproduces a card's predictions)
+CATEGORY_TEMPLATES = ("an emoji from the {} category", "a {} emoji", "an icon of {}")
+SUBCATEGORY_TEMPLATES = ("an emoji of {}", "a {} icon", "a picture of {}")
+
+
+def class_name(kind: str, label: str) -> str:
+    """A category or subcategory label as a prompt word ("Food & Drink" -> "food and drink")."""
+    return label.lower().replace("&", "and") if kind == "category" else label.replace("-", " ")
+
+
 def _class_prompts(kind: str, name: str) -> list[str]:
-    if kind == "category":
-        n = name.lower().replace("&", "and")
-        return [f"an emoji from the {n} category", f"a {n} emoji", f"an icon of {n}"]
-    n = name.replace("-", " ")
-    return [f"an emoji of {n}", f"a {n} icon", f"a picture of {n}"]
+    templates = CATEGORY_TEMPLATES if kind == "category" else SUBCATEGORY_TEMPLATES
+    return [t.format(class_name(kind, name)) for t in templates]
 
 
 @torch.no_grad()

@@ -19,7 +19,9 @@ from typing import Any
 from fmlab._paths import cache_dir
 from fmlab._validation import check_bool, check_int, check_option, check_real
 
-__all__ = ["CaptionerConfig", "ClipEmojiConfig", "RECIPES", "cache_key", "card_of", "recipe_path"]
+__all__ = ["CaptionerConfig", "ClipEmojiConfig", "MEMBERS", "RECIPES", "agreement_markdown",
+           "cache_key", "card_of", "member_agreement", "prediction_agreement",
+           "recipe_path"]
 
 _STYLES = ("google", "twitter", "openmoji")
 CARD_JSON = "model_card.json"
@@ -230,3 +232,92 @@ def card_of(path: Path) -> dict[str, Any] | None:
         return json.loads((path / CARD_JSON).read_text())
     except (OSError, ValueError):
         return None
+
+
+MEMBERS = ("clip-emoji-0", "clip-emoji-1", "clip-emoji-2")
+
+
+def member_agreement(names: tuple[str, ...] = MEMBERS) -> dict[str, Any] | None:
+    """How often prepared ``clip-emoji`` members make the same zero-shot prediction.
+
+    Reads the held-out predictions each member's prepare stored (``predictions.json``: category and
+    subcategory of every image of its ``eval_style``, with the card's class prompts); members that
+    are not prepared, or were scored on another style, are left out.
+
+    Returns:
+        ``None`` when fewer than two members qualify, else ``{"style", "n_images", "members",
+        "category": {...}, "subcategory": {...}}``; each kind holds ``accuracy`` (per member, from
+        its card), ``agreement`` (fraction of images on which a pair predicts the same class),
+        ``kappa`` (Cohen's kappa: agreement beyond what the two members' prediction frequencies
+        give by chance), ``all_agree`` and ``mean_agreement``.
+    """
+    from fmlab.models._zoo import model_info
+
+    preds, cards = {}, {}
+    for name in names:
+        info = model_info(name)
+        if not info.cached or info.card is None:
+            continue
+        try:
+            preds[name] = json.loads((Path(str(info.cache_path)) / "predictions.json").read_text())
+        except (OSError, ValueError):
+            continue
+        cards[name] = info.card["quality"]
+    if not preds:
+        return None
+    first = next(iter(cards.values()))
+    keep = [n for n in preds if (cards[n]["style"], cards[n]["n_images"])
+            == (first["style"], first["n_images"])]
+    if len(keep) < 2:
+        return None
+    return {"style": first["style"], "n_images": first["n_images"], "members": keep,
+            **{kind: {"accuracy": {n: cards[n][f"zero_shot_{kind}"] for n in keep},
+                      **prediction_agreement({n: preds[n][kind] for n in keep})}
+               for kind in ("category", "subcategory")}}
+
+
+def prediction_agreement(predictions: dict[str, list[int]]) -> dict[str, Any]:
+    """Pairwise agreement of several models' class predictions on the same inputs.
+
+    Args:
+        predictions: Model name -> predicted class of each input (all the same length).
+
+    Returns:
+        ``agreement`` and ``kappa`` (Cohen's: ``(p_o - p_e) / (1 - p_e)``, with ``p_e`` the
+        agreement expected from the two models' prediction frequencies alone) per pair
+        ``"a~b"``, their ``mean_agreement``, and ``all_agree`` (fraction of inputs on which every
+        model predicts the same class).
+    """
+    import numpy as np
+
+    from fmlab.ood._agreement import pairwise_agreement
+
+    names = list(predictions)
+    lengths = {k: len(v) for k, v in predictions.items()}
+    if len(names) < 2 or len(set(lengths.values())) != 1 or not lengths[names[0]]:
+        raise ValueError("prediction_agreement needs two or more models with the same, non-zero "
+                         f"number of predictions; got lengths {lengths}.")
+    preds = np.asarray([predictions[k] for k in names], dtype=np.int64)  # (m, n)
+    k = int(preds.max()) + 1
+    agree = pairwise_agreement(preds, k)  # (m, m)
+    freq = np.stack([np.bincount(p, minlength=k) for p in preds]) / preds.shape[1]  # (m, k)
+    expected = freq @ freq.T  # agreement of independent models with these frequencies
+    kappa = (agree - expected) / np.maximum(1 - expected, 1e-12)
+    pairs = [(i, j) for i in range(len(names)) for j in range(i + 1, len(names))]
+    return {"agreement": {f"{names[i]}~{names[j]}": float(agree[i, j]) for i, j in pairs},
+            "kappa": {f"{names[i]}~{names[j]}": float(kappa[i, j]) for i, j in pairs},
+            "mean_agreement": float(np.mean([agree[i, j] for i, j in pairs])),
+            "all_agree": float((preds == preds[:1]).all(0).mean())}
+
+
+def agreement_markdown(agreement: dict[str, Any]) -> str:
+    """The agreement of :func:`member_agreement` as a Markdown table."""
+    lines = [f"## Zero-shot agreement of the prepared members on '{agreement['style']}' "
+             f"({agreement['n_images']} images)", "",
+             "| kind | pair | agreement | Cohen's kappa |", "|---|---|---|---|"]
+    for kind in ("category", "subcategory"):
+        a = agreement[kind]
+        lines += [f"| {kind} | {pair} | {v:.3f} | {a['kappa'][pair]:.3f} |"
+                  for pair, v in a["agreement"].items()]
+        lines.append(f"| {kind} | all members | {a['all_agree']:.3f} | |")
+    return "\n".join(lines) + "\n"
