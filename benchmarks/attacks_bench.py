@@ -8,7 +8,8 @@
    dependency). fmlab's PGD runs in the same process from this checkout's source, so both use
    the same torch and threads; rounds alternate, and both start from the same random point (the
    same seed), so the adversarial batches are compared element by element. Speed is iterations
-   per CPU second of the process (medians over rounds; robust to other jobs on a shared machine),
+   per CPU second of the process (medians over 7 rounds, and the round-by-round ratios with their
+   spread; CPU seconds are robust to other jobs on a shared machine),
    wall seconds beside it. ``fmlab`` returns the last iterate like torchattacks
    (``keep_best=False``); ``fmlab_keep_best`` (the default) scores it once more to return the best
    evaluated batch.
@@ -43,22 +44,33 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).with_name("results") / "attacks.json"
 PEER = "torchattacks-3.5.1"
 PEER_PACKAGES = (["torch==2.14.1", "torchvision==0.29.1"], ["torchattacks==3.5.1"],
-                 ["--no-deps", "efficientnet-lite-pytorch==0.1.0"])
+                 ["--no-deps", "efficientnet-lite-pytorch==0.1.0"],
+                 # what importing fmlab.attacks needs beside torch (fmlab.base: scikit-learn)
+                 ["scikit-learn==1.9.1", "tqdm==4.70.1"])
+_STAMP = "fmlab-bench-packages.json"
 
 
 def _venv() -> Path:
-    """The peer's virtual environment, created once (atomically: built aside, then renamed)."""
+    """The peer's virtual environment, created once (atomically: built aside, then renamed);
+    a venv made from an older package list gets what the current list adds."""
     from fmlab._paths import cache_dir
 
     folder = cache_dir("bench-venvs") / PEER
     python = folder / "bin" / "python"
+    wanted = json.dumps(PEER_PACKAGES)
     if python.exists():
+        stamp = folder / _STAMP
+        if not stamp.is_file() or stamp.read_text() != wanted:
+            for pkgs in PEER_PACKAGES:  # pip keeps what is already there
+                subprocess.run([str(python), "-m", "pip", "install", "-q", *pkgs], check=True)
+            stamp.write_text(wanted)
         return python
     tmp = folder.with_name(folder.name + ".part")
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(tmp)], check=True)
     for pkgs in PEER_PACKAGES:
         subprocess.run([str(tmp / "bin" / "python"), "-m", "pip", "install", "-q", *pkgs],
                        check=True)
+    (tmp / _STAMP).write_text(wanted)
     tmp.rename(folder)
     return python
 
@@ -111,8 +123,10 @@ def _worker(args: argparse.Namespace) -> None:
                            "load_avg_1m_start": os.getloadavg()[0]}
     runs = {"torchattacks": run_peer, "fmlab": run_fmlab,
             "fmlab_keep_best": lambda seed: run_fmlab(seed, keep_best=True)}
-    run_peer(0), run_fmlab(0)  # warm-up
-    # CPU seconds of this process (robust to the other jobs on a shared machine) and wall
+    for name in runs:  # warm-up
+        runs[name](0)
+    # CPU seconds of this process (robust to the other jobs on a shared machine) and wall;
+    # interleaved (peer, fmlab, ... then the reverse order), so both see the same load
     cpu: dict[str, list[float]] = {k: [] for k in runs}
     wall: dict[str, list[float]] = {k: [] for k in runs}
     for r in range(args.rounds):
@@ -121,6 +135,8 @@ def _worker(args: argparse.Namespace) -> None:
             runs[name](r)
             cpu[name].append(time.process_time() - c)
             wall[name].append(time.perf_counter() - t)
+    out["rounds"] = args.rounds
+    out["cpu_s_per_round"] = {k: [round(v, 4) for v in vals] for k, vals in cpu.items()}
     peer_adv, fm_adv = run_peer(123), run_fmlab(123)
     with torch.no_grad():
         out["identical"] = bool(torch.equal(peer_adv, fm_adv))
@@ -138,6 +154,11 @@ def _worker(args: argparse.Namespace) -> None:
     for name in ("fmlab", "fmlab_keep_best"):
         out[f"speed_ratio_{name}_over_torchattacks"] = (out[f"{name}_it_per_cpu_s"]
                                                         / out["torchattacks_it_per_cpu_s"])
+        # the same ratio round by round (each pair ran back to back): its spread
+        paired = sorted(p / f for p, f in zip(cpu["torchattacks"], cpu[name], strict=True))
+        out[f"paired_ratio_{name}_over_torchattacks"] = {
+            "median": statistics.median(paired), "min": paired[0], "max": paired[-1],
+            "rounds_at_least_as_fast": sum(v >= 1.0 for v in paired)}
     out["load_avg_1m_end"] = os.getloadavg()[0]
     print(json.dumps(out))
 
@@ -289,7 +310,7 @@ def main() -> None:
     parser.add_argument("--weights", help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", 0))
                         or os.cpu_count() or 1)
     args = parser.parse_args()

@@ -27,7 +27,8 @@ from typing import Any
 from fmlab._io import atomic_dir, clean_stale, file_lock, file_sha256
 from fmlab.exceptions import FmlabWarning
 
-__all__ = ["CACHE_FORMAT", "MANIFEST", "CacheRebuildWarning", "cached_build", "check_cache"]
+__all__ = ["CACHE_FORMAT", "MANIFEST", "CacheRebuildWarning", "cached_build", "check_cache",
+           "hash_weights"]
 
 MANIFEST = "fmlab-manifest.json"
 CACHE_FORMAT = 1
@@ -171,3 +172,15 @@ def cached_build(
         _VERIFIED.pop(str(path), None)
         _VERIFIED[str(path)] = _signature(path, _files(path))
     return path
+
+
+def hash_weights(h: Any, model: Any) -> Any:
+    """Feed a torch module's state (each tensor's name, shape, dtype and bytes, in name order)
+    into the hashlib object ``h`` and return it: what a cache of the model's outputs depends on.
+    (~0.3 s for SmolLM2-135M's 540 MB.)"""
+    import torch
+
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode() + str(tuple(t.shape)).encode() + str(t.dtype).encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+    return h

@@ -136,7 +136,7 @@ def _batch(images: list[np.ndarray]) -> Any:
 
 def attack_with_captioner(
     captioner: Any, images: list[np.ndarray], targets: list[str], *, eps: float, steps: int,
-    step_size: float = 1 / 255, decode_every: int = 10,
+    step_size: float = 1 / 255, decode_every: int = 10, progress: bool = False,
 ) -> tuple[list[np.ndarray], list[dict[str, Any]], float]:
     """BIM on the captioner's teacher-forced loss of each picture's target caption, all pictures
     in one batch (one captioner pass per step); returns the uint8 pictures, one record each and
@@ -149,7 +149,7 @@ def attack_with_captioner(
 
     x0 = _batch(images)  # (B, 3, H, W)
     objective = CaptionerObjective(captioner, targets, decode_every=decode_every)
-    result = BIM(eps=eps, step_size=step_size, steps=steps)(objective, x0, progress=False)
+    result = BIM(eps=eps, step_size=step_size, steps=steps)(objective, x0, progress=progress)
     advs, records = [], []
     for i, (target, first) in enumerate(zip(targets, objective.first_exact(), strict=True)):
         best = objective.best_images[i]
@@ -167,7 +167,7 @@ def attack_with_captioner(
 def attack_with_clip(
     members: list[Any], images: list[np.ndarray], positives: list[str],
     negatives: list[str] | None, *, eps: float, steps: int, step_size: float = 1 / 255,
-    ssa: int = 0, random_state: int = 0,
+    ssa: int = 0, random_state: int = 0, progress: bool = False,
 ) -> tuple[list[np.ndarray], float]:
     """PGD with momentum on the CLIP-ensemble loss (optionally with SSA gradients), all pictures
     in one batch, each towards its own concept; returns the uint8 pictures and the seconds."""
@@ -179,9 +179,66 @@ def attack_with_clip(
         objective = SpectrumAugmented(objective, n=ssa, random_state=random_state)
     attack = PGD(eps=eps, step_size=step_size, steps=steps, momentum=1.0, random_start=False,
                  keep_best=False)
-    result = attack(objective, x0, success=lambda x, loss: False, progress=False)
+    result = attack(objective, x0, success=lambda x, loss: False, progress=progress)
     q = quantize(result.x_final, x0, eps)  # (B, 3, H, W)
     return list(q.permute(0, 2, 3, 1).numpy()), result.elapsed_s
+
+
+#: Bump when an attack's pictures change for the same inputs (the cache key cannot see code).
+_ATTACK_CACHE_FORMAT = 1
+
+
+class _AttackCache:
+    """At full scale, each finished attack's uint8 pictures (and its records and seconds) are kept
+    in ``<cache>/studies/attacks.agents/<key>``, keyed by the victim models' weights, the clean
+    pictures, the targets and every attack setting; a killed run resumes after the last finished
+    attack, and a re-run (say with a corrected claim) re-attacks nothing. Off at quick scale."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.hits = 0
+        self._weights: dict[int, str] = {}
+
+    def model_id(self, model: Any) -> str:
+        import hashlib
+
+        from fmlab._cache import hash_weights
+
+        if id(model) not in self._weights:
+            self._weights[id(model)] = hash_weights(hashlib.sha256(), model).hexdigest()
+        return self._weights[id(model)]
+
+    def run(self, key: dict[str, Any], images: list[np.ndarray],
+            compute: Any) -> tuple[list[np.ndarray], Any, float]:
+        """``compute() -> (pictures, records, seconds)``, or its stored result."""
+        if not self.enabled:
+            return tuple(compute())  # type: ignore[return-value]
+        import hashlib
+        import json
+
+        from fmlab._cache import cached_build
+        from fmlab._io import read_npy, write_json
+        from fmlab._paths import cache_dir
+
+        stack = np.ascontiguousarray(np.stack(images))
+        key = {**key, "format": _ATTACK_CACHE_FORMAT, "shape": list(stack.shape),
+               "pictures": hashlib.sha256(stack.tobytes()).hexdigest()}
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+        built = False
+
+        def build(folder: Any) -> None:
+            nonlocal built
+            advs, records, seconds = compute()
+            np.save(folder / "advs.npy", np.stack(advs))
+            write_json(folder / "meta.json", {"records": records, "seconds": seconds})
+            built = True
+
+        folder = cached_build(cache_dir("studies", "attacks.agents") / digest, build, key=key,
+                              what="attacked pictures", announce=False)
+        self.hits += not built
+        meta = json.loads((folder / "meta.json").read_text())
+        advs = read_npy(folder / "advs.npy", what="attacked pictures")
+        return list(advs), meta["records"], float(meta["seconds"])
 
 
 _TYPES = ("wrong_object", "choose_me", "add_comment")
@@ -239,7 +296,8 @@ class _Models:
 def _run_tasks(tasks: list[Any], env: _Models, site: Any, browser: Any, *, eps: float,
                eps_grid: list[float], cap_steps: int, clip_steps: int,
                cap_step_size: float = 1 / 255,
-               clip_vs_caption_agent: bool = True) -> dict[str, Any]:
+               clip_vs_caption_agent: bool = True,
+               cache: _AttackCache | None = None, progress: bool = False) -> dict[str, Any]:
     """Benign steps of every task, then each attack on the tasks its victim solves benignly (all
     pictures of one attack optimised in one batch), then the attacked steps: the rows of judged
     outcomes, the attack seconds, before/after examples, and an attacked picture that fooled an
@@ -247,6 +305,7 @@ def _run_tasks(tasks: list[Any], env: _Models, site: Any, browser: Any, *, eps: 
     from fmlab.agents import run_step
     from fmlab.attacks import format_eps
 
+    cache = cache or _AttackCache(False)
     rows: list[dict[str, Any]] = [{"task": t.task_id, "type": t.attack_type} for t in tasks]
     seconds = {"captioner_attack": 0.0, "clip_attack": 0.0}
     examples: list[dict[str, Any]] = []
@@ -266,9 +325,14 @@ def _run_tasks(tasks: list[Any], env: _Models, site: Any, browser: Any, *, eps: 
         # captioner attack (white-box on the captioner) vs the captioner-augmented agent
         idx = [i for i, r in enumerate(rows) if r["text_benign"]]
         if idx:
-            advs, recs, secs = attack_with_captioner(
-                env.captioner, [clean[i] for i in idx], [tasks[i].target_caption for i in idx],
-                eps=eps, steps=cap_steps, step_size=cap_step_size)
+            pictures, targets = [clean[i] for i in idx], [tasks[i].target_caption for i in idx]
+            advs, recs, secs = cache.run(
+                {"attack": "captioner", "model": cache.model_id(env.captioner),
+                 "targets": targets, "eps": eps, "steps": cap_steps, "step_size": cap_step_size},
+                pictures, lambda: attack_with_captioner(env.captioner, pictures, targets,
+                                                        eps=eps, steps=cap_steps,
+                                                        step_size=cap_step_size,
+                                                        progress=progress))
             seconds["captioner_attack"] += secs
             after = caption(advs)
             for i, adv, rec, cap_after in zip(idx, advs, recs, after, strict=True):
@@ -290,19 +354,30 @@ def _run_tasks(tasks: list[Any], env: _Models, site: Any, browser: Any, *, eps: 
             or (clip_vs_caption_agent and r.get("text_benign")))]
         pictures = [clean[i] for i in idx]
         concepts = [tasks[i].target_concept for i in idx]
-        for e in eps_grid if idx else ():
+
+        def clip_attack(members: list[Any], e: float) -> list[np.ndarray]:
             # t+ only: pushing away from the true concept (t-) as well lowered how far the
             # picture rose towards t+ in trials, and the agent compares t+
-            advs, secs = attack_with_clip(env.members[:2], pictures, concepts, None, eps=e,
-                                          steps=clip_steps, step_size=_CLIP_STEP)
+            def compute() -> tuple[list[np.ndarray], None, float]:
+                advs, secs = attack_with_clip(members, pictures, concepts, None, eps=e,
+                                              steps=clip_steps, step_size=_CLIP_STEP,
+                                              progress=progress)
+                return advs, None, secs
+
+            advs, _, secs = cache.run(
+                {"attack": "clip", "members": [cache.model_id(m) for m in members],
+                 "concepts": concepts, "eps": e, "steps": clip_steps, "step_size": _CLIP_STEP,
+                 "random_state": 0}, pictures, compute)
             seconds["clip_attack"] += secs
+            return advs
+
+        for e in eps_grid if idx else ():
+            advs = clip_attack(env.members[:2], e)
             key = format_eps(e)
             at_eps = abs(e - eps) < 1e-12
             if at_eps:
                 # the same attack on member 0 alone: does the ensemble transfer better?
-                singles, secs = attack_with_clip(env.members[:1], pictures, concepts, None,
-                                                 eps=e, steps=clip_steps, step_size=_CLIP_STEP)
-                seconds["clip_attack"] += secs
+                singles = clip_attack(env.members[:1], e)
             for j, i in enumerate(idx):
                 task, row = tasks[i], rows[i]
                 held = run_step(task, env.pixel_agent, site, browser, image=advs[j])
@@ -461,12 +536,14 @@ class AgentsStudy(Study):
         env = _Models.load(halves)
         t_models = time.perf_counter() - t0
 
+        cache = _AttackCache(enabled=not ctx.quick)
         with ShopSite(products) as site, Browser() as browser:
             out = _run_tasks(tasks, env, site, browser, eps=eps, eps_grid=eps_grid,
                              cap_steps=int(ctx.option("captioner_steps")),
                              clip_steps=int(ctx.option("clip_steps")),
                              cap_step_size=float(ctx.option("captioner_step")),
-                             clip_vs_caption_agent=bool(ctx.option("clip_vs_caption_agent")))
+                             clip_vs_caption_agent=bool(ctx.option("clip_vs_caption_agent")),
+                             cache=cache, progress=ctx.show_progress and not ctx.quick)
             rows, seconds, examples = out["rows"], out["seconds"], out["examples"]
             shot: dict[str, Any] = {}
             if out["shot"] is not None:
@@ -478,6 +555,7 @@ class AgentsStudy(Study):
         metrics.update(captioner_steps=int(ctx.option("captioner_steps")),
                        captioner_step=format_eps(float(ctx.option("captioner_step"))),
                        clip_steps=int(ctx.option("clip_steps")), attacks=sorted(halves),
+                       attacks_reused_from_cache=cache.hits,
                        seconds_models=round(t_models, 1),
                        seconds_attacks={k: round(v, 1) for k, v in seconds.items()},
                        seconds_total=round(time.perf_counter() - t0, 1))

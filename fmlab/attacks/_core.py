@@ -437,8 +437,10 @@ def run_attack(
     budget = attack.budget()
     x0 = x.detach().clone()
     rng = _make_rng(attack, x0.device)
-    fingerprint = _fingerprint(attack, x0)
     folder = Path(snapshot_dir) if snapshot_dir is not None else None
+    # hashing the start point costs a pass over it: only snapshots need the fingerprint
+    fingerprint = _fingerprint(attack, x0) if folder is not None else ""
+    keep_best = attack.keeps_best()
     test = (lambda xx, ll: bool(success(xx, ll))) if success is not None else (
         lambda xx, ll: attack.is_success(objective, xx, ll)
     )
@@ -461,7 +463,9 @@ def run_attack(
 
     def consider(xx: torch.Tensor, loss: float, step: int) -> None:
         if loss < state.best_loss:
-            state.best_x, state.best_loss, state.best_step = xx.detach().clone(), loss, step
+            # without keep_best the answer is the last iterate: no copy of the best one
+            state.best_x = xx.detach().clone() if keep_best else xx
+            state.best_loss, state.best_step = loss, step
 
     bar = tqdm(
         total=budget.steps,
@@ -514,12 +518,14 @@ def run_attack(
             else:
                 state.losses.append(math.nan)
             state.elapsed_s = time.perf_counter() - t_start
-            bar.update(1)
-            bar.set_postfix(loss=f"{state.losses[-1]:.4g}", best=f"{state.best_loss:.4g}")
+            if not bar.disable:  # a hidden bar costs nothing, not even the formatting
+                bar.set_postfix(loss=f"{state.losses[-1]:.4g}", best=f"{state.best_loss:.4g}",
+                                refresh=False)
+                bar.update(1)
             if folder is not None and state.step % snapshot_every == 0:
                 _save_snapshot(folder, state, x0, rng, fingerprint)
         if (state.x_loss is None and state.stop_reason != "success" and state.step > 0
-                and not attack.keeps_best()):
+                and not keep_best):
             # the caller wants the last iterate, unscored (as the textbook PGD returns it)
             state.best_x, state.best_loss, state.best_step = state.x, math.nan, state.step - 1
         elif state.x_loss is None and state.stop_reason != "success":

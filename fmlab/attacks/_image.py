@@ -75,7 +75,10 @@ def as_image(x: Any, name: str = "x") -> torch.Tensor:
             f"The image {name!r} must be shaped (C, H, W) or (B, C, H, W). "
             f"Got shape {tuple(x.shape)} instead."
         )
-    if not bool(torch.isfinite(x).all()) or float(x.min()) < 0.0 or float(x.max()) > 1.0:
+    if x.numel() == 0:
+        raise ValueError(f"The image {name!r} is empty (shape {tuple(x.shape)}); pass pixels.")
+    lo, hi = torch.aminmax(x.detach())  # one pass; NaN propagates and fails both tests below
+    if not (float(lo) >= 0.0 and float(hi) <= 1.0):
         raise ValueError(
             f"The image {name!r} holds floats, which must lie in [0, 1]. Got values in "
             f"[{float(x.nan_to_num().min()):.3g}, {float(x.nan_to_num().max()):.3g}]; "
@@ -197,27 +200,31 @@ class PGD(BaseAttack):
         xg = x.detach().requires_grad_(True)
         loss = objective(xg[None]).reshape(())  # scalar: one input
         (grad,) = torch.autograd.grad(loss, xg)
+        if not grad.is_contiguous():  # e.g. an expanded gradient of a sum: not writable
+            grad = grad.contiguous()
+        # from here on the gradient is ours alone (autograd made it): overwritten in place
         if self.momentum > 0:
             l1 = grad.abs().flatten(-3).sum(-1)[..., None, None, None].clamp_min(1e-12)
-            buffers["momentum"].mul_(self.momentum).add_(grad / l1)
-            grad = buffers["momentum"]
-        if self.norm == "linf":
-            step = grad.sign()
+            momentum = buffers["momentum"].mul_(self.momentum).add_(grad.div_(l1))
+            step = momentum.sign() if self.norm == "linf" else (
+                momentum / _per_image_norm(momentum).clamp_min(1e-12))
+        elif self.norm == "linf":
+            step = grad.sign_()
         else:
-            step = grad / _per_image_norm(grad).clamp_min(1e-12)
-        candidate = x.detach() - self.step_size * step
+            step = grad.div_(_per_image_norm(grad).clamp_min(1e-12))
+        # x - α·d(g) in one pass (α·sign is exact, so this equals the two-op textbook form)
+        candidate = torch.add(x.detach(), step, alpha=-self.step_size)
         return Proposal(candidate[None], float(loss.detach()), 1)
 
     def project(
         self, candidates: torch.Tensor, x0: torch.Tensor, objective: Any = None
     ) -> torch.Tensor:
-        delta = candidates - x0
+        delta = candidates - x0  # the one new tensor; the rest works in place on it
         if self.norm == "linf":
-            delta = delta.clamp(-self.eps, self.eps)
+            delta.clamp_(-self.eps, self.eps)
         else:
-            norms = _per_image_norm(delta)
-            delta = delta * (self.eps / norms.clamp_min(1e-12)).clamp(max=1.0)
-        return (x0 + delta).clamp(0.0, 1.0)
+            delta.mul_((self.eps / _per_image_norm(delta).clamp_min(1e-12)).clamp_(max=1.0))
+        return delta.add_(x0).clamp_(0.0, 1.0)
 
     # -- public ---------------------------------------------------------------------------------
     def __call__(self, objective: Any, x: Any, **kwargs: Any) -> AttackResult:

@@ -206,12 +206,9 @@ def _fingerprint(model: Any, tokenizer: Any, pairs: list[dict[str, str]],
     import hashlib
     import json
 
-    import torch
+    from fmlab._cache import hash_weights
 
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        h.update(name.encode() + str(tuple(t.shape)).encode() + str(t.dtype).encode())
-        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+    h = hash_weights(hashlib.sha256(), model)
     h.update(json.dumps({"tokenizer": [getattr(tokenizer, "name_or_path", ""), len(tokenizer)],
                          "pairs": pairs, "suffixes": suffixes or [], "settings": settings,
                          "format": _CACHE_FORMAT}, sort_keys=True).encode())

@@ -99,3 +99,42 @@ def test_registered_with_declared_options():
         cls.resolve_options({"attacks": "pixels"}, "quick")
     with pytest.raises(UsageError, match="Did you mean: eps"):
         cls.resolve_options({"epss": 0.1}, "quick")
+
+
+def test_full_scale_attack_cache_resumes_finished_attacks_and_sees_every_input(tmp_path,
+                                                                               monkeypatch):
+    import numpy as np
+    import torch
+
+    from fmlab.agents._study import _AttackCache
+
+    monkeypatch.setenv("FMLAB_CACHE", str(tmp_path))
+    model = torch.nn.Linear(3, 2)
+    pictures = [np.full((4, 4, 3), i, np.uint8) for i in range(2)]
+    calls = []
+
+    def compute(shift=1):
+        calls.append(shift)
+        return [p + shift for p in pictures], [{"ok": True, "first": None}], 1.5
+
+    cache = _AttackCache(enabled=True)
+    key = {"attack": "captioner", "model": cache.model_id(model), "eps": 0.0625}
+    advs, recs, secs = cache.run(key, pictures, compute)
+    again = _AttackCache(enabled=True)  # a new run (a killed one resuming)
+    advs2, recs2, secs2 = again.run({**key, "model": again.model_id(model)}, pictures, compute)
+    assert calls == [1] and again.hits == 1 and cache.hits == 0
+    assert all(np.array_equal(a, b) and b.dtype == np.uint8 for a, b in zip(advs, advs2, strict=True))
+    assert recs2 == recs and secs2 == secs
+    # another setting, other pictures or other weights: attacked afresh
+    again.run({**key, "eps": 0.03}, pictures, lambda: compute(2))
+    again.run(key, [p + 7 for p in pictures], lambda: compute(3))
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    third = _AttackCache(enabled=True)
+    third.run({**key, "model": third.model_id(model)}, pictures, lambda: compute(4))
+    assert calls == [1, 2, 3, 4]
+    # quick scale keeps nothing
+    off = _AttackCache(enabled=False)
+    off.run(key, pictures, lambda: compute(5))
+    off.run(key, pictures, lambda: compute(5))
+    assert calls[-2:] == [5, 5] and off.hits == 0

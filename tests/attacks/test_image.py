@@ -75,6 +75,43 @@ def test_keep_best_false_returns_the_last_iterate_and_saves_the_final_scoring(ob
         PGD(keep_best="no")
 
 
+def _textbook_pgd(model, images, labels, eps, alpha, steps, seed):
+    """Madry et al.'s L-inf PGD written out the way torchattacks 3.5.1 writes it (mean
+    cross-entropy ascended, uniform random start from a generator seeded with ``seed``)."""
+    adv = images + torch.empty_like(images).uniform_(
+        -eps, eps, generator=torch.Generator().manual_seed(seed))
+    adv = adv.clamp(0, 1).detach()
+    for _ in range(steps):
+        adv.requires_grad = True
+        cost = torch.nn.functional.cross_entropy(model(adv), labels)
+        (grad,) = torch.autograd.grad(cost, adv)
+        adv = adv.detach() + alpha * grad.sign()
+        delta = torch.clamp(adv - images, min=-eps, max=eps)
+        adv = torch.clamp(images + delta, min=0, max=1).detach()
+    return adv
+
+
+def test_pgd_equals_the_textbook_loop_bit_for_bit():
+    # the benchmark against torchattacks relies on this: same start, same steps, same bits
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, stride=2), torch.nn.ReLU(),
+                                torch.nn.Flatten(), torch.nn.Linear(8 * 7 * 7, 5)).eval()
+    model.requires_grad_(False)
+    images = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    labels = model(images).argmax(-1)
+    eps, alpha, steps = 8 / 255, 2 / 255, 7
+    want = _textbook_pgd(model, images, labels, eps, alpha, steps, seed=5)
+    got = PGD(eps=eps, step_size=alpha, steps=steps, random_state=5, keep_best=False)(
+        ClassifierObjective(model, labels), images, success=lambda x, loss: False,
+        progress=False)
+    assert torch.equal(got.x_adv, want) and torch.equal(got.x_final, want)
+    assert not torch.equal(want, images.clamp(0, 1))  # the attack did move
+    kept = PGD(eps=eps, step_size=alpha, steps=steps, random_state=5)(
+        ClassifierObjective(model, labels), images, success=lambda x, loss: False,
+        progress=False)
+    assert torch.equal(kept.x_final, want)  # keep_best changes the answer picked, not the path
+
+
 def test_bim_starts_from_the_clean_image_and_pgd_from_a_random_point(objective, image):
     assert BIM().random_start is False and PGD().random_start is True
     assert create_attack("bim", steps=3).random_start is False
@@ -115,6 +152,8 @@ def test_bad_hyperparameters_are_rejected_at_construction(kwargs, error, match):
     (torch.full((3, 4, 4), float("nan")), ValueError, r"must lie in \[0, 1\]"),
     (torch.ones(3, 4, 4, dtype=torch.int32), TypeError, r"uint8 pixels .* or floats in \[0, 1\]"),
     (torch.ones(4, 4), ValueError, r"shaped \(C, H, W\)"),
+    (torch.ones(3, 0, 4), ValueError, r"'x' is empty \(shape \(3, 0, 4\)\)"),
+    (torch.tensor([[[0.5, float("nan")]]] * 3), ValueError, r"must lie in \[0, 1\]"),
 ])
 def test_bad_images_get_a_clear_error(x, error, match, objective):
     with pytest.raises(error, match=match):
@@ -130,6 +169,30 @@ def test_early_stop_on_success_and_classifier_objective():
     result = PGD(eps=1.0, step_size=0.2, steps=200, random_state=0)(objective, x, progress=False)
     assert result.success and result.stop_reason == "success" and result.n_steps < 200
     assert (model(result.x_adv).argmax(-1) != labels).all()
+
+
+def test_the_classifier_success_test_reuses_the_gradient_pass_forward():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 4))
+    calls = []
+    net.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    x = torch.rand(2, 3, 8, 8)
+    labels = net(x).argmax(-1)
+    calls.clear()
+    objective = ClassifierObjective(net, labels)
+    result = BIM(eps=1e-4, step_size=1e-5, steps=5)(objective, x, progress=False)
+    assert not result.success and result.n_steps == 5
+    assert len(calls) == 5 + 1  # one gradient pass per step, one final scoring; no test passes
+    # asked about another input, or about the same tensor changed in place, it runs the model
+    y = x.clone()
+    objective(y[None])
+    y.add_(0.0)  # an in-place change (even a null one) bumps the version: no reuse
+    n = len(calls)
+    assert objective.is_success(y) is False and len(calls) == n + 1
+    assert objective.is_success(torch.ones(2, 3, 8, 8)) in (True, False) and len(calls) == n + 2
+    # the reused answer equals a fresh forward
+    far = PGD(eps=1.0, step_size=0.2, steps=200, random_state=0)(objective, x, progress=False)
+    assert far.success and (net(far.x_adv).argmax(-1) != labels).all()
 
 
 def test_spectrum_augmentation_is_seeded_and_lowers_the_loss(objective, image):
