@@ -404,3 +404,26 @@ def test_status_line_says_when_a_study_ran_in_part() -> None:
     assert _verdict_line(full) == "empirical claims 1/1 hold"
     assert _verdict_line(part) == ("empirical claims 1/1 hold; PARTIAL, skipped (not installed): "
                                    "mnist")
+
+
+def test_dense_figures_are_saved_as_small_palette_pngs(tmp_path: Path) -> None:
+    """A dense scatter (as the full-scale OOD lines) is re-encoded with a palette when that is
+    smaller; a light figure keeps its RGBA PNG."""
+    import numpy as np
+    from PIL import Image
+
+    from fmlab._plotting import _PNG_PALETTE_ABOVE, pyplot, save_figure
+
+    plt = pyplot()
+    rng = np.random.default_rng(0)
+    fig, axes = plt.subplots(6, 3, figsize=(12, 20))
+    for ax in axes.flat:
+        ax.scatter(rng.normal(size=3000), rng.normal(size=3000), s=4, alpha=0.25)
+    dense = save_figure(fig, tmp_path / "dense.png", dpi=80)
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1])
+    light = save_figure(fig, tmp_path / "light.png")
+    with Image.open(dense) as im:
+        assert im.mode == "P" and dense.stat().st_size < _PNG_PALETTE_ABOVE * 1.3
+    with Image.open(light) as im:
+        assert im.mode == "RGBA" and light.stat().st_size < _PNG_PALETTE_ABOVE
