@@ -251,18 +251,19 @@ def member_agreement(names: tuple[str, ...] = MEMBERS) -> dict[str, Any] | None:
         ``kappa`` (Cohen's kappa: agreement beyond what the two members' prediction frequencies
         give by chance), ``all_agree`` and ``mean_agreement``.
     """
-    from fmlab.models._zoo import model_info
+    from fmlab._cache import check_cache
 
     preds, cards = {}, {}
     for name in names:
-        info = model_info(name)
-        if not info.cached or info.card is None:
+        path = recipe_path(name)
+        card = card_of(path) if check_cache(path, hashes=False) is None else None
+        if card is None:
             continue
         try:
-            preds[name] = json.loads((Path(str(info.cache_path)) / "predictions.json").read_text())
+            preds[name] = json.loads((path / "predictions.json").read_text())
         except (OSError, ValueError):
             continue
-        cards[name] = info.card["quality"]
+        cards[name] = card["quality"]
     if not preds:
         return None
     first = next(iter(cards.values()))
@@ -290,8 +291,6 @@ def prediction_agreement(predictions: dict[str, list[int]]) -> dict[str, Any]:
     """
     import numpy as np
 
-    from fmlab.ood._agreement import pairwise_agreement
-
     names = list(predictions)
     lengths = {k: len(v) for k, v in predictions.items()}
     if len(names) < 2 or len(set(lengths.values())) != 1 or not lengths[names[0]]:
@@ -299,8 +298,11 @@ def prediction_agreement(predictions: dict[str, list[int]]) -> dict[str, Any]:
                          f"number of predictions; got lengths {lengths}.")
     preds = np.asarray([predictions[k] for k in names], dtype=np.int64)  # (m, n)
     k = int(preds.max()) + 1
-    agree = pairwise_agreement(preds, k)  # (m, m)
-    freq = np.stack([np.bincount(p, minlength=k) for p in preds]) / preds.shape[1]  # (m, k)
+    # a few members on a few thousand images: the one-hot Gram matrix is enough, and the models
+    # layer does not import fmlab.ood (which stands above it: it loads zoo models)
+    onehot = (preds[:, :, None] == np.arange(k)).astype(np.float64)  # (m, n, k)
+    agree = np.einsum("ink,jnk->ij", onehot, onehot) / preds.shape[1]  # (m, m)
+    freq = onehot.mean(1)  # (m, k)
     expected = freq @ freq.T  # agreement of independent models with these frequencies
     kappa = (agree - expected) / np.maximum(1 - expected, 1e-12)
     pairs = [(i, j) for i in range(len(names)) for j in range(i + 1, len(names))]
