@@ -14,15 +14,12 @@ import math
 import string
 
 import numpy as np
-import pytest
+from hypothesis import HealthCheck, given, settings  # dev extra: missing -> the suite fails
+from hypothesis import strategies as st
 
-hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from fmlab._io import read_npy, read_table  # noqa: E402
-from fmlab._validation import Int, Real  # noqa: E402
-from fmlab.cli._base import UsageError, parse_options  # noqa: E402
+from fmlab._io import read_npy, read_table
+from fmlab._validation import Int, Real
+from fmlab.cli._base import UsageError, parse_options
 
 FAST = settings(max_examples=60, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
