@@ -285,10 +285,12 @@ class _Models:
     def caption(self, images: list[np.ndarray]) -> list[str]:
         """Greedy captions, each picture captioned once per run (cached by its pixels)."""
         keys = [np.ascontiguousarray(im).tobytes() for im in images]
-        todo = list(dict.fromkeys(k for k in keys if k not in self._captions))
+        todo: dict[bytes, np.ndarray] = {}  # each uncaptioned picture once, in first-seen order
+        for key, im in zip(keys, images, strict=True):
+            if key not in self._captions:
+                todo.setdefault(key, im)
         if todo:
-            first = {k: i for i, k in reversed(list(enumerate(keys)))}
-            new = self.captioner.generate(np.stack([images[first[k]] for k in todo]))
+            new = self.captioner.generate(np.stack(list(todo.values())))
             self._captions.update(zip(todo, (str(c) for c in new), strict=True))
         return [self._captions[k] for k in keys]
 

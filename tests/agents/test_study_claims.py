@@ -138,3 +138,23 @@ def test_full_scale_attack_cache_resumes_finished_attacks_and_sees_every_input(t
     off.run(key, pictures, lambda: compute(5))
     off.run(key, pictures, lambda: compute(5))
     assert calls[-2:] == [5, 5] and off.hits == 0
+
+
+def test_study_captions_each_distinct_picture_once() -> None:
+    """The study's captioner cache: repeated pictures are captioned once, results in input order."""
+    import numpy as np
+
+    from fmlab.agents._study import _Models
+
+    calls: list[int] = []
+
+    class Echo:
+        def generate(self, batch):
+            calls.append(len(batch))
+            return [f"mean {int(b.mean())}" for b in batch]
+
+    a, b = np.full((4, 4, 3), 10, np.uint8), np.full((4, 4, 3), 200, np.uint8)
+    env = _Models(captioner=Echo())
+    assert env.caption([a, b, a]) == ["mean 10", "mean 200", "mean 10"]
+    assert env.caption([b, np.full((4, 4, 3), 7, np.uint8)]) == ["mean 200", "mean 7"]
+    assert calls == [2, 1]
