@@ -285,16 +285,20 @@ def test_segment_attention_equals_per_candidate_attention():
     torch.testing.assert_close(out[0], torch.cat(want), rtol=1e-5, atol=1e-6)
 
 
-def test_fused_rms_norms_only_where_exact(objective):
-    """Scoring swaps the model's RMS norms for the fused kernel only for norm classes whose own
-    forward it reproduces (checked once per class); a variant such as Gemma's ``1 + weight``
-    keeps its forward, and every forward is restored afterwards."""
-    norms = objective._fused_norms()
-    n_model = sum(type(m).__name__.endswith("RMSNorm") for m in objective.model.modules())
-    assert len(norms) == n_model > 0
+def test_fast_forwards_only_where_exact(objective):
+    """Scoring swaps the model's RMS norms for the fused kernel and its gated SiLU MLPs for an
+    in-place forward, only for module classes whose own forward they reproduce (checked once
+    per class): variants such as Gemma's ``1 + weight`` norm or a GELU MLP keep their
+    forward, and every forward is restored afterwards."""
+    model = objective.model
+    names = [type(m).__name__ for m in model.modules()]
+    n_model = sum(n.endswith("RMSNorm") or n.endswith("MLP") for n in names)
+    fast = objective._fast_forwards()
+    assert len(fast) == n_model > 0
+    d = model.config.hidden_size
 
     class OnePlusRMSNorm(torch.nn.Module):  # Gemma-style: scales by (1 + weight)
-        def __init__(self, d):
+        def __init__(self):
             super().__init__()
             self.weight = torch.nn.Parameter(torch.randn(d))
             self.variance_epsilon = 1e-6
@@ -303,15 +307,29 @@ def test_fused_rms_norms_only_where_exact(objective):
             x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
             return (1 + self.weight) * x
 
-    model = objective.model
-    d = model.config.hidden_size
-    model.add_module("extra_norm", OnePlusRMSNorm(d))
+    class GeluMLP(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gate_proj, self.up_proj = torch.nn.Linear(d, 8), torch.nn.Linear(d, 8)
+            self.down_proj = torch.nn.Linear(8, d)
+
+        def forward(self, x):
+            return self.down_proj(torch.nn.functional.gelu(self.gate_proj(x)) * self.up_proj(x))
+
+    model.add_module("extra_norm", OnePlusRMSNorm())
+    model.add_module("extra_mlp", GeluMLP())
     try:
-        objective._norms = None
-        assert len(objective._fused_norms()) == n_model  # the variant is left alone
-        with objective._attention(True):
-            assert all("forward" in vars(m) for m in norms)
+        objective._fast = None
+        assert len(objective._fast_forwards()) == n_model  # the variants are left alone
+        x = torch.randn(5, d)
+        with torch.no_grad():
+            want = [m(x) for m, _ in fast]
+            with objective._attention(True):
+                assert all("forward" in vars(m) for m, _ in fast)
+                got = [m(x) for m, _ in fast]
+        for a, b in zip(got, want, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
         assert not any("forward" in vars(m) for m in model.modules())
     finally:
-        del model.extra_norm
-        objective._norms = None
+        del model.extra_norm, model.extra_mlp
+        objective._fast = None
