@@ -183,10 +183,17 @@ def main() -> None:
     ap.add_argument("--venv-root", type=Path,
                     default=Path.home() / ".cache" / "fmlab" / "bench-venvs")
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--skip-dpo", action="store_true")
+    ap.add_argument("--skip-dpo", action="store_true",
+                    help="no DPO timing (with --append, the previous DPO figures are kept)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=None,
+                    help="run these seeds (default: 0 .. repeats-1)")
+    ap.add_argument("--append", action="store_true",
+                    help="add these seeds' runs to the ones already in the results file (same "
+                         "settings), so a long benchmark can run as several short commands")
     args = ap.parse_args()
     if args.quick:
         args.steps, args.search_width, args.topk, args.repeats, args.dpo_steps = 2, 16, 16, 1, 2
+    seeds = args.seeds if args.seeds is not None else list(range(args.repeats))
 
     from fmlab.models import prepare_model
 
@@ -195,13 +202,25 @@ def main() -> None:
     model_dir = prepare_model("smollm2-135m-instruct")
     peer = nanogcg_python(args.venv_root)
     dirs = {"fmlab": str(model_dir), "nanogcg": str(peer_model_dir(model_dir, args.venv_root))}
+    settings = {"model": "smollm2-135m-instruct", "prompt": PROMPT, "target": TARGET,
+                "suffix_tokens": 20, "steps": args.steps, "search_width": args.search_width,
+                "topk": args.topk, "threads": args.threads}
     runs: dict[str, list[dict[str, Any]]] = {"fmlab": [], "nanogcg": []}
-    for rep in range(args.repeats):
+    previous: dict[str, Any] = {}
+    if args.append and RESULTS.is_file():
+        previous = json.loads(RESULTS.read_text())
+        same = {k: v for k, v in previous.get("settings", {}).items() if k != "repeats"}
+        if same != settings:
+            raise SystemExit(f"--append: {RESULTS} holds other settings ({same}); rerun "
+                             "without --append.")
+        runs = previous["runs"]
+    for rep in seeds:
         for tool, python in (("fmlab", Path(sys.executable)), ("nanogcg", peer)):
             cfg = {"tool": tool, "model_dir": dirs[tool], "prompt": PROMPT, "target": TARGET,
                    "init": INIT, "steps": args.steps, "search_width": args.search_width,
                    "topk": args.topk, "seed": rep, "threads": args.threads}
             r = run_worker(python, cfg)
+            r["seed"], r["load"] = rep, os.getloadavg()[0]
             runs[tool].append(r)
             print(f"{tool:8s} seed {rep}: {r['s_per_step']:.2f} s/step wall, "
                   f"{r['cpu_s_per_step']:.2f} CPU-s/step, best loss {r['best_loss']:.4f}, peak "
@@ -238,16 +257,17 @@ def main() -> None:
         sum(abs(x - y) < 1e-3 for x, y in zip(f["losses"], n["losses"], strict=False))
         for f, n in pairs]
     gcg["best_loss_fmlab_minus_nanogcg"] = [f["best_loss"] - n["best_loss"] for f, n in pairs]
+    machine = (f"{os.cpu_count()} CPUs (shared), load average {load_start:.1f} at the start, "
+               f"{os.getloadavg()[0]:.1f} at the end")
     out: dict[str, Any] = {
-        "machine": f"{os.cpu_count()} CPUs (shared), load average {load_start:.1f} at the start, "
-                   f"{os.getloadavg()[0]:.1f} at the end",
-        "settings": {"model": "smollm2-135m-instruct", "prompt": PROMPT, "target": TARGET,
-                     "suffix_tokens": 20, "steps": args.steps, "search_width": args.search_width,
-                     "topk": args.topk, "threads": args.threads, "repeats": args.repeats},
+        "machine": machine if not previous else f"{previous['machine']}; then {machine}",
+        "settings": {**settings, "repeats": len(runs["fmlab"])},
         "gcg": gcg, "runs": runs,
     }
     if not args.skip_dpo:
         out["dpo_lora"] = dpo_step_time(args.dpo_steps)
+    elif "dpo_lora" in previous:
+        out["dpo_lora"] = previous["dpo_lora"]
     print(json.dumps({k: v for k, v in out.items() if k != "runs"}, indent=2))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     from fmlab._io import write_json
