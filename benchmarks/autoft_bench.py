@@ -14,7 +14,9 @@
    trials (enqueued), trials per hour of each, each worker on one thread. Goal: >= 1.8x with two
    workers on 2 cores.
 
-Timings are medians over interleaved repeats (1) or single runs (2, 3). Writes
+Timings are medians over interleaved repeats (1; wall and this process's CPU time, with ratios
+also as medians of ratios paired within a repeat: the shared machine's load moves absolute times
+by 2-3x between minutes) or single runs (2, 3). Writes
 ``benchmarks/results/autoft.json``.
 """
 
@@ -97,20 +99,36 @@ def bench_loss_overhead(task, batch_size: int, steps: int, repeats: int) -> dict
         fns["fmlab_9_terms"] = fm(with_flyp)
     for f in fns.values():
         f()
+    # wall and CPU time (the machine is shared: CPU time of this process is the steadier
+    # figure); ratios are medians of ratios paired within one interleaved repeat
     times: dict[str, list[float]] = {k: [] for k in fns}
+    cpu: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
         for k, f in fns.items():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             f()
             times[k].append((time.perf_counter() - t0) / steps * 1e3)
+            cpu[k].append((time.process_time() - c0) / steps * 1e3)
+
+    def paired(num: str, den: str, t: dict[str, list[float]]) -> float:
+        return statistics.median(a / b for a, b in zip(t[num], t[den], strict=True))
+
     ms = {k: statistics.median(v) for k, v in times.items()}
     return {"ms_per_step": ms,
+            "cpu_ms_per_step": {k: statistics.median(v) for k, v in cpu.items()},
+            "repeats": repeats,
             "ratio_8_terms_vs_plain_ce": ms["fmlab_8_terms_no_flyp"] / ms["plain_torch_ce"],
             "ratio_8_terms_vs_fmlab_ce": ms["fmlab_8_terms_no_flyp"] / ms["fmlab_ce"],
             "ratio_fmlab_ce_vs_plain_ce": ms["fmlab_ce"] / ms["plain_torch_ce"],
             "ratio_unfused_8_terms_vs_fmlab_ce": ms["unfused_8_terms_no_flyp"] / ms["fmlab_ce"],
             **({"ratio_9_terms_vs_plain_ce": ms["fmlab_9_terms"] / ms["plain_torch_ce"]}
                if "fmlab_9_terms" in ms else {}),
+            "paired_ratio_8_terms_vs_fmlab_ce_wall": paired("fmlab_8_terms_no_flyp", "fmlab_ce",
+                                                            times),
+            "paired_ratio_8_terms_vs_fmlab_ce_cpu": paired("fmlab_8_terms_no_flyp", "fmlab_ce",
+                                                           cpu),
+            "paired_ratio_8_terms_vs_plain_ce_cpu": paired("fmlab_8_terms_no_flyp",
+                                                           "plain_torch_ce", cpu),
             "goal": "8 terms without flyp <= 1.2x ce alone"}
 
 
@@ -206,13 +224,16 @@ def main() -> None:
     ap.add_argument("--task", default="emoji-shift", help="emoji-shift (clip-emoji) or toy")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--steps", type=int, default=50, help="steps per timing (overhead)")
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=15,
+                    help="interleaved repeats of the projection overhead timings")
     ap.add_argument("--trials", type=int, default=15, help="trials of the search benchmark")
     ap.add_argument("--final-steps", type=int, default=100,
                     help="steps of every run (the study's quick budget; a trial is a run)")
     ap.add_argument("--worker-trials", type=int, default=12)
     ap.add_argument("--top-steps", type=int, default=20,
                     help="steps per timing of the tower-top overhead configuration")
+    ap.add_argument("--top-repeats", type=int, default=5,
+                    help="interleaved repeats of the tower-top overhead timings")
     ap.add_argument("--skip", default="", help="comma list of: overhead,search,workers")
     args = ap.parse_args()
     torch.set_num_threads(1)  # per process: the worker comparison gives each worker one core
@@ -229,7 +250,7 @@ def main() -> None:
         print(json.dumps(res["loss_overhead"], indent=2))
         if args.task == "emoji-shift":
             res["loss_overhead_tower_top"] = bench_loss_overhead(
-                _task(args.task, "top"), args.batch_size, args.top_steps, args.repeats)
+                _task(args.task, "top"), args.batch_size, args.top_steps, args.top_repeats)
             res["loss_overhead_tower_top"]["config"] = ("tower top: last MBConv block + head "
                                                         "conv + projection, cached trunk maps")
             print(json.dumps(res["loss_overhead_tower_top"], indent=2))

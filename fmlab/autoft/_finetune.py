@@ -24,7 +24,8 @@ from torch import nn
 
 from fmlab._device import eval_mode
 from fmlab._validation import check_int, check_option, check_real
-from fmlab.autoft._losses import LossBatch, add_penalty_grads_, batch_loss
+from fmlab.autoft._fused import PenaltyGrad
+from fmlab.autoft._losses import LossBatch, batch_loss
 from fmlab.autoft._space import AutoFTParams
 
 __all__ = ["METRICS", "FineTunable", "FineTuneResult", "TensorData", "ZeroShotHead", "evaluate",
@@ -255,6 +256,7 @@ def finetune(
     named = [p for p in (model.head if trainable == "head" else model).parameters()
              if p.requires_grad]
     init = [p.detach().clone() for p in named]  # θ₀: a real copy, not an alias
+    penalties = PenaltyGrad(params.weights, named, init)  # scratch buffers: once per run
     opt = torch.optim.AdamW(named, lr=params.lr, weight_decay=params.weight_decay)
 
     def factor(step: int) -> float:
@@ -303,13 +305,13 @@ def finetune(
             feats, logits = None, model(x)
         batch = LossBatch(logits=logits, labels=y, features=feats, text_features=text,
                           logit_scale=getattr(model, "logit_scale", 100.0), dcm_sign=dcm_sign)
-        # the batch terms fused in one graph; the weight penalties' gradients added
+        # the batch terms as one autograd node; the weight penalties' gradients added
         # analytically (no graph): the same gradient as objective_loss, a fraction of the cost
         loss = batch_loss(params.weights, batch)
         opt.zero_grad(set_to_none=True)
         if loss.requires_grad:
             loss.backward()
-        add_penalty_grads_(params.weights, named, init, value=False)
+        penalties.add_()
         loss = loss.detach()
         if not torch.isfinite(loss):
             res.diverged = True

@@ -30,11 +30,11 @@ The objective is ``Σ_j λ_j · L_j`` over the terms with a non-zero weight.
 
 :func:`objective_loss` evaluates each term on its own (the reference, and what returns each
 term's value). The fine-tuning loop uses the fused form, which must match it (tested):
-:func:`batch_loss` sums the terms of the logits in one per-example vector ``(B,)`` that shares
-one ``log_softmax`` and one entropy, and :func:`add_penalty_grads_` adds the *analytic*
-gradients of the four weight penalties to ``.grad`` with a few ``torch._foreach_*`` passes
-(``∇Σ|θ|/P = sign θ / P``, ``∇Σθ²/P = 2θ / P``, the same around ``θ₀``), as AdamW applies weight
-decay without building an autograd graph for it.
+:func:`batch_loss` makes ce, entropy, dcm and hinge one autograd node with a closed-form
+backward that shares one ``log_softmax`` and one entropy, and :func:`add_penalty_grads_` adds
+the *analytic* gradients of the four weight penalties to ``.grad`` (``∇Σ|θ|/P = sign θ / P``,
+``∇Σθ²/P = 2θ / P``, the same around ``θ₀``) in seven elementwise passes, as AdamW applies
+weight decay without building an autograd graph for it (:mod:`fmlab.autoft._fused`).
 """
 
 from __future__ import annotations
@@ -238,29 +238,20 @@ def objective_loss(weights: Mapping[str, float], batch: LossBatch) -> tuple[Any,
 def batch_loss(weights: Mapping[str, float], batch: LossBatch) -> Any:
     """``Σ_j λ_j · L_j`` over the terms of the batch (ce, hinge, entropy, dcm, flyp), fused.
 
-    ce, entropy, dcm and hinge become one per-example vector ``(B,)`` built from one
-    ``log_softmax`` (``λ_ce·(−log p_y) + (λ_entropy + sign·λ_dcm·1[wrong])·H + λ_hinge·hinge``)
-    and one mean; flyp is added as is. The weight penalties (:data:`PENALTY_TERMS`) are left
-    out: see :func:`add_penalty_grads_`. Equals :func:`objective_loss` without the penalties.
+    ce, entropy, dcm and hinge are one autograd node that shares one ``log_softmax`` and one
+    entropy and has a closed-form backward (:class:`fmlab.autoft._fused.LogitTerms`; ce alone is
+    ``F.cross_entropy``); flyp is added as is. The weight penalties (:data:`PENALTY_TERMS`) are
+    left out: see :func:`add_penalty_grads_`. Equals :func:`objective_loss` without the
+    penalties, value and gradient (tested).
     """
+    from fmlab.autoft._fused import logit_terms
 
     w = {n: float(v) for n, v in weights.items() if v != 0.0}
     z, y = batch.logits, batch.labels  # (B, C), (B,)
-    per = z.new_zeros(len(z))  # (B,)
-    if "ce" in w:
-        per = per - w["ce"] * batch.log_probs().gather(1, y[:, None]).squeeze(1)
-    if "entropy" in w or "dcm" in w:
-        coef: Any = w.get("entropy", 0.0)
-        if "dcm" in w:
-            sign = -1.0 if batch.dcm_sign == "maximize_entropy" else 1.0
-            wrong = (z.argmax(-1) != y).to(z.dtype)  # (B,)
-            coef = coef + (sign * w["dcm"]) * wrong
-        per = per + coef * batch.entropies()
-    if "hinge" in w:
-        zy = z.gather(1, y[:, None])  # (B, 1)
-        # the j = y entry of the margins is exactly max(0, 1) = 1: subtract it, no mask needed
-        per = per + w["hinge"] * ((z - zy + 1.0).clamp_min(0.0).sum(1) - 1.0)
-    total = per.mean()
+    sign = -1.0 if batch.dcm_sign == "maximize_entropy" else 1.0
+    lam = {"ce": w.get("ce", 0.0), "entropy": w.get("entropy", 0.0),
+           "dcm": sign * w.get("dcm", 0.0), "hinge": w.get("hinge", 0.0)}
+    total = logit_terms(z, y, **lam) if any(lam.values()) else z.new_zeros(())
     if "flyp" in w:
         total = total + w["flyp"] * _flyp(batch)
     return total
@@ -273,49 +264,11 @@ def add_penalty_grads_(weights: Mapping[str, float], params: Any, init_params: A
 
     Call it after ``loss.backward()`` and before gradient clipping and ``optimizer.step()``: the
     result is the gradient of ``batch_loss + Σ λ_j·L_j`` over the penalties, with no autograd
-    graph for them. The penalties are memory-bound passes over every weight, so the count of
-    passes is what costs: ``∇ = λ₁·sign θ + λ₂·sign(θ−θ₀) + 2(λ₃+λ₄)·θ − 2λ₄·θ₀`` (over ``P``)
-    takes at most seven ``torch._foreach_*`` passes for all four terms; ``value=False`` skips
-    the two or four extra passes that only compute the value (returns 0.0).
+    graph for them (``∇ = (λ₁ sign θ + 2λ₂ θ + λ₃ sign(θ−θ₀) + 2λ₄ (θ−θ₀)) / P``).
+    ``value=False`` skips the reductions that only compute the value (returns 0.0). A training
+    loop calls it every step: build one :class:`fmlab.autoft._fused.PenaltyGrad` instead, which
+    allocates its scratch buffers once (what :func:`~fmlab.autoft.finetune` does).
     """
-    import torch
+    from fmlab.autoft._fused import PenaltyGrad
 
-    lam = {t: float(weights.get(t, 0.0)) for t in PENALTY_TERMS}
-    params = [p for p in params]
-    if not params or not any(lam.values()):
-        return 0.0
-    if (lam["l1init"] or lam["l2init"]) and len(init_params) != len(params):
-        raise ValueError("l1init/l2init need the pretrained parameters (init_params) aligned "
-                         "with params.")
-    n = max(1, sum(p.numel() for p in params))
-    init = list(init_params)
-
-    def dot(a: Any, b: Any) -> Any:
-        return sum(torch.dot(x.reshape(-1), y.reshape(-1)) for x, y in zip(a, b, strict=True))
-
-    with torch.no_grad():
-        for p in params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-        grads = [p.grad for p in params]
-        total: Any = 0.0
-        diff = torch._foreach_sub(params, init) if lam["l1init"] or (
-            value and lam["l2init"]) else None
-        if lam["l1zero"]:
-            sign = torch._foreach_sign(params)
-            torch._foreach_add_(grads, sign, alpha=lam["l1zero"] / n)
-            if value:  # Σ|θ| = <sign θ, θ>, cheaper than a 1-norm kernel
-                total = total + lam["l1zero"] / n * dot(sign, params)
-        if lam["l1init"]:
-            sign = torch._foreach_sign(diff)
-            torch._foreach_add_(grads, sign, alpha=lam["l1init"] / n)
-            if value:
-                total = total + lam["l1init"] / n * dot(sign, diff)
-        if lam["l2zero"] or lam["l2init"]:
-            torch._foreach_add_(grads, params, alpha=2 * (lam["l2zero"] + lam["l2init"]) / n)
-            if lam["l2init"]:
-                torch._foreach_add_(grads, init, alpha=-2 * lam["l2init"] / n)
-            if value:
-                total = (total + lam["l2zero"] / n * dot(params, params)
-                         + (lam["l2init"] / n * dot(diff, diff) if lam["l2init"] else 0.0))
-    return total
+    return PenaltyGrad(weights, params, init_params).add_(value)

@@ -163,14 +163,17 @@ class PurpleStudy(Study):
         "low-perplexity prefix attack. Every GCG run stops early once each train prompt emits "
         "the target. Quick scale uses tiny counts (stated in the metrics), so its intervals are "
         "wide and its claims may fail; full scale is where they are tested: 100 test prompts "
-        "per cell, GCG at width and top-k 64 on a 20-token suffix over 3 train prompts (32 "
-        "steps; 64 for the fresh attack on adversarial training), DPO 40 steps on the last 4 "
-        "layers, adversarial training on 2 GCG suffixes. Its cost, estimated from per-step "
-        "costs at one thread: GCG about 9 CPU-s a step (3 prompts x 3 s) x (32 + 32 + 64) "
-        "steps = 1,150 s at most; two DPO fits 2 x 40 x 3.5 = 280 s; 8 answer cells of 100 "
-        "prompts x 32 tokens about 300 s; about 1,800 CPU-s in all (the former full defaults, "
-        "150 to 300 GCG steps at width 128 over 5 prompts and 200 DPO steps on every layer, "
-        "cost about 32,000).")
+        "per cell, GCG at width and top-k 64 on a 20-token suffix over 2 train prompts (up to "
+        "150 steps with early stop; 300 for the fresh attack on adversarial training), DPO 20 "
+        "steps on the last 4 layers, adversarial training on 2 GCG suffixes. DPO's strength is "
+        "a choice: 20 steps lift the clean DSR to about 99 % while a GCG run of about 50 steps "
+        "still reaches the target; 40 steps drive the DPO loss to about 1e-3 and 32 GCG steps "
+        "(the previous full scale) then only lower the target loss from 12.9 to 7.2. Its cost "
+        "at one thread: GCG about 6 CPU-s a step (2 prompts x 3 s), about 50 steps per run to "
+        "the early stop on the DPO model, 3 runs plus the fresh one; DPO 20 x 3.5 s per fit; 8 "
+        "answer cells of 100 prompts x 32 tokens about 50 s each; about 2,000 CPU-s in all (the "
+        "paper's settings, width 512 and top-k 256 up to 1,000 steps with full DPO, cost about "
+        "9 CPU-hours here).")
     requires: ClassVar[tuple[str, ...]] = ("torch", "transformers", "peft", "matplotlib", "scipy")
     options: ClassVar[tuple[Option, ...]] = (
         Option("model", str, "smollm2-135m-instruct",
@@ -178,7 +181,7 @@ class PurpleStudy(Study):
         Option("n_test", int, 8, 100, low=1, high=285, help="test prompts per cell"),
         Option("max_new_tokens", int, 16, 32, low=1,
                help="greedy answer length (full: 32, where the answers name their colour)"),
-        Option("dpo_steps", int, 12, 40, low=1,
+        Option("dpo_steps", int, 12, 20, low=1,
                help="DPO steps (batch 4 pairs; trained once per setting, then cached; full: "
                     "about 3.5 CPU-s a step on the last 4 layers)"),
         Option("dpo_lr", float, 2e-3, 2e-3, low=0.0,
@@ -186,13 +189,13 @@ class PurpleStudy(Study):
         Option("dpo_last_layers", int, 4, 4, low=0,
                help="adapt only the last N layers, the frozen ones run once per sequence "
                     "(0: every layer, the paper's recipe, about 2.5x the CPU a step)"),
-        Option("gcg_steps", int, 8, 32, low=1,
+        Option("gcg_steps", int, 8, 150, low=1,
                help="GCG steps per suffix, with early stop once every train prompt emits the "
                     "target (the fresh attack on adversarial training gets twice as many)"),
         Option("search_width", int, 32, 64, low=1, help="GCG candidates per step"),
         Option("topk", int, 32, 64, low=1, help="GCG tokens per position"),
         Option("suffix_tokens", int, 8, 20, low=1, help="length of the adversarial suffix"),
-        Option("n_train_prompts", int, 2, 3, low=1,
+        Option("n_train_prompts", int, 2, 2, low=1,
                help="train prompts the universal suffix is optimised on (full: about 3 CPU-s "
                     "per prompt and GCG step at width 64, 20 tokens)"),
         Option("n_calibration", int, 16, 128, low=2,
