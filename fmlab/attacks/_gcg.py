@@ -69,66 +69,75 @@ class _Segments:
     The candidates' tokens lie end to end in the packed sequence, longest first (the caller
     sorts them). The attention lays them out as padded rows in a few buckets of similar length
     (a row per candidate, as long as the bucket's longest), runs one fused attention per bucket
-    and packs the result back. The gather indices, masks and visible cache lengths depend only
-    on the layout, so they are built once per forward (on the first layer) and reused by every
-    layer.
+    and writes the result back in packed order. The gather and scatter indices, masks and
+    visible cache lengths depend only on the layout, so they are built once per forward (on
+    the first layer) and reused by every layer.
     """
 
     n_tok: torch.Tensor  # (b,) tokens each candidate runs, non-increasing
     past: torch.Tensor  # (b,) cached positions the candidate may see (prefix + shared suffix)
     n_past: int  # cached positions in the cache before this forward
-    _layout: tuple[int, torch.dtype, list[_Bucket]] | None = None
+    _layout: tuple[tuple[int, int, int, torch.dtype], list[_Bucket]] | None = None
 
-    def layout(self, g: int, dtype: torch.dtype) -> list[_Bucket]:
-        """The buckets for ``g`` query heads per key/value head (masks in ``dtype``): a new
-        bucket starts where a candidate is shorter than 3/4 of the bucket's first (padding
-        stays under a quarter of a bucket's rows), so the attention does little wasted work."""
-        if self._layout is None or self._layout[:2] != (g, dtype):
+    def layout(self, H: int, Hkv: int, Q: int, dtype: torch.dtype) -> list[_Bucket]:
+        """The buckets for ``H`` query heads over ``Hkv`` key/value heads and ``Q`` packed
+        tokens (masks in ``dtype``): a new bucket starts where a candidate is shorter than 3/4
+        of the bucket's first (padding stays under a quarter of a bucket's rows), so the
+        attention does little wasted work."""
+        key = (H, Hkv, Q, dtype)
+        if self._layout is None or self._layout[0] != key:
             import torch
 
             dev = self.n_tok.device
+            g, P = H // Hkv, self.n_past
             n_tok = self.n_tok.tolist()
             start = [0]
             for i in range(1, len(n_tok)):
                 if 4 * n_tok[i] < 3 * n_tok[start[-1]]:
                     start.append(i)
             offsets = torch.cumsum(self.n_tok, 0) - self.n_tok  # (b,) packed offsets
+            heads = torch.arange(H, device=dev).view(Hkv, g)
             buckets = []
             for lo, hi in zip(start, [*start[1:], len(n_tok)], strict=True):
                 b, n = hi - lo, n_tok[lo]
                 n_seg, past = self.n_tok[lo:hi], self.past[lo:hi]
-                P = int(past.max())  # the cache positions any candidate of the bucket sees
+                Pb = int(past.max())  # the cache positions any candidate of the bucket sees
                 j = torch.arange(n, device=dev)
                 valid = j[None] < n_seg[:, None]  # (b, n)
-                idx = (offsets[lo:hi, None] - offsets[lo] + j[None]).clamp(
-                    max=int(n_seg.sum()) - 1)  # (b, n) position in the bucket's packed run
-                see_past = torch.arange(P, device=dev)[None] < past[:, None]  # (b, P)
+                tok = (offsets[lo:hi, None] + j[None]).clamp(max=Q - 1)  # (b, n) packed
+                # query rows (token, head) of the (Q H, d) view, as (b, Hkv, g, n): the g
+                # heads sharing a key/value head stacked as rows of one attention
+                q_idx = tok[:, None, None, :] * H + heads[None, :, :, None]
+                # key rows (head, position) of the (Hkv (P + Q), d) view: cache, then own
+                pos = torch.cat([torch.arange(Pb, device=dev).expand(b, -1), P + tok], 1)
+                kv_idx = torch.arange(Hkv, device=dev)[None, :, None] * (P + Q) + pos[:, None]
+                see_past = torch.arange(Pb, device=dev)[None] < past[:, None]  # (b, Pb)
                 causal = torch.ones(n, n, dtype=torch.bool, device=dev).tril()
                 see_own = causal[None] & valid[:, None, :]  # (b, n, n)
                 allowed = torch.cat([see_past[:, None].expand(b, n, -1), see_own], dim=2)
-                allowed = allowed[:, None].expand(b, g, n, -1).reshape(b, 1, g * n, P + n)
+                allowed = allowed[:, None].expand(b, g, n, -1).reshape(b, 1, g * n, Pb + n)
                 # an additive float mask: the fused kernel converts a boolean one on every call
                 mask = torch.zeros(allowed.shape, dtype=dtype, device=dev).masked_fill_(
                     ~allowed, float("-inf"))
-                rows = valid.flatten().nonzero().squeeze(1)  # real tokens, packed order
-                buckets.append(_Bucket(int(offsets[lo]), int(n_seg.sum()), b, n, P,
-                                       idx.flatten(), mask, rows))
-            self._layout = (g, dtype, buckets)
-        return self._layout[2]
+                # where each output row goes: its (token, head) row, padding to a spare row
+                dest = q_idx.masked_fill(~valid[:, None, None, :], Q * H)
+                buckets.append(_Bucket(b, n, Pb, q_idx.flatten(), kv_idx.flatten(), mask,
+                                       dest.flatten()))
+            self._layout = (key, buckets)
+        return self._layout[1]
 
 
 @dataclass
 class _Bucket:
     """Candidates of similar length, laid out as padded rows ``(b, n)`` for one attention."""
 
-    lo: int  # first packed position of the bucket's run of tokens
-    n_packed: int  # real tokens in the run
     b: int  # candidates
     n: int  # padded row length (the longest candidate's)
     n_past: int  # cache positions visible to some candidate
-    idx: torch.Tensor  # (b n,) packed position (within the run) of each padded slot
+    q_idx: torch.Tensor  # (b Hkv g n,) rows of the (Q H, d) queries, in attention layout
+    kv_idx: torch.Tensor  # (b Hkv (n_past + n),) rows of the (Hkv (P + Q), d) keys/values
     mask: torch.Tensor  # (b, 1, g n, n_past + n) additive mask, 0 or -inf
-    rows: torch.Tensor  # (n_packed,) padded slots that hold real tokens
+    dest: torch.Tensor  # (b Hkv g n,) output row of each attention row (Q H: padding)
 
 
 _SEGMENT_ATTENTION = "fmlab_gcg_segments"
@@ -142,14 +151,15 @@ def _segment_attention(module: Any, query: torch.Tensor, key: torch.Tensor, valu
     positions and the earlier tokens of its own candidate, and nothing else is computed.
 
     A block mask over one long packed sequence would cost ``Q x (P + Q)`` per head; here the
-    candidates are laid out as padded rows ``(b, n)`` (gathered from the pack) in buckets of
-    similar length, each row sees the part of the cache its bucket can see and its own ``n``
-    keys, and one fused ``scaled_dot_product_attention`` call per bucket does the rest: the
-    ``g`` query heads that share a key/value head are stacked as extra query rows, so
-    grouped-query models need no repeat of the keys. Shapes: query ``(1, H, Q, d)``, key/value
-    ``(1, Hkv, P + Q, d)``; returns ``(1, Q, H, d)`` as transformers' attention functions do.
+    candidates are laid out as padded rows ``(b, n)`` in buckets of similar length, each row
+    sees the part of the cache its bucket can see and its own ``n`` keys, and one fused
+    ``scaled_dot_product_attention`` call per bucket does the rest: the ``g`` query heads that
+    share a key/value head are stacked as extra query rows, so grouped-query models need no
+    repeat of the keys. Queries, keys and values reach that layout in one gather each, and the
+    output goes back to packed order in one scatter. Shapes: query ``(1, H, Q, d)``,
+    key/value ``(1, Hkv, P + Q, d)``; returns ``(1, Q, H, d)`` as transformers' attention
+    functions do.
     """
-    import torch
     import torch.nn.functional as F
 
     seg = fmlab_segments
@@ -161,25 +171,19 @@ def _segment_attention(module: Any, query: torch.Tensor, key: torch.Tensor, valu
     H, Q, d = query.shape[1], query.shape[2], query.shape[3]
     Hkv = key.shape[1]
     g = H // Hkv
-    P = seg.n_past
     scale = scaling if scaling is not None else d ** -0.5
-    out = query.new_empty(Q, H, d)
-    for bk in seg.layout(g, query.dtype):
-        b, n, hi = bk.b, bk.n, bk.lo + bk.n_packed
-        # (Hkv, g, b n, d) -> (b, Hkv, g n, d): the g heads of a group stacked as query rows
-        q = query[0, :, bk.lo:hi].reshape(Hkv, g, -1, d)[:, :, bk.idx].reshape(Hkv, g, b, n, d)
-        q = q.permute(2, 0, 1, 3, 4).reshape(b, Hkv, g * n, d)
-
-        def kv(t: torch.Tensor, bk: _Bucket = bk, b: int = b, n: int = n,
-               hi: int = hi) -> torch.Tensor:  # (b, Hkv, n_past + n, d): cache, own keys
-            own = t[0, :, P + bk.lo:P + hi][:, bk.idx].reshape(Hkv, b, n, d).transpose(0, 1)
-            return torch.cat([t[0, :, :bk.n_past][None].expand(b, -1, -1, -1), own], dim=2)
-
-        o = F.scaled_dot_product_attention(q, kv(key), kv(value), attn_mask=bk.mask, scale=scale)
-        # (b, Hkv, g n, d) -> (b n, H, d) -> the real tokens, in packed order
-        o = o.reshape(b, Hkv, g, n, d).permute(0, 3, 1, 2, 4).reshape(b * n, H, d)
-        out[bk.lo:hi] = o[bk.rows]
-    return out[None], None
+    # row views (free for the layouts transformers produces: queries token-major after the
+    # head split, keys and values head-major from the cache's concatenation)
+    q_rows = query[0].transpose(0, 1).reshape(Q * H, d)
+    k_rows, v_rows = key[0].reshape(-1, d), value[0].reshape(-1, d)
+    out = query.new_empty(Q * H + 1, d)  # the last row takes the padding's outputs
+    for bk in seg.layout(H, Hkv, Q, query.dtype):
+        b, m = bk.b, bk.n_past + bk.n
+        o = F.scaled_dot_product_attention(
+            q_rows[bk.q_idx].view(b, Hkv, g * bk.n, d), k_rows[bk.kv_idx].view(b, Hkv, m, d),
+            v_rows[bk.kv_idx].view(b, Hkv, m, d), attn_mask=bk.mask, scale=scale)
+        out.index_copy_(0, bk.dest, o.reshape(-1, d))
+    return out[: Q * H].view(1, Q, H, d), None
 
 
 def _decode_each(tokenizer: Any, n: int) -> list[str]:

@@ -270,7 +270,7 @@ def test_segment_attention_equals_per_candidate_attention():
     value = torch.randn(1, Hkv, P + Q, d, generator=g)
     seg = _Segments(n_tok, past, P)
     out, _ = _segment_attention(None, query, key, value, None, fmlab_segments=seg)
-    assert len(seg.layout(grp, query.dtype)) > 1
+    assert len(seg.layout(Hkv * grp, Hkv, Q, query.dtype)) > 1
     want, lo = [], 0
     for n, p in zip(n_tok.tolist(), past.tolist(), strict=True):
         keys = torch.cat([key[0, :, :p], key[0, :, P + lo:P + lo + n]], 1)  # (Hkv, p + n, d)
