@@ -217,8 +217,18 @@ class _InplaceGatedMLP:
 
     def __init__(self, module: Any) -> None:
         self.module, self.width = module, module.gate_proj.in_features
+        self.rows: torch.Tensor | None = None  # compute only these rows (the rest left 0)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.module
+        if self.rows is not None:
+            flat = x.reshape(-1, x.shape[-1])  # (Q, d)
+            out = x.new_zeros(flat.shape[0], m.down_proj.out_features)
+            out[self.rows] = self._mlp(flat[self.rows])
+            return out.view(*x.shape[:-1], -1)
+        return self._mlp(x)
+
+    def _mlp(self, x: torch.Tensor) -> torch.Tensor:
         import torch.nn.functional as F
 
         m = self.module
@@ -533,7 +543,7 @@ class TargetObjective:
                 mask = torch.zeros(1, 1, Q, P + Q, dtype=dtype, device=dev)
                 kwargs["attention_mask"] = mask.masked_fill_(~allowed[None, None],
                                                              torch.finfo(dtype).min)
-            with self._attention(segments):
+            with self._attention(segments, rows=tgt.flatten()):
                 logits = self.model(inputs_embeds=embed(ids)[None], position_ids=(Lb + pos)[None],
                                     logits_to_keep=tgt.flatten(), **kwargs).logits[0].float()
             out[lo:hi] = F.cross_entropy(
@@ -547,12 +557,18 @@ class TargetObjective:
         return self._segments
 
     @contextlib.contextmanager
-    def _attention(self, segments: bool) -> Iterator[None]:
+    def _attention(self, segments: bool, rows: torch.Tensor | None = None) -> Iterator[None]:
         """Switch the model to the packed-candidate attention, and its RMS norms and gated MLPs
-        to their fast forwards (see :meth:`_fast_forwards`), for one no-grad forward."""
+        to their fast forwards (see :meth:`_fast_forwards`), for one no-grad forward. With
+        ``rows`` (the positions whose logits are kept), the last MLP runs on those rows only:
+        it is the last layer's, and nothing after it mixes positions (the final norm and the
+        LM head work row by row), so the other rows' outputs are never read."""
         fast = self._fast_forwards()
         for module, forward in fast:  # an instance attribute shadows the class's forward
             module.forward = forward
+        mlps = [f for _, f in fast if isinstance(f, _InplaceGatedMLP)]
+        if mlps:
+            mlps[-1].rows = rows
         config = self.model.config
         before = config._attn_implementation
         if segments:
@@ -563,6 +579,8 @@ class TargetObjective:
             config._attn_implementation = before
             for module, _ in fast:
                 del module.forward
+            if mlps:
+                mlps[-1].rows = None
 
     def _fast_forwards(self) -> list[tuple[Any, Any]]:
         """``(module, forward)`` pairs for the scoring forward: RMS norms through the

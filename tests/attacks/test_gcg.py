@@ -330,6 +330,16 @@ def test_fast_forwards_only_where_exact(objective):
         for a, b in zip(got, want, strict=True):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
         assert not any("forward" in vars(m) for m in model.modules())
+        # the last MLP restricted to the kept rows: those rows exact, the others never computed
+        mlp = [f for _, f in fast if type(f).__name__ == "_InplaceGatedMLP"][-1]
+        rows = torch.tensor([1, 3])
+        mlp.rows = rows
+        with torch.no_grad():
+            part = mlp(x[None])[0]
+        mlp.rows = None
+        full = want[[f for _, f in fast].index(mlp)]
+        torch.testing.assert_close(part[rows], full[rows])
+        assert not part[[0, 2, 4]].any()
     finally:
         del model.extra_norm, model.extra_mlp
         objective._fast = None
