@@ -15,7 +15,8 @@
    and SmolLM2's BOS ``<|im_start|>`` opens every turn). Their loss traces then agree step by step
    up to float rounding, so "equal loss after the same steps" is checked exactly, and the speed
    ratio is the implementation's alone.
-   Reported: wall and CPU seconds per step (whole run, model load excluded, divided by steps; at
+   Reported: wall and CPU seconds per step (whole run including the one-off set-up of the
+   objective, model load and the tool's import excluded for both, divided by steps; at
    one thread CPU seconds are the figure that survives a loaded machine), the loss after the
    same number of steps, the steps on which both traces agree, peak resident memory.
 2. **DPO step time with LoRA** (r=4, alpha=32, q_proj/v_proj; batch 4 purple preference pairs)
@@ -71,6 +72,8 @@ if cfg["tool"] == "nanogcg":
         bad += list(range(len(tokenizer), n))
         return torch.tensor(sorted(set(bad)), device=device)
     nanogcg.gcg.get_nonascii_toks = excluded
+else:  # each tool imported before the clock starts (fmlab.attacks pulls in scikit-learn)
+    from fmlab.attacks import GCG, TargetObjective
 t0, c0 = time.perf_counter(), cpu_s()
 if cfg["tool"] == "nanogcg":
     conf = nanogcg.GCGConfig(num_steps=cfg["steps"], optim_str_init=cfg["init"],
@@ -80,7 +83,6 @@ if cfg["tool"] == "nanogcg":
     res = nanogcg.run(model, tok, messages, cfg["target"], conf)
     losses, best = list(res.losses), float(res.best_loss)
 else:
-    from fmlab.attacks import GCG, TargetObjective
     obj = TargetObjective(model, tok, messages, cfg["target"])
     res = GCG(num_steps=cfg["steps"], optim_str_init=cfg["init"], search_width=cfg["search_width"],
               topk=cfg["topk"], n_replace=1, random_state=cfg["seed"])(obj, progress=False)
@@ -181,10 +183,17 @@ def main() -> None:
     ap.add_argument("--venv-root", type=Path,
                     default=Path.home() / ".cache" / "fmlab" / "bench-venvs")
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--skip-dpo", action="store_true")
+    ap.add_argument("--skip-dpo", action="store_true",
+                    help="no DPO timing (with --append, the previous DPO figures are kept)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=None,
+                    help="run these seeds (default: 0 .. repeats-1)")
+    ap.add_argument("--append", action="store_true",
+                    help="add these seeds' runs to the ones already in the results file (same "
+                         "settings), so a long benchmark can run as several short commands")
     args = ap.parse_args()
     if args.quick:
         args.steps, args.search_width, args.topk, args.repeats, args.dpo_steps = 2, 16, 16, 1, 2
+    seeds = args.seeds if args.seeds is not None else list(range(args.repeats))
 
     from fmlab.models import prepare_model
 
@@ -193,13 +202,25 @@ def main() -> None:
     model_dir = prepare_model("smollm2-135m-instruct")
     peer = nanogcg_python(args.venv_root)
     dirs = {"fmlab": str(model_dir), "nanogcg": str(peer_model_dir(model_dir, args.venv_root))}
+    settings = {"model": "smollm2-135m-instruct", "prompt": PROMPT, "target": TARGET,
+                "suffix_tokens": 20, "steps": args.steps, "search_width": args.search_width,
+                "topk": args.topk, "threads": args.threads}
     runs: dict[str, list[dict[str, Any]]] = {"fmlab": [], "nanogcg": []}
-    for rep in range(args.repeats):
+    previous: dict[str, Any] = {}
+    if args.append and RESULTS.is_file():
+        previous = json.loads(RESULTS.read_text())
+        same = {k: v for k, v in previous.get("settings", {}).items() if k != "repeats"}
+        if same != settings:
+            raise SystemExit(f"--append: {RESULTS} holds other settings ({same}); rerun "
+                             "without --append.")
+        runs = previous["runs"]
+    for rep in seeds:
         for tool, python in (("fmlab", Path(sys.executable)), ("nanogcg", peer)):
             cfg = {"tool": tool, "model_dir": dirs[tool], "prompt": PROMPT, "target": TARGET,
                    "init": INIT, "steps": args.steps, "search_width": args.search_width,
                    "topk": args.topk, "seed": rep, "threads": args.threads}
             r = run_worker(python, cfg)
+            r["seed"], r["load"] = rep, os.getloadavg()[0]
             runs[tool].append(r)
             print(f"{tool:8s} seed {rep}: {r['s_per_step']:.2f} s/step wall, "
                   f"{r['cpu_s_per_step']:.2f} CPU-s/step, best loss {r['best_loss']:.4f}, peak "
@@ -236,16 +257,17 @@ def main() -> None:
         sum(abs(x - y) < 1e-3 for x, y in zip(f["losses"], n["losses"], strict=False))
         for f, n in pairs]
     gcg["best_loss_fmlab_minus_nanogcg"] = [f["best_loss"] - n["best_loss"] for f, n in pairs]
+    machine = (f"{os.cpu_count()} CPUs (shared), load average {load_start:.1f} at the start, "
+               f"{os.getloadavg()[0]:.1f} at the end")
     out: dict[str, Any] = {
-        "machine": f"{os.cpu_count()} CPUs (shared), load average {load_start:.1f} at the start, "
-                   f"{os.getloadavg()[0]:.1f} at the end",
-        "settings": {"model": "smollm2-135m-instruct", "prompt": PROMPT, "target": TARGET,
-                     "suffix_tokens": 20, "steps": args.steps, "search_width": args.search_width,
-                     "topk": args.topk, "threads": args.threads, "repeats": args.repeats},
+        "machine": machine if not previous else f"{previous['machine']}; then {machine}",
+        "settings": {**settings, "repeats": len(runs["fmlab"])},
         "gcg": gcg, "runs": runs,
     }
     if not args.skip_dpo:
         out["dpo_lora"] = dpo_step_time(args.dpo_steps)
+    elif "dpo_lora" in previous:
+        out["dpo_lora"] = previous["dpo_lora"]
     print(json.dumps({k: v for k, v in out.items() if k != "runs"}, indent=2))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     from fmlab._io import write_json

@@ -66,34 +66,69 @@ def _as_chat(messages: Messages) -> list[dict[str, str]]:
 class _Segments:
     """Where each candidate sits in a packed scoring sequence (see ``_segment_attention``).
 
-    The candidates' tokens lie end to end in the packed sequence; the attention lays them out
-    padded, one row of ``n`` per candidate, runs one fused attention over the rows, and packs
-    the result back. The gather index, the mask and the pack-back index depend only on the
-    layout, so they are built once per forward (on the first layer) and reused by every layer.
+    The candidates' tokens lie end to end in the packed sequence, longest first (the caller
+    sorts them). The attention lays them out as padded rows in a few buckets of similar length
+    (a row per candidate, as long as the bucket's longest), runs one fused attention per bucket
+    and packs the result back. The gather indices, masks and visible cache lengths depend only
+    on the layout, so they are built once per forward (on the first layer) and reused by every
+    layer.
     """
 
-    idx: torch.Tensor  # (b, n) packed position of each candidate's j-th token; -1 past its end
+    n_tok: torch.Tensor  # (b,) tokens each candidate runs, non-increasing
     past: torch.Tensor  # (b,) cached positions the candidate may see (prefix + shared suffix)
     n_past: int  # cached positions in the cache before this forward
-    _layout: tuple[int, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+    _layout: tuple[int, torch.dtype, list[_Bucket]] | None = None
 
-    def layout(self, g: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Gather index ``(b n,)``, boolean mask ``(b, 1, g n, P + n)`` (query rows of the ``g``
-        heads sharing a key/value head stacked) and the padded rows that hold real tokens."""
-        if self._layout is None or self._layout[0] != g:
+    def layout(self, g: int, dtype: torch.dtype) -> list[_Bucket]:
+        """The buckets for ``g`` query heads per key/value head (masks in ``dtype``): a new
+        bucket starts where a candidate is shorter than 3/4 of the bucket's first (padding
+        stays under a quarter of a bucket's rows), so the attention does little wasted work."""
+        if self._layout is None or self._layout[:2] != (g, dtype):
             import torch
 
-            b, n = self.idx.shape
-            dev = self.idx.device
-            valid = self.idx >= 0  # (b, n)
-            see_past = torch.arange(self.n_past, device=dev)[None] < self.past[:, None]  # (b, P)
-            causal = torch.ones(n, n, dtype=torch.bool, device=dev).tril()
-            see_own = causal[None] & valid[:, None, :]  # (b, n, n)
-            mask = torch.cat([see_past[:, None].expand(b, n, -1), see_own], dim=2)
-            mask = mask[:, None].expand(b, g, n, -1).reshape(b, 1, g * n, -1)
-            rows = valid.flatten().nonzero().squeeze(1)  # packed order: candidate, then token
-            self._layout = (g, self.idx.clamp(min=0).flatten(), mask, rows)
-        return self._layout[1:]
+            dev = self.n_tok.device
+            n_tok = self.n_tok.tolist()
+            start = [0]
+            for i in range(1, len(n_tok)):
+                if 4 * n_tok[i] < 3 * n_tok[start[-1]]:
+                    start.append(i)
+            offsets = torch.cumsum(self.n_tok, 0) - self.n_tok  # (b,) packed offsets
+            buckets = []
+            for lo, hi in zip(start, [*start[1:], len(n_tok)], strict=True):
+                b, n = hi - lo, n_tok[lo]
+                n_seg, past = self.n_tok[lo:hi], self.past[lo:hi]
+                P = int(past.max())  # the cache positions any candidate of the bucket sees
+                j = torch.arange(n, device=dev)
+                valid = j[None] < n_seg[:, None]  # (b, n)
+                idx = (offsets[lo:hi, None] - offsets[lo] + j[None]).clamp(
+                    max=int(n_seg.sum()) - 1)  # (b, n) position in the bucket's packed run
+                see_past = torch.arange(P, device=dev)[None] < past[:, None]  # (b, P)
+                causal = torch.ones(n, n, dtype=torch.bool, device=dev).tril()
+                see_own = causal[None] & valid[:, None, :]  # (b, n, n)
+                allowed = torch.cat([see_past[:, None].expand(b, n, -1), see_own], dim=2)
+                allowed = allowed[:, None].expand(b, g, n, -1).reshape(b, 1, g * n, P + n)
+                # an additive float mask: the fused kernel converts a boolean one on every call
+                mask = torch.zeros(allowed.shape, dtype=dtype, device=dev).masked_fill_(
+                    ~allowed, float("-inf"))
+                rows = valid.flatten().nonzero().squeeze(1)  # real tokens, packed order
+                buckets.append(_Bucket(int(offsets[lo]), int(n_seg.sum()), b, n, P,
+                                       idx.flatten(), mask, rows))
+            self._layout = (g, dtype, buckets)
+        return self._layout[2]
+
+
+@dataclass
+class _Bucket:
+    """Candidates of similar length, laid out as padded rows ``(b, n)`` for one attention."""
+
+    lo: int  # first packed position of the bucket's run of tokens
+    n_packed: int  # real tokens in the run
+    b: int  # candidates
+    n: int  # padded row length (the longest candidate's)
+    n_past: int  # cache positions visible to some candidate
+    idx: torch.Tensor  # (b n,) packed position (within the run) of each padded slot
+    mask: torch.Tensor  # (b, 1, g n, n_past + n) additive mask, 0 or -inf
+    rows: torch.Tensor  # (n_packed,) padded slots that hold real tokens
 
 
 _SEGMENT_ATTENTION = "fmlab_gcg_segments"
@@ -107,12 +142,12 @@ def _segment_attention(module: Any, query: torch.Tensor, key: torch.Tensor, valu
     positions and the earlier tokens of its own candidate, and nothing else is computed.
 
     A block mask over one long packed sequence would cost ``Q x (P + Q)`` per head; here the
-    candidates are laid out as padded rows ``(b, n)`` (gathered from the pack), each row sees
-    the cache (shared, expanded, never copied per head) and its own ``n`` keys, and one fused
-    ``scaled_dot_product_attention`` call does the rest: the ``g`` query heads that share a
-    key/value head are stacked as extra query rows, so grouped-query models need no repeat of
-    the keys. Shapes: query ``(1, H, Q, d)``, key/value ``(1, Hkv, P + Q, d)``; returns
-    ``(1, Q, H, d)`` as transformers' attention functions do.
+    candidates are laid out as padded rows ``(b, n)`` (gathered from the pack) in buckets of
+    similar length, each row sees the part of the cache its bucket can see and its own ``n``
+    keys, and one fused ``scaled_dot_product_attention`` call per bucket does the rest: the
+    ``g`` query heads that share a key/value head are stacked as extra query rows, so
+    grouped-query models need no repeat of the keys. Shapes: query ``(1, H, Q, d)``, key/value
+    ``(1, Hkv, P + Q, d)``; returns ``(1, Q, H, d)`` as transformers' attention functions do.
     """
     import torch
     import torch.nn.functional as F
@@ -127,21 +162,81 @@ def _segment_attention(module: Any, query: torch.Tensor, key: torch.Tensor, valu
     Hkv = key.shape[1]
     g = H // Hkv
     P = seg.n_past
-    b, n = seg.idx.shape
-    flat, mask, rows = seg.layout(g)
-    # (Hkv, g, b n, d) -> (b, Hkv, g n, d): the g heads of a group stacked as query rows
-    q = query[0].reshape(Hkv, g, Q, d)[:, :, flat].reshape(Hkv, g, b, n, d)
-    q = q.permute(2, 0, 1, 3, 4).reshape(b, Hkv, g * n, d)
+    scale = scaling if scaling is not None else d ** -0.5
+    out = query.new_empty(Q, H, d)
+    for bk in seg.layout(g, query.dtype):
+        b, n, hi = bk.b, bk.n, bk.lo + bk.n_packed
+        # (Hkv, g, b n, d) -> (b, Hkv, g n, d): the g heads of a group stacked as query rows
+        q = query[0, :, bk.lo:hi].reshape(Hkv, g, -1, d)[:, :, bk.idx].reshape(Hkv, g, b, n, d)
+        q = q.permute(2, 0, 1, 3, 4).reshape(b, Hkv, g * n, d)
 
-    def kv(t: torch.Tensor) -> torch.Tensor:  # (b, Hkv, P + n, d): the cache, then own keys
-        own = t[0, :, P:][:, flat].reshape(Hkv, b, n, d).transpose(0, 1)
-        return torch.cat([t[0, :, :P][None].expand(b, -1, -1, -1), own], dim=2)
+        def kv(t: torch.Tensor, bk: _Bucket = bk, b: int = b, n: int = n,
+               hi: int = hi) -> torch.Tensor:  # (b, Hkv, n_past + n, d): cache, own keys
+            own = t[0, :, P + bk.lo:P + hi][:, bk.idx].reshape(Hkv, b, n, d).transpose(0, 1)
+            return torch.cat([t[0, :, :bk.n_past][None].expand(b, -1, -1, -1), own], dim=2)
 
-    out = F.scaled_dot_product_attention(q, kv(key), kv(value), attn_mask=mask,
-                                         scale=scaling if scaling is not None else d ** -0.5)
-    # (b, Hkv, g n, d) -> (b n, H, d) -> the real tokens, in packed order
-    out = out.reshape(b, Hkv, g, n, d).permute(0, 3, 1, 2, 4).reshape(b * n, H, d)
-    return out[rows][None], None
+        o = F.scaled_dot_product_attention(q, kv(key), kv(value), attn_mask=bk.mask, scale=scale)
+        # (b, Hkv, g n, d) -> (b n, H, d) -> the real tokens, in packed order
+        o = o.reshape(b, Hkv, g, n, d).permute(0, 3, 1, 2, 4).reshape(b * n, H, d)
+        out[bk.lo:hi] = o[bk.rows]
+    return out[None], None
+
+
+def _decode_each(tokenizer: Any, n: int) -> list[str]:
+    """The text of each token id ``0..n-1`` alone. A fast tokenizer's Rust backend decodes
+    them in one call (~10x faster than ``batch_decode``'s per-list Python conversions); the
+    texts equal ``batch_decode``'s but for its optional clean-up of spaces before punctuation,
+    which never changes whether a text is empty, ASCII or printable."""
+    ids = [[i] for i in range(n)]
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None and hasattr(backend, "decode_batch"):
+        return list(backend.decode_batch(ids, skip_special_tokens=False))
+    return list(tokenizer.batch_decode(ids))
+
+
+class _FusedRMSNorm:
+    """``forward`` of an RMS norm module through the fused ``rms_norm`` kernel."""
+
+    def __init__(self, module: Any, eps: float) -> None:
+        self.module, self.eps, self.width = module, eps, module.weight.shape[0]
+
+    def __call__(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        w = self.module.weight
+        return F.rms_norm(hidden_states, w.shape, w, self.eps)
+
+
+class _InplaceGatedMLP:
+    """``forward`` of a gated SiLU MLP, ``down(silu(gate(x)) * up(x))``, with the activation
+    and the product written in place (no-grad scoring only)."""
+
+    def __init__(self, module: Any) -> None:
+        self.module, self.width = module, module.gate_proj.in_features
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        m = self.module
+        h = F.silu(m.gate_proj(x), inplace=True)  # (..., 4d)
+        return m.down_proj(h.mul_(m.up_proj(x)))
+
+
+def _fast_forward(module: Any) -> _FusedRMSNorm | _InplaceGatedMLP | None:
+    """A fast forward for a module that looks like an RMS norm or a gated MLP (to be checked
+    against the module's own forward before use), else None."""
+    import torch
+
+    name = type(module).__name__
+    weight = getattr(module, "weight", None)
+    eps = getattr(module, "variance_epsilon", getattr(module, "eps", None))
+    if (name.endswith("RMSNorm") and isinstance(weight, torch.Tensor) and weight.dim() == 1
+            and isinstance(eps, float)):
+        return _FusedRMSNorm(module, eps)
+    layers = [getattr(module, n, None) for n in ("gate_proj", "up_proj", "down_proj")]
+    if all(isinstance(lin, torch.nn.Linear) for lin in layers):
+        return _InplaceGatedMLP(module)
+    return None
 
 
 def _register_segment_attention() -> bool:
@@ -244,6 +339,7 @@ class TargetObjective:
         self._cached = False
         self._packed_ok: bool | None = None  # packed candidate scoring verified for this model
         self._segments: bool | None = None  # the segment attention is registered
+        self._fast: list[tuple[Any, Any]] | None = None  # modules with a fast scoring forward
 
     # -- set-up -------------------------------------------------------------------------------
     @property
@@ -300,7 +396,7 @@ class TargetObjective:
                 p.after_embeds = embed(p.after_ids)
                 p.target_embeds = embed(p.target_ids)
                 if p.before_ids.shape[1]:
-                    out = self.model(input_ids=p.before_ids, use_cache=True)
+                    out = self.model(input_ids=p.before_ids, use_cache=True, logits_to_keep=1)
                     cache = getattr(out, "cache", None) or out.past_key_values
                     p.kv = [(layer.keys, layer.values) for layer in cache.layers]
                     p.last_logits = out.logits[0, -1].float()
@@ -316,7 +412,7 @@ class TargetObjective:
         n_embed = self.model.get_input_embeddings().weight.shape[0]
         n_tok = min(len(self.tokenizer), n_embed)
         mask = torch.zeros(n_embed, dtype=torch.bool)
-        texts = self.tokenizer.batch_decode([[i] for i in range(n_tok)])
+        texts = _decode_each(self.tokenizer, n_tok)
         ok = [bool(t) and (allow_non_ascii or (t.isascii() and t.isprintable())) for t in texts]
         mask[:n_tok] = torch.tensor(ok)
         special = [i for i in self.tokenizer.all_special_ids if i is not None and i < n_embed]
@@ -383,6 +479,9 @@ class TargetObjective:
         diff = suffixes != ref  # (B, L)
         first = torch.where(diff.any(dim=1), diff.int().argmax(dim=1), L)  # (B,)
         first = first.clamp(max=T - 1)  # every candidate runs at least its last input token
+        # longest first (stable): the attention pads candidates of similar length together
+        order = torch.argsort(first, stable=True)
+        suffixes, first = suffixes[order], first[order]
         P = Lb + L
         if p.suffix_kv is not None and torch.equal(p.suffix_kv[0], ref):
             past = p.suffix_kv[1]  # the gradient pass ran this suffix already
@@ -419,10 +518,7 @@ class TargetObjective:
             tgt = (start - s)[:, None] + (L + La - 1) + torch.arange(m, device=dev)  # (b, m)
             kwargs: dict[str, Any] = {self._cache_kw: self._cache(p, 1, past)}
             if segments:
-                n = int(n_seg.max())
-                j = torch.arange(n, device=dev)
-                idx = torch.where(j[None] < n_seg[:, None], start[:, None] + j[None], -1)
-                kwargs["fmlab_segments"] = _Segments(idx, Lb + s, P)
+                kwargs["fmlab_segments"] = _Segments(n_seg, Lb + s, P)
             else:  # a block mask over the pack: each token sees its prefix and its candidate
                 Q = ids.shape[0]
                 seg = torch.repeat_interleave(torch.arange(b, device=dev), n_seg)  # (Q,)
@@ -439,7 +535,7 @@ class TargetObjective:
             out[lo:hi] = F.cross_entropy(
                 logits, p.target_ids.expand(b, -1).reshape(-1), reduction="none"
             ).view(b, m).mean(dim=1)
-        return out
+        return out.new_empty(B).index_copy_(0, order, out)  # back to the caller's order
 
     def _segments_ok(self) -> bool:
         if self._segments is None:
@@ -448,17 +544,48 @@ class TargetObjective:
 
     @contextlib.contextmanager
     def _attention(self, segments: bool) -> Iterator[None]:
-        """Switch the model to the packed-candidate attention for one forward."""
-        if not segments:
-            yield
-            return
+        """Switch the model to the packed-candidate attention, and its RMS norms and gated MLPs
+        to their fast forwards (see :meth:`_fast_forwards`), for one no-grad forward."""
+        fast = self._fast_forwards()
+        for module, forward in fast:  # an instance attribute shadows the class's forward
+            module.forward = forward
         config = self.model.config
         before = config._attn_implementation
-        config._attn_implementation = _SEGMENT_ATTENTION
+        if segments:
+            config._attn_implementation = _SEGMENT_ATTENTION
         try:
             yield
         finally:
             config._attn_implementation = before
+            for module, _ in fast:
+                del module.forward
+
+    def _fast_forwards(self) -> list[tuple[Any, Any]]:
+        """``(module, forward)`` pairs for the scoring forward: RMS norms through the
+        ``rms_norm`` kernel (about half the time of the usual five-op Python forward) and gated
+        SiLU MLPs with the activation and the product in place (no two fresh ``(Q, 4d)``
+        tensors per layer). Each module class is checked once against its own forward on a
+        random input and keeps that forward unless they agree, so a variant (Gemma's
+        ``1 + weight`` norm, a GELU MLP) is left alone."""
+        if self._fast is None:
+            import torch
+
+            ok: dict[type, bool] = {}
+            self._fast = []
+            for module in self.model.modules():
+                forward = _fast_forward(module)
+                if forward is None:
+                    continue
+                if type(module) not in ok:
+                    g = torch.Generator(device="cpu").manual_seed(0)
+                    param = next(module.parameters())
+                    x = torch.randn(3, forward.width, generator=g).to(param)
+                    with torch.no_grad():
+                        ok[type(module)] = torch.allclose(forward(x), module(x), rtol=1e-5,
+                                                          atol=1e-6)
+                if ok[type(module)]:
+                    self._fast.append((module, forward))
+        return self._fast
 
     def _packing_works(self, p: _Prompt, suffixes: torch.Tensor) -> bool:
         """Whether packed scoring agrees with the plain forward for this model, checked once on
@@ -467,7 +594,7 @@ class TargetObjective:
         if self._packed_ok is None:
             import torch
 
-            few = suffixes[: min(4, suffixes.shape[0])]
+            few = suffixes[: min(2, suffixes.shape[0])]
             embed = self.model.get_input_embeddings()
             plain = self._forward_loss(p, embed(few), few, use_prefix_cache=True, ppl_weight=0.0)
             self._packed_ok = False

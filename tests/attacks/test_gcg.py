@@ -134,6 +134,12 @@ def test_allowed_tokens_are_printable_ascii_without_specials(objective):
         s = tok.decode([i])
         assert s.isascii() and s.isprintable()
     assert objective.allowed_tokens(allow_non_ascii=True).sum() >= allowed.sum()
+    # the mask (decoded through the fast tokenizer's backend) equals the rule applied to
+    # batch_decode's texts, token by token
+    texts = tok.batch_decode([[i] for i in range(len(tok))])
+    want = torch.tensor([bool(t) and t.isascii() and t.isprintable() for t in texts])
+    want[tok.all_special_ids] = False
+    assert torch.equal(allowed[: len(tok)], want)
 
 
 def test_gcg_lowers_loss_and_respects_filters(objective):
@@ -246,3 +252,84 @@ def test_progressive_goals_add_prompts_as_they_succeed(lm, tmp_path):
     short = GCG(num_steps=3, search_width=4, topk=4, progressive_goals=True)(
         obj, x0, success=lambda x, loss: False)
     assert not short.success and short.extras["goals_reached"] == 0 and short.n_steps == 3
+
+
+def test_segment_attention_equals_per_candidate_attention():
+    """The packed attention (candidates longest first, padded rows in buckets of similar
+    length, each seeing its visible part of the cache) equals attention run candidate by
+    candidate over its cache prefix and its own earlier tokens."""
+    from fmlab.attacks._gcg import _segment_attention, _Segments
+
+    g = torch.Generator().manual_seed(0)
+    Hkv, grp, d, P = 2, 3, 8, 7
+    n_tok = torch.tensor([9, 9, 8, 5, 4, 4, 2, 1])  # several buckets
+    past = torch.tensor([3, 4, 4, 5, 6, 7, 7, 7])
+    Q = int(n_tok.sum())
+    query = torch.randn(1, Hkv * grp, Q, d, generator=g)
+    key = torch.randn(1, Hkv, P + Q, d, generator=g)
+    value = torch.randn(1, Hkv, P + Q, d, generator=g)
+    seg = _Segments(n_tok, past, P)
+    out, _ = _segment_attention(None, query, key, value, None, fmlab_segments=seg)
+    assert len(seg.layout(grp, query.dtype)) > 1
+    want, lo = [], 0
+    for n, p in zip(n_tok.tolist(), past.tolist(), strict=True):
+        keys = torch.cat([key[0, :, :p], key[0, :, P + lo:P + lo + n]], 1)  # (Hkv, p + n, d)
+        vals = torch.cat([value[0, :, :p], value[0, :, P + lo:P + lo + n]], 1)
+        mask = torch.cat([torch.ones(n, p, dtype=torch.bool),
+                          torch.ones(n, n, dtype=torch.bool).tril()], 1)
+        q = query[0, :, lo:lo + n]  # (H, n, d)
+        o = torch.nn.functional.scaled_dot_product_attention(
+            q, keys.repeat_interleave(grp, 0), vals.repeat_interleave(grp, 0), attn_mask=mask)
+        want.append(o.transpose(0, 1))  # (n, H, d)
+        lo += n
+    torch.testing.assert_close(out[0], torch.cat(want), rtol=1e-5, atol=1e-6)
+
+
+def test_fast_forwards_only_where_exact(objective):
+    """Scoring swaps the model's RMS norms for the fused kernel and its gated SiLU MLPs for an
+    in-place forward, only for module classes whose own forward they reproduce (checked once
+    per class): variants such as Gemma's ``1 + weight`` norm or a GELU MLP keep their
+    forward, and every forward is restored afterwards."""
+    model = objective.model
+    names = [type(m).__name__ for m in model.modules()]
+    n_model = sum(n.endswith("RMSNorm") or n.endswith("MLP") for n in names)
+    fast = objective._fast_forwards()
+    assert len(fast) == n_model > 0
+    d = model.config.hidden_size
+
+    class OnePlusRMSNorm(torch.nn.Module):  # Gemma-style: scales by (1 + weight)
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.randn(d))
+            self.variance_epsilon = 1e-6
+
+        def forward(self, x):
+            x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
+            return (1 + self.weight) * x
+
+    class GeluMLP(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.gate_proj, self.up_proj = torch.nn.Linear(d, 8), torch.nn.Linear(d, 8)
+            self.down_proj = torch.nn.Linear(8, d)
+
+        def forward(self, x):
+            return self.down_proj(torch.nn.functional.gelu(self.gate_proj(x)) * self.up_proj(x))
+
+    model.add_module("extra_norm", OnePlusRMSNorm())
+    model.add_module("extra_mlp", GeluMLP())
+    try:
+        objective._fast = None
+        assert len(objective._fast_forwards()) == n_model  # the variants are left alone
+        x = torch.randn(5, d)
+        with torch.no_grad():
+            want = [m(x) for m, _ in fast]
+            with objective._attention(True):
+                assert all("forward" in vars(m) for m, _ in fast)
+                got = [m(x) for m, _ in fast]
+        for a, b in zip(got, want, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        assert not any("forward" in vars(m) for m in model.modules())
+    finally:
+        del model.extra_norm, model.extra_mlp
+        objective._fast = None
