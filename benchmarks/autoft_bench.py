@@ -6,7 +6,9 @@
    autograd, ``objective_loss``). Goal: the eight terms without flyp within 1.2x of ce alone.
    Two configurations of the study's task: the image projection over cached features (what the
    study tunes: a 1280x256 linear map, so a step is a few memory passes over its weights) and
-   the tower top (last MBConv block + head conv + projection over cached trunk maps).
+   the tower top (last MBConv block + head conv + projection over cached trunk maps). Then
+   where the projection step's CPU time goes (forward, loss, backward, weight penalties, AdamW),
+   ce alone against the 8 terms.
 2. Search throughput in the study's configuration (each trial = the final run: ``--final-steps``
    steps, cosine schedule, step picked on ID validation, median pruner): trials per hour of one
    worker, and the search's cost as a multiple of one ERM run of the same steps.
@@ -132,6 +134,53 @@ def bench_loss_overhead(task, batch_size: int, steps: int, repeats: int) -> dict
             "goal": "8 terms without flyp <= 1.2x ce alone"}
 
 
+def bench_step_sections(task, batch_size: int, steps: int, repeats: int) -> dict:
+    """Where a step's CPU time goes (this thread's CPU time, medians over steps of interleaved
+    runs): forward, loss, backward, weight penalties, AdamW, for ce alone and the 8 terms; the
+    step of ``finetune`` written out with the same pieces (batch_loss, PenaltyGrad)."""
+    import copy
+
+    from fmlab.autoft import LossBatch, batch_loss
+    from fmlab.autoft._fused import PenaltyGrad
+
+    all_terms = {"ce": 1.0, "dcm": 0.1, "entropy": 0.1, "hinge": 0.1, "l1init": 0.1,
+                 "l1zero": 0.1, "l2init": 0.1, "l2zero": 0.1}
+    parts = ("forward", "loss", "backward", "penalties", "adamw")
+    out: dict[str, dict[str, list[float]]] = {}
+    for _ in range(repeats):
+        for name, weights in (("ce", {"ce": 1.0}), ("8_terms_no_flyp", all_terms)):
+            acc = out.setdefault(name, {k: [] for k in parts})
+            model = copy.deepcopy(task.model).train()
+            params = [p for p in model.parameters() if p.requires_grad]
+            pen = PenaltyGrad(weights, params, [p.detach().clone() for p in params])
+            opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.0)
+            g = torch.Generator().manual_seed(0)
+            for _ in range(steps):
+                t = [time.thread_time()]
+                idx = torch.randint(0, len(task.train), (batch_size,), generator=g)
+                f = model.features(task.train.x[idx])
+                logits = model.head(f)
+                t.append(time.thread_time())
+                loss = batch_loss(weights, LossBatch(logits=logits, labels=task.train.y[idx]))
+                t.append(time.thread_time())
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                t.append(time.thread_time())
+                pen.add_()
+                t.append(time.thread_time())
+                opt.step()
+                float(loss.detach())
+                t.append(time.thread_time())
+                for k, a, b in zip(parts, t, t[1:], strict=False):
+                    acc[k].append((b - a) * 1e3)
+    res = {name: {k: statistics.median(v) for k, v in acc.items()} for name, acc in out.items()}
+    for r in res.values():
+        r["total"] = sum(r.values())
+    return {"cpu_ms_per_step": res,
+            "extra_ms_8_terms": {k: res["8_terms_no_flyp"][k] - res["ce"][k]
+                                 for k in (*parts, "total")}}
+
+
 def _study_search(n_trials: int, steps: int, batch_size: int, **kw):
     """The study's search: each trial is the final run (steps, cosine, step picked on ID
     validation) scored on OOD validation; median pruner; a third of the trials random."""
@@ -254,6 +303,9 @@ def main() -> None:
             res["loss_overhead_tower_top"]["config"] = ("tower top: last MBConv block + head "
                                                         "conv + projection, cached trunk maps")
             print(json.dumps(res["loss_overhead_tower_top"], indent=2))
+        res["loss_overhead_sections"] = bench_step_sections(task, args.batch_size, args.steps,
+                                                            max(3, args.repeats // 2))
+        print(json.dumps(res["loss_overhead_sections"], indent=2))
     if "search" not in skip:
         res["search"] = bench_search(task, args.trials, args.final_steps, args.batch_size)
         print(json.dumps(res["search"], indent=2))
@@ -267,7 +319,8 @@ def main() -> None:
     # sections run separately (--skip) are merged into the file, each with its own machine load
     old = json.loads(out.read_text()) if out.exists() else {}
     old = old if old.get("task") == args.task else {}
-    for k in ("loss_overhead", "loss_overhead_tower_top", "search", "workers"):
+    for k in ("loss_overhead", "loss_overhead_tower_top", "loss_overhead_sections", "search",
+              "workers"):
         if k in res:
             res[k]["load_avg"] = [res["machine"]["load_avg_start"], res["machine"]["load_avg_end"]]
     old.update(res)
