@@ -170,7 +170,7 @@ class PurpleStudy(Study):
         "still reaches the target; 40 steps drive the DPO loss to about 1e-3 and 32 GCG steps "
         "(the previous full scale) then only lower the target loss from 12.9 to 7.2. Its cost "
         "at one thread: GCG about 6 CPU-s a step (2 prompts x 3 s), about 50 steps per run to "
-        "the early stop on the DPO model, 3 runs plus the fresh one; DPO 20 x 3.5 s per fit; 8 "
+        "the early stop on the DPO model, 2 runs plus the fresh one; DPO 20 x 3.5 s per fit; 8 "
         "answer cells of 100 prompts x 32 tokens about 50 s each; about 2,000 CPU-s in all (the "
         "paper's settings, width 512 and top-k 256 up to 1,000 steps with full DPO, cost about "
         "9 CPU-hours here).")
