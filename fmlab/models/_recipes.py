@@ -291,6 +291,8 @@ def prediction_agreement(predictions: dict[str, list[int]]) -> dict[str, Any]:
     """
     import numpy as np
 
+    from fmlab._stats import pairwise_agreement
+
     names = list(predictions)
     lengths = {k: len(v) for k, v in predictions.items()}
     if len(names) < 2 or len(set(lengths.values())) != 1 or not lengths[names[0]]:
@@ -298,11 +300,8 @@ def prediction_agreement(predictions: dict[str, list[int]]) -> dict[str, Any]:
                          f"number of predictions; got lengths {lengths}.")
     preds = np.asarray([predictions[k] for k in names], dtype=np.int64)  # (m, n)
     k = int(preds.max()) + 1
-    # a few members on a few thousand images: the one-hot Gram matrix is enough, and the models
-    # layer does not import fmlab.ood (which stands above it: it loads zoo models)
-    onehot = (preds[:, :, None] == np.arange(k)).astype(np.float64)  # (m, n, k)
-    agree = np.einsum("ink,jnk->ij", onehot, onehot) / preds.shape[1]  # (m, m)
-    freq = onehot.mean(1)  # (m, k)
+    agree = pairwise_agreement(preds, k)  # (m, m)
+    freq = np.stack([np.bincount(p, minlength=k) for p in preds]) / preds.shape[1]  # (m, k)
     expected = freq @ freq.T  # agreement of independent models with these frequencies
     kappa = (agree - expected) / np.maximum(1 - expected, 1e-12)
     pairs = [(i, j) for i in range(len(names)) for j in range(i + 1, len(names))]

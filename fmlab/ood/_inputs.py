@@ -161,7 +161,7 @@ def check_ensemble_outputs(
             to one, labels out of range, or fewer than ``min_models`` models.
         TypeError: On non-numeric input.
     """
-    from fmlab.ood._agreement import resolve_n_jobs
+    from fmlab._stats import resolve_n_jobs
 
     jobs = resolve_n_jobs(n_jobs)
     id_preds, id_p = _check_outputs(id_probs, "id_probs", owner, atol, jobs)
