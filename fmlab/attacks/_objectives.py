@@ -420,12 +420,14 @@ class ClassifierObjective:
                  targeted: bool = False) -> None:
         self.model, self.labels = model, labels
         self.preprocess, self.targeted = preprocess, targeted
-        self._seen: tuple[tuple[Any, ...], torch.Tensor] | None = None
+        # (the input itself, its identity key, its predictions) of the last single-input loss
+        self._seen: tuple[torch.Tensor, tuple[Any, ...], torch.Tensor] | None = None
 
     @staticmethod
     def _key(flat: torch.Tensor) -> tuple[Any, ...]:
         """Identity of a batch of images: its memory, shape, strides and version counter (an
-        in-place change bumps the version, so a modified tensor never matches)."""
+        in-place change bumps the version, so a modified tensor never matches). ``_seen`` keeps
+        the tensor itself alive, so its memory cannot be handed to another tensor meanwhile."""
         return (flat.data_ptr(), tuple(flat.shape), flat.stride(), flat.dtype, flat._version)
 
     def _logits(self, flat: torch.Tensor) -> torch.Tensor:
@@ -438,15 +440,16 @@ class ClassifierObjective:
         logits = self._logits(flat)
         ce = F.cross_entropy(logits, self.labels.repeat(n), reduction="none")
         loss = ce if self.targeted else -ce
-        self._seen = (self._key(flat), logits.detach().argmax(-1)) if n == 1 else None
+        self._seen = ((flat.detach(), self._key(flat), logits.detach().argmax(-1)) if n == 1
+                      else None)
         return loss.reshape(n, b).sum(-1)
 
     def is_success(self, x: torch.Tensor) -> bool:
         import torch
 
         flat = x.reshape(-1, *x.shape[-3:])
-        if self._seen is not None and self._seen[0] == self._key(flat):
-            pred = self._seen[1]  # the loss pass classified this very input
+        if self._seen is not None and self._seen[1] == self._key(flat):
+            pred = self._seen[2]  # the loss pass classified this very input
         else:
             with torch.no_grad():
                 pred = self._logits(flat).argmax(-1)
