@@ -5,6 +5,8 @@ import ast
 import re
 from pathlib import Path
 
+import pytest
+
 README = Path(__file__).resolve().parents[2] / "README.md"
 
 
@@ -40,8 +42,6 @@ def test_fences_pair_up_and_python_blocks_parse() -> None:
 
 
 def test_an_unclosed_block_is_caught() -> None:
-    import pytest
-
     with pytest.raises(AssertionError, match="heading inside the code block"):
         _blocks("```python\nx = 1\n### Next section\n")
     with pytest.raises(AssertionError, match="never closed"):
