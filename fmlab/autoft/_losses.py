@@ -33,8 +33,9 @@ term's value). The fine-tuning loop uses the fused form, which must match it (te
 :func:`batch_loss` makes ce, entropy, dcm and hinge one autograd node with a closed-form
 backward that shares one ``log_softmax`` and one entropy, and :func:`add_penalty_grads_` adds
 the *analytic* gradients of the four weight penalties to ``.grad`` (``∇Σ|θ|/P = sign θ / P``,
-``∇Σθ²/P = 2θ / P``, the same around ``θ₀``) in seven elementwise passes, as AdamW applies
-weight decay without building an autograd graph for it (:mod:`fmlab.autoft._fused`).
+``∇Σθ²/P = 2θ / P``, the same around ``θ₀``) in one pass over the weights, as AdamW applies
+weight decay without building an autograd graph for it (:mod:`fmlab.autoft._fused`; numba
+kernels on CPU when installed, torch ops otherwise).
 """
 
 from __future__ import annotations

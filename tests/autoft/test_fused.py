@@ -1,5 +1,6 @@
 """The fused training form of the AutoFT objective (one autograd node for the logit terms, the
-weight penalties' analytic gradient) against the reference terms through autograd."""
+weight penalties' analytic gradient) against the reference terms through autograd, on both of
+its backends: the numba kernels and the torch ops they replace."""
 
 from __future__ import annotations
 
@@ -12,10 +13,42 @@ import fmlab.autoft._finetune as _finetune
 import fmlab.autoft._fused as _fused
 from fmlab.autoft import AutoFTParams, LossBatch, batch_loss, finetune, make_task, objective_loss
 from fmlab.autoft._fused import PenaltyGrad
+from fmlab.testing import require_or_skip
 
 LOGIT = ("ce", "dcm", "entropy", "hinge")
 PENALTY = ("l1init", "l1zero", "l2init", "l2zero")
 SUBSETS = [s for r in range(1, 5) for s in itertools.combinations(LOGIT, r)]
+
+
+@pytest.fixture(params=["numba", "torch"], autouse=True)
+def backend(request, monkeypatch) -> str:
+    """Every test runs on the numba kernels and on the torch fallback."""
+    if request.param == "numba":
+        if _fused._numba() is None:  # CI installs the hpo extra: a skip there is a failure
+            require_or_skip("numba (the hpo extra) is not installed")
+    else:
+        monkeypatch.setattr(_fused, "_numba", lambda: None)
+    return request.param
+
+
+def test_the_kernels_run_when_numba_is_installed(backend, monkeypatch) -> None:
+    """The numba runs of these tests exercise the kernels, not the fallback."""
+    calls: list[str] = []
+    if backend == "numba":
+        from fmlab.autoft import _kernels
+
+        for name in ("logit_terms", "penalty_grad"):
+            orig = getattr(_kernels, name)
+            monkeypatch.setattr(_kernels, name,
+                                lambda *a, _o=orig, _n=name: calls.append(_n) or _o(*a))
+    z, y = _logits("random", torch.float32)
+    z.requires_grad_(True)
+    batch_loss({"ce": 1.0, "hinge": 0.5}, LossBatch(logits=z, labels=y)).backward()
+    w = torch.randn(300, 7, requires_grad=True)
+    pen = PenaltyGrad({"l1zero": 1.0, "l2init": 1.0}, [w], [w.detach().clone()])
+    pen.add_()
+    assert (pen.kernel is not None) == (backend == "numba")
+    assert calls == (["logit_terms", "penalty_grad"] if backend == "numba" else [])
 
 
 def _logits(kind: str, dtype=torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
@@ -160,3 +193,18 @@ def test_finetune_steps_equal_the_reference_objective(monkeypatch) -> None:
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=k)
         moved |= not torch.equal(a, task.model.state_dict()[k])
     assert moved
+
+
+def test_float32_runs_agree_across_backends(backend, monkeypatch) -> None:
+    """A float32 run with all eight terms: the kernels (float64 row sums, one rounding per
+    update) and the torch ops give the same weights to float32 precision."""
+    task = make_task("toy", n_train=128)
+    params = AutoFTParams({"ce": 1.0, "dcm": 0.3, "entropy": 0.2, "hinge": 0.4, "l1init": 0.5,
+                           "l1zero": 0.1, "l2init": 2.0, "l2zero": 0.3}, lr=3e-2, seed=4)
+    first = finetune(task.model, params, task.train, steps=8, batch_size=32).model
+    monkeypatch.setattr(_fused, "_numba", lambda: None)
+    second = finetune(task.model, params, task.train, steps=8, batch_size=32).model
+    for (k, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items(),
+                              strict=True):
+        assert a.dtype == torch.float32
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=k)
