@@ -3,7 +3,9 @@
 1. Loss-library overhead per fine-tuning step: fmlab's ``finetune`` step with ce alone, with all
    nine terms but flyp, and with all nine, against a plain PyTorch loop (cross-entropy + AdamW,
    what a user would write) and against the unfused path (every term on its own through
-   autograd, ``objective_loss``). Goal: the eight terms without flyp within 1.2x of ce alone.
+   autograd, ``objective_loss``) and fmlab's own loop on its torch fallback (no numba: the
+   logit terms and penalties as torch ops). Goal: the eight terms without flyp within 1.2x of
+   ce alone.
    Two configurations of the study's task: the image projection over cached features (what the
    study tunes: a 1280x256 linear map, so a step is a few memory passes over its weights) and
    the tower top (last MBConv block + head conv + projection over cached trunk maps). Then
@@ -95,8 +97,21 @@ def bench_loss_overhead(task, batch_size: int, steps: int, repeats: int) -> dict
             loss.backward()
             opt.step()
 
+    def no_numba(f):  # fmlab's loop on its torch fallback (what runs without numba)
+        from fmlab.autoft import _fused
+
+        def run():
+            kernels, _fused._numba = _fused._numba, lambda: None
+            try:
+                f()
+            finally:
+                _fused._numba = kernels
+        return run
+
     fns = {"plain_torch_ce": plain, "fmlab_ce": fm({"ce": 1.0}),
-           "fmlab_8_terms_no_flyp": fm(all_terms), "unfused_8_terms_no_flyp": unfused}
+           "fmlab_8_terms_no_flyp": fm(all_terms),
+           "fmlab_8_terms_no_flyp_without_numba": no_numba(fm(all_terms)),
+           "unfused_8_terms_no_flyp": unfused}
     if getattr(task.model, "class_text_features", None) is not None:
         fns["fmlab_9_terms"] = fm(with_flyp)
     for f in fns.values():
@@ -123,6 +138,8 @@ def bench_loss_overhead(task, batch_size: int, steps: int, repeats: int) -> dict
             "ratio_8_terms_vs_fmlab_ce": ms["fmlab_8_terms_no_flyp"] / ms["fmlab_ce"],
             "ratio_fmlab_ce_vs_plain_ce": ms["fmlab_ce"] / ms["plain_torch_ce"],
             "ratio_unfused_8_terms_vs_fmlab_ce": ms["unfused_8_terms_no_flyp"] / ms["fmlab_ce"],
+            "ratio_8_terms_without_numba_vs_fmlab_ce":
+                ms["fmlab_8_terms_no_flyp_without_numba"] / ms["fmlab_ce"],
             **({"ratio_9_terms_vs_plain_ce": ms["fmlab_9_terms"] / ms["plain_torch_ce"]}
                if "fmlab_9_terms" in ms else {}),
             "paired_ratio_8_terms_vs_fmlab_ce_wall": paired("fmlab_8_terms_no_flyp", "fmlab_ce",
@@ -131,6 +148,8 @@ def bench_loss_overhead(task, batch_size: int, steps: int, repeats: int) -> dict
                                                            cpu),
             "paired_ratio_8_terms_vs_plain_ce_cpu": paired("fmlab_8_terms_no_flyp",
                                                            "plain_torch_ce", cpu),
+            "paired_ratio_8_terms_without_numba_vs_fmlab_ce_cpu": paired(
+                "fmlab_8_terms_no_flyp_without_numba", "fmlab_ce", cpu),
             "goal": "8 terms without flyp <= 1.2x ce alone"}
 
 
@@ -153,7 +172,7 @@ def bench_step_sections(task, batch_size: int, steps: int, repeats: int) -> dict
             model = copy.deepcopy(task.model).train()
             params = [p for p in model.parameters() if p.requires_grad]
             pen = PenaltyGrad(weights, params, [p.detach().clone() for p in params])
-            opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.0)
+            opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.0, fused=True)  # finetune's
             g = torch.Generator().manual_seed(0)
             for _ in range(steps):
                 t = [time.thread_time()]
