@@ -59,6 +59,12 @@ def _kernel_ok(*tensors: Any) -> bool:
     return all(t.device.type == "cpu" and t.dtype in _KERNEL_DTYPES for t in tensors)
 
 
+def _bad_label(label: int, row: int, n_classes: int) -> None:
+    raise ValueError(f"`labels` must be class indices in [0, {n_classes}) for logits of "
+                     f"{n_classes} classes, but row {row} has label {label}. Fix the labels, or "
+                     f"give the model's head one output per class.")
+
+
 class LogitTerms(torch.autograd.Function):
     """``mean_i [λ_ce·(−log p_iy) + κ_i·H(p_i) + λ_h·Σ_{j≠y} max(0, z_ij − z_iy + 1)]``,
     ``κ_i = λ_entropy + s·λ_dcm·1[argmax z_i ≠ y_i]`` (``s`` the dcm sign), ``p = softmax z``.
@@ -80,14 +86,24 @@ class LogitTerms(torch.autograd.Function):
         # the loss as sums over the batch, and its gradient computed here too (the backward
         # only scales it): fewer ops than a per-example vector and a separate backward
         n = len(z)
+        if z.dim() != 2 or y.shape != (n,):
+            raise ValueError(f"`logits` must be (B, C) and `labels` (B,), but got logits "
+                             f"{tuple(z.shape)} and labels {tuple(y.shape)}. Pass one label "
+                             f"per row of logits.")
         k = _numba() if n and _kernel_ok(z) else None
         if k is not None:  # one pass: value and closed-form gradient
             zc = z.detach().contiguous()
+            yc = y.detach().to(torch.int64).contiguous()
             g = torch.empty_like(zc)
-            value = k.logit_terms(zc.numpy(), y.detach().to(torch.int64).contiguous().numpy(),
-                                  float(ce), float(entropy), float(dcm), float(hinge), g.numpy())
+            value, bad = k.logit_terms(zc.numpy(), yc.numpy(), float(ce), float(entropy),
+                                       float(dcm), float(hinge), g.numpy())
+            if bad >= 0:
+                _bad_label(int(yc[bad]), bad, z.shape[1])
             ctx.save_for_backward(g)
             return z.new_tensor(value)
+        if n and (int(y.min()) < 0 or int(y.max()) >= z.shape[1]):
+            row = int(((y < 0) | (y >= z.shape[1])).nonzero()[0, 0])
+            _bad_label(int(y[row]), row, z.shape[1])
         yc = y.unsqueeze(1)  # (B, 1)
         total = z.new_zeros(())
         col: Any = 0.0  # what the label column of the gradient loses: (B,) or a scalar

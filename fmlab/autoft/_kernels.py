@@ -21,7 +21,9 @@ _JIT = {"cache": True, "nogil": True}
 @nb.njit(**_JIT)
 def logit_terms(z, y, ce, entropy, dcm, hinge, gz):  # type: ignore[no-untyped-def]
     """Mean over rows of ``ce·(−log p_y) + κ·H(p) + hinge·Σ_{j≠y} max(0, z_j − z_y + 1)``,
-    ``κ = entropy + dcm·1[argmax z ≠ y]``; writes ``∂/∂z`` into ``gz`` and returns the value.
+    ``κ = entropy + dcm·1[argmax z ≠ y]``; writes ``∂/∂z`` into ``gz``. Returns ``(value, -1)``,
+    or ``(nan, i)`` for the first row ``i`` whose label is not in ``[0, C)`` (nothing is read
+    out of bounds; the caller raises).
 
     ``z``, ``gz``: ``(B, C)`` C-contiguous, same float dtype; ``y``: ``(B,)`` int64. Row
     quantities in float64; the hinge margin in ``z``'s dtype (its ``≥ 0`` test as torch's);
@@ -32,6 +34,9 @@ def logit_terms(z, y, ce, entropy, dcm, hinge, gz):  # type: ignore[no-untyped-d
     total = 0.0
     one = z.dtype.type(1.0)
     zero = z.dtype.type(0.0)
+    for i in range(n):
+        if y[i] < 0 or y[i] >= c:
+            return np.nan, i
     for i in range(n):
         yi = y[i]
         mx = z[i, 0]
@@ -71,7 +76,7 @@ def logit_terms(z, y, ce, entropy, dcm, hinge, gz):  # type: ignore[no-untyped-d
         if hinge != 0.0:
             total -= hinge  # the j = y margin (exactly 1) is not a term
         gz[i, yi] = (gy - ce - hinge * n_act) / n
-    return total / n
+    return total / n, -1
 
 
 @nb.njit(**_JIT)

@@ -208,3 +208,14 @@ def test_float32_runs_agree_across_backends(backend, monkeypatch) -> None:
                               strict=True):
         assert a.dtype == torch.float32
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=k)
+
+
+@pytest.mark.parametrize("label", [-1, 5])
+def test_a_label_outside_the_classes_is_refused(label) -> None:
+    """Both backends name the row and the label (the kernel reads nothing out of bounds)."""
+    z, y = _logits("random")
+    y[7] = label
+    with pytest.raises(ValueError, match=rf"\[0, 5\).*row 7 has label {label}\."):
+        batch_loss({"ce": 1.0, "hinge": 0.2}, LossBatch(logits=z, labels=y))
+    with pytest.raises(ValueError, match=r"`labels` \(B,\)"):
+        batch_loss({"ce": 1.0, "hinge": 0.2}, LossBatch(logits=z, labels=y[:-1]))
