@@ -83,65 +83,74 @@ class LogitTerms(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, z: torch.Tensor, y: torch.Tensor, ce: float, entropy: float,
                 dcm: float, hinge: float) -> torch.Tensor:
-        # the loss as sums over the batch, and its gradient computed here too (the backward
-        # only scales it): fewer ops than a per-example vector and a separate backward
         n = len(z)
         if z.dim() != 2 or y.shape != (n,):
             raise ValueError(f"`logits` must be (B, C) and `labels` (B,), but got logits "
                              f"{tuple(z.shape)} and labels {tuple(y.shape)}. Pass one label "
                              f"per row of logits.")
-        k = _numba() if n and _kernel_ok(z) else None
-        if k is not None:  # one pass: value and closed-form gradient
-            zc = z.detach().contiguous()
-            yc = y.detach().to(torch.int64).contiguous()
-            g = torch.empty_like(zc)
-            value, bad = k.logit_terms(zc.numpy(), yc.numpy(), float(ce), float(entropy),
-                                       float(dcm), float(hinge), g.numpy())
-            if bad >= 0:
-                _bad_label(int(yc[bad]), bad, z.shape[1])
-            ctx.save_for_backward(g)
-            return z.new_tensor(value)
-        if n and (int(y.min()) < 0 or int(y.max()) >= z.shape[1]):
-            row = int(((y < 0) | (y >= z.shape[1])).nonzero()[0, 0])
-            _bad_label(int(y[row]), row, z.shape[1])
-        yc = y.unsqueeze(1)  # (B, 1)
-        total = z.new_zeros(())
-        col: Any = 0.0  # what the label column of the gradient loses: (B,) or a scalar
-        gz: Any = None  # (B, C)
-        if ce or entropy or dcm:
-            logp = torch.log_softmax(z, dim=-1)  # (B, C)
-            p = logp.exp()
-            if entropy or dcm:
-                neg_h = torch.linalg.vecdot(p, logp)  # (B,) = −H
-                if dcm:
-                    kappa = (z.argmax(-1) != y).to(z.dtype).mul_(dcm).add_(entropy)  # (B,)
-                    total = total.sub(torch.dot(kappa, neg_h))
-                    t = (logp - neg_h.unsqueeze(1)).mul_(kappa.unsqueeze(1).neg_())
-                else:
-                    total = total.sub(neg_h.sum(), alpha=entropy)
-                    t = (logp - neg_h.unsqueeze(1)).mul_(-entropy)
-                gz = (t.add_(ce) if ce else t).mul_(p)  # p ⊙ (λ_ce − κ (log p + H))
-            else:
-                gz = p * ce
-            if ce:
-                total = total.sub(logp.gather(1, yc).sum(), alpha=ce)
-                col = ce
-        if hinge:
-            m = (z - z.gather(1, yc)).add_(1.0)  # (B, C); the j = y entry is exactly 1
-            act = m >= 0
-            total = total.add(m.clamp_min_(0.0).sum().sub_(n), alpha=hinge)
-            gz = act.to(z.dtype).mul_(hinge) if gz is None else gz.add_(act, alpha=hinge)
-            col = act.sum(1, dtype=z.dtype).mul_(hinge).add_(col)
-        col = col.unsqueeze(1) if isinstance(col, torch.Tensor) else gz.new_full((n, 1), col)
-        gz.scatter_add_(1, yc, col.neg_())
-        ctx.save_for_backward(gz.div_(n))
-        return total.div_(n)
+        terms = _kernel_terms if n and _kernel_ok(z) and _numba() is not None else _torch_terms
+        total, gz = terms(z.detach(), y.detach(), ce, entropy, dcm, hinge)
+        ctx.save_for_backward(gz)
+        return total
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[Any, ...]:
         (gz,) = ctx.saved_tensors
         return gz * grad, None, None, None, None, None
+
+
+def _kernel_terms(z: torch.Tensor, y: torch.Tensor, ce: float, entropy: float, dcm: float,
+                  hinge: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """:class:`LogitTerms`' value and ``∂L/∂z`` from the numba kernel (one pass)."""
+    zc, yc = z.contiguous(), y.to(torch.int64).contiguous()
+    gz = torch.empty_like(zc)
+    value, bad = _numba().logit_terms(zc.numpy(), yc.numpy(), float(ce), float(entropy),
+                                      float(dcm), float(hinge), gz.numpy())
+    if bad >= 0:
+        _bad_label(int(yc[bad]), bad, z.shape[1])
+    return z.new_tensor(value), gz
+
+
+def _torch_terms(z: torch.Tensor, y: torch.Tensor, ce: float, entropy: float, dcm: float,
+                 hinge: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """:class:`LogitTerms`' value and ``∂L/∂z`` as torch ops: the loss as sums over the batch,
+    its gradient computed with it (fewer ops than a per-example vector and a backward)."""
+    n, c = z.shape
+    if n and (int(y.min()) < 0 or int(y.max()) >= c):
+        row = int(((y < 0) | (y >= c)).nonzero()[0, 0])
+        _bad_label(int(y[row]), row, c)
+    yc = y.unsqueeze(1)  # (B, 1)
+    total = z.new_zeros(())
+    col: Any = 0.0  # what the label column of the gradient loses: (B,) or a scalar
+    gz: Any = None  # (B, C)
+    if ce or entropy or dcm:
+        logp = torch.log_softmax(z, dim=-1)  # (B, C)
+        p = logp.exp()
+        if entropy or dcm:
+            neg_h = torch.linalg.vecdot(p, logp)  # (B,) = −H
+            if dcm:
+                kappa = (z.argmax(-1) != y).to(z.dtype).mul_(dcm).add_(entropy)  # (B,)
+                total = total.sub(torch.dot(kappa, neg_h))
+                t = (logp - neg_h.unsqueeze(1)).mul_(kappa.unsqueeze(1).neg_())
+            else:
+                total = total.sub(neg_h.sum(), alpha=entropy)
+                t = (logp - neg_h.unsqueeze(1)).mul_(-entropy)
+            gz = (t.add_(ce) if ce else t).mul_(p)  # p ⊙ (λ_ce − κ (log p + H))
+        else:
+            gz = p * ce
+        if ce:
+            total = total.sub(logp.gather(1, yc).sum(), alpha=ce)
+            col = ce
+    if hinge:
+        m = (z - z.gather(1, yc)).add_(1.0)  # (B, C); the j = y entry is exactly 1
+        act = m >= 0
+        total = total.add(m.clamp_min_(0.0).sum().sub_(n), alpha=hinge)
+        gz = act.to(z.dtype).mul_(hinge) if gz is None else gz.add_(act, alpha=hinge)
+        col = act.sum(1, dtype=z.dtype).mul_(hinge).add_(col)
+    col = col.unsqueeze(1) if isinstance(col, torch.Tensor) else gz.new_full((n, 1), col)
+    gz.scatter_add_(1, yc, col.neg_())
+    return total.div_(n), gz.div_(n)
 
 
 def logit_terms(z: Any, y: Any, *, ce: float = 0.0, entropy: float = 0.0, dcm: float = 0.0,
@@ -212,32 +221,42 @@ class PenaltyGrad:
                 p.grad = torch.zeros_like(p, memory_format=torch.contiguous_format)
             elif not p.grad.is_contiguous():  # e.g. a transposed weight's: flat views need it
                 p.grad = p.grad.contiguous()
-            if self.kernel is not None and p.is_contiguous():
-                w = p.detach().view(-1).numpy()
-                w0 = self.flat_init[i] if self.flat_init else w
-                self.kernel.penalty_grad(w, w0, p.grad.view(-1).numpy(), *self.coef[i])
+            add = self._add_kernel if self.kernel is not None and p.is_contiguous() else \
+                self._add_chunked
+            total += add(i, p, value)
+        return total
+
+    def _add_kernel(self, i: int, p: Any, value: bool) -> float:
+        """One parameter through the numba kernel: one pass over θ, θ₀ and the gradient."""
+        w = p.detach().view(-1).numpy()
+        w0 = self.flat_init[i] if self.flat_init else w
+        self.kernel.penalty_grad(w, w0, p.grad.view(-1).numpy(), *self.coef[i])
+        if not value:
+            return 0.0
+        s1, s2, s3, s4 = self.kernel.penalty_value(w, w0)
+        return self.l1 * s1 + self.l2 * s2 + self.l1d * s3 + self.l2d * s4
+
+    def _add_chunked(self, i: int, p: Any, value: bool) -> float:
+        """One parameter as torch ops over cache-sized chunks."""
+        total = 0.0
+        # (n,) views cut into chunks, all in the same (logical) order
+        ws, gs = p.detach().reshape(-1).split(_CHUNK), p.grad.view(-1).split(_CHUNK)
+        w0s = self.init[i] if self.init else ws
+        buf = self.bufs[i] if self.bufs else None
+        for w, w0, g in zip(ws, w0s, gs, strict=True):
+            b = None if buf is None else buf[:len(w)]
+            if self.init:
+                torch.sub(w, w0, out=b)  # d = θ − θ₀
                 if value:
-                    s1, s2, s3, s4 = self.kernel.penalty_value(w, w0)
-                    total += self.l1 * s1 + self.l2 * s2 + self.l1d * s3 + self.l2d * s4
-                continue
-            # (n,) views cut into chunks, all in the same (logical) order
-            ws, gs = p.detach().reshape(-1).split(_CHUNK), p.grad.view(-1).split(_CHUNK)
-            w0s = self.init[i] if self.init else ws
-            buf = self.bufs[i] if self.bufs else None
-            for w, w0, g in zip(ws, w0s, gs, strict=True):
-                b = None if buf is None else buf[:len(w)]
-                if self.init:
-                    torch.sub(w, w0, out=b)  # d = θ − θ₀
-                    if value:
-                        total += self.l1d * float(b.norm(1)) + self.l2d * float(b.dot(b))
-                    if self.l2d:
-                        g.add_(b, alpha=2 * self.l2d)
-                    if self.l1d:
-                        g.add_(b.sign_(), alpha=self.l1d)  # type: ignore[union-attr]
-                if self.l2:
-                    g.add_(w, alpha=2 * self.l2)
-                if self.l1:
-                    g.add_(torch.sign(w, out=b), alpha=self.l1)
-                if value:
-                    total += self.l1 * float(w.norm(1)) + self.l2 * float(w.dot(w))
+                    total += self.l1d * float(b.norm(1)) + self.l2d * float(b.dot(b))
+                if self.l2d:
+                    g.add_(b, alpha=2 * self.l2d)
+                if self.l1d:
+                    g.add_(b.sign_(), alpha=self.l1d)  # type: ignore[union-attr]
+            if self.l2:
+                g.add_(w, alpha=2 * self.l2)
+            if self.l1:
+                g.add_(torch.sign(w, out=b), alpha=self.l1)
+            if value:
+                total += self.l1 * float(w.norm(1)) + self.l2 * float(w.dot(w))
         return total
