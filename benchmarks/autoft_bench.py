@@ -42,6 +42,9 @@ import torch
 # the study's task without its test corruptions (the benchmarks never look at the tests)
 EMOJI = {"tune": "projection", "corruptions": []}
 TOY = {"n_train": 2048, "dim": 64}
+# the eight loss terms without flyp, each at weight 0.1 beside ce
+ALL_TERMS = {"ce": 1.0, "dcm": 0.1, "entropy": 0.1, "hinge": 0.1, "l1init": 0.1, "l1zero": 0.1,
+             "l2init": 0.1, "l2zero": 0.1}
 
 
 def _task(name: str, tune: str = "projection"):
@@ -55,9 +58,7 @@ def bench_loss_overhead(task, batch_size: int, steps: int, repeats: int) -> dict
 
     from fmlab.autoft import AutoFTParams, finetune
 
-    all_terms = {"ce": 1.0, "dcm": 0.1, "entropy": 0.1, "hinge": 0.1, "l1init": 0.1,
-                 "l1zero": 0.1, "l2init": 0.1, "l2zero": 0.1}
-    with_flyp = {**all_terms, "flyp": 0.1}
+    with_flyp = {**ALL_TERMS, "flyp": 0.1}
 
     def fm(weights):
         return lambda: finetune(task.model, AutoFTParams(weights, lr=1e-4), task.train,
@@ -92,7 +93,7 @@ def bench_loss_overhead(task, batch_size: int, steps: int, repeats: int) -> dict
             b = LossBatch(logits=model.head(f), labels=task.train.y[idx], features=f,
                           text_features=model.class_text_features, params=params,
                           init_params=init)
-            loss, _ = objective_loss(all_terms, b)
+            loss, _ = objective_loss(ALL_TERMS, b)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -109,8 +110,8 @@ def bench_loss_overhead(task, batch_size: int, steps: int, repeats: int) -> dict
         return run
 
     fns = {"plain_torch_ce": plain, "fmlab_ce": fm({"ce": 1.0}),
-           "fmlab_8_terms_no_flyp": fm(all_terms),
-           "fmlab_8_terms_no_flyp_without_numba": no_numba(fm(all_terms)),
+           "fmlab_8_terms_no_flyp": fm(ALL_TERMS),
+           "fmlab_8_terms_no_flyp_without_numba": no_numba(fm(ALL_TERMS)),
            "unfused_8_terms_no_flyp": unfused}
     if getattr(task.model, "class_text_features", None) is not None:
         fns["fmlab_9_terms"] = fm(with_flyp)
@@ -162,12 +163,10 @@ def bench_step_sections(task, batch_size: int, steps: int, repeats: int) -> dict
     from fmlab.autoft import LossBatch, batch_loss
     from fmlab.autoft._fused import PenaltyGrad
 
-    all_terms = {"ce": 1.0, "dcm": 0.1, "entropy": 0.1, "hinge": 0.1, "l1init": 0.1,
-                 "l1zero": 0.1, "l2init": 0.1, "l2zero": 0.1}
     parts = ("forward", "loss", "backward", "penalties", "adamw")
     out: dict[str, dict[str, list[float]]] = {}
     for _ in range(repeats):
-        for name, weights in (("ce", {"ce": 1.0}), ("8_terms_no_flyp", all_terms)):
+        for name, weights in (("ce", {"ce": 1.0}), ("8_terms_no_flyp", ALL_TERMS)):
             acc = out.setdefault(name, {k: [] for k in parts})
             model = copy.deepcopy(task.model).train()
             params = [p for p in model.parameters() if p.requires_grad]
